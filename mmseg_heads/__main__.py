@@ -1,0 +1,5 @@
+import sys
+
+from mmseg_heads.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""``mmseg-heads inspect SPEC_OR_CONFIG``: validate, then show data, levels and parameter counts."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from mmseg_heads.config import Config, load_config
+from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
+from mmseg_heads.engine.trainer import model_from_config
+from mmseg_heads.models.model import MultiTaskSegmenter
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="validate a data spec or config and describe it",
+        description="Modalities, tasks, classes, samples per split, class pixel counts; for a config "
+        "also the trunk's levels (stride, channels) per modality and fused, and parameter counts.",
+        epilog="example: mmseg-heads inspect configs/seed_vgg16_resnet50.yaml --size 512",
+    )
+    p.add_argument("path", help="data spec or config (YAML)")
+    p.add_argument("--size", type=int, default=512, help="input side used to print feature-map sizes (default 512)")
+    p.add_argument("--no-counts", action="store_true", help="skip reading label files for class pixel counts")
+
+
+def describe_spec(spec: DataSpec, counts: bool = True) -> list[str]:
+    lines = [f"data spec {spec.path} (name {spec.name!r}, root {spec.root})", "", "modalities:"]
+    for m in spec.modalities.values():
+        lines.append(f"  {m.name:<12} channels {m.channels}  normalize {m.normalize}  files {m.files}")
+    lines += ["", "tasks:"]
+    for t in spec.tasks.values():
+        on = f"  annotated on {', '.join(t.annotated_on)}" if t.annotated_on else ""
+        optional = "  (optional)" if t.optional else ""
+        lines.append(f"  {t.name:<12} {t.num_classes} classes: {', '.join(t.classes)}{on}{optional}")
+    lines += ["", "splits:"]
+    for split in spec.splits:
+        dataset = MultiModalDataset(spec, split)
+        lines.append(f"  {split:<12} {len(dataset)} samples")
+        if counts:
+            lines += _class_counts(dataset)
+    return lines
+
+
+def _class_counts(dataset: MultiModalDataset) -> list[str]:
+    lines = []
+    for task in dataset.spec.tasks.values():
+        counter: Counter = Counter()
+        labelled = 0
+        for sample_id in dataset.ids:
+            path = dataset.spec.label_file(task.name, sample_id)
+            if not path.is_file():
+                continue
+            labelled += 1
+            labels, _ = dataset.read_labels(sample_id, (0, 0))
+            values, numbers = np.unique(labels[task.name], return_counts=True)
+            counter.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
+        names = [*task.classes]
+        parts = [f"{names[i] if i != IGNORE_INDEX else 'ignore'} {counter[i]}" for i in sorted(counter)]
+        lines.append(f"    {task.name}: {labelled} labelled; pixels: {', '.join(parts)}")
+    return lines
+
+
+def describe_model(model: MultiTaskSegmenter, size: int) -> list[str]:
+    trunk = model.trunk
+    groups = list(trunk.source_levels)
+    lines = ["", f"trunk levels for a {size}×{size} input (channels@height×width):"]
+    header = f"  {'stride':>6}  " + "  ".join(f"{g:>14}" for g in groups) + f"  {'fused':>14}"
+    lines.append(header)
+    for level in trunk.levels:
+        side = size // level.stride
+        cells = []
+        for group in groups:
+            match = [lv for lv in trunk.source_levels[group] if lv.stride == level.stride]
+            cells.append(f"{match[0].channels}@{side}×{side}" if match else "—")
+        lines.append(
+            f"  {level.stride:>6}  " + "  ".join(f"{c:>14}" for c in cells) + f"  {f'{level.channels}@{side}×{side}':>14}"
+        )
+    lines += ["", "parameters:"]
+    seen: set[int] = set()
+    for group, encoder in trunk.encoders.items():
+        shared = " (shared)" if id(encoder) in seen else ""
+        seen.add(id(encoder))
+        lines.append(f"  encoder {group:<18} {encoder.name:<16} {_count(encoder):>12,}{shared}")
+    lines.append(f"  fusion ({len(trunk.fusions)} strides){'':<14} {_count(trunk.fusions):>12,}")
+    if model.decoder is not None:
+        lines.append(f"  shared decoder{'':<28} {_count(model.decoder):>12,}")
+    for task, head in model.heads.items():
+        lines.append(f"  head {task:<20} {type(head).__name__:<16} {_count(head):>12,}")
+    lines.append(f"  total{'':<37} {_count(model):>12,}")
+    return lines
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def run(args) -> int:
+    path = Path(args.path)
+    raw = load_yaml(path)
+    if "modalities" in raw:
+        print("\n".join(describe_spec(load_data_spec(path), counts=not args.no_counts)))
+        print("\nOK")
+        return 0
+    config = load_config(path)
+    print("\n".join(describe_spec(config.spec, counts=not args.no_counts)))
+    # Only shapes are needed here: never download weights to describe a model.
+    offline = copy.deepcopy(config.raw)
+    offline["model"]["pretrained"] = "none"
+    offline["model"]["encoders"] = {
+        k: (v if isinstance(v, str) else v["name"]) for k, v in offline["model"]["encoders"].items()
+    }
+    model = model_from_config(Config(path=config.path, raw=offline, spec=config.spec))
+    print("\n".join(describe_model(model, args.size)))
+    print("\nOK")
+    return 0

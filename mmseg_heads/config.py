@@ -1,0 +1,250 @@
+"""Experiment configs: one YAML file (data, model, loss, train, eval), validated before any work.
+
+:func:`load_config` applies dotted ``key=value`` overrides, checks the file against
+:data:`CONFIG_SCHEMA` (every problem at once, each naming the file and the dotted field), loads the
+data spec it points to and checks cross-references (heads and losses name real tasks, encoders
+cover every modality, class-weight lists match class counts).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml
+from mmseg_heads.errors import ConfigError, UserError
+from mmseg_heads.losses.task_loss import LOSS_TERMS
+from mmseg_heads.models.build import check_encoders, encoder_groups
+from mmseg_heads.models.fusion import FUSIONS
+from mmseg_heads.models.heads import HEADS
+from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+ENCODER_SCHEMA = OneOf(
+    [
+        Field(str, doc="encoder name"),
+        Struct({"name": Field(str, doc="encoder name"), "pretrained": Field(str, default=None, doc="none | imagenet | PATH")}),
+    ],
+    doc="an smp encoder name (`resnet50`, `vgg16`, …) or `tu-<timm name>`; or {name, pretrained}",
+)
+
+HEAD_SCHEMA = Struct(
+    {
+        "source": Field(str, default="fused", doc="`fused`, or a modality (or encoder group) to branch off before fusion"),
+        "decoder": Field(str, default="shared", choices=tuple(HEADS.names()), doc="`shared` trunk decoder + classifier, or `own` decoder"),
+        "gate": Field(str, default="none", choices=("none",), doc="attention gate (`none` for now)"),
+    }
+)
+
+
+def _term(options: dict[str, Field], doc: str) -> OneOf:
+    return OneOf(
+        [Field(float, minimum=0.0), Struct({"weight": Field(float, default=1.0, minimum=0.0), **options})],
+        default=None,
+        doc=doc,
+    )
+
+
+TASK_LOSS_SCHEMA = Struct(
+    {
+        "ce": _term(
+            {
+                "class_weights": ListOf(Field(float, minimum=0.0), default=None, doc="one weight per class"),
+                "label_smoothing": Field(float, default=0.0, minimum=0.0, maximum=1.0),
+            },
+            "cross-entropy: a weight, or {weight, class_weights, label_smoothing}",
+        ),
+        "dice": _term(
+            {"smooth": Field(float, default=1.0, minimum=0.0), "per_sample": Field(bool, default=False)},
+            "soft Dice over classes present in the target: a weight, or {weight, smooth, per_sample}",
+        ),
+        "focal": _term(
+            {
+                "gamma": Field(float, default=2.0, minimum=0.0),
+                "alpha": OneOf([Field(float), ListOf(Field(float))], default=None, doc="scalar or one per class"),
+            },
+            "focal loss: a weight, or {weight, gamma, alpha}",
+        ),
+    },
+    doc="loss terms of one task (default `{ce: 1.0, dice: 1.0}`)",
+)
+assert set(TASK_LOSS_SCHEMA.fields) == set(LOSS_TERMS.names()), "schema and LOSS_TERMS disagree"
+
+CONFIG_SCHEMA = Struct(
+    {
+        "data": Field(str, doc="data spec file (relative to this config)"),
+        "model": Struct(
+            {
+                "encoders": MapOf(ENCODER_SCHEMA, min_items=1, doc="`{modality: encoder}`, `{shared: encoder}` or `{\"A+B\": encoder}` (stacked)"),
+                "pretrained": Field(str, default="none", doc="default for every encoder: none | imagenet | PATH"),
+                "depth": Field(int, default=5, minimum=3, maximum=5, doc="encoder stages (5: strides up to 32)"),
+                "fusion": Field(str, default="concat", choices=tuple(FUSIONS.names()), doc="per-stride fusion"),
+                "decoder_channels": ListOf(Field(int, minimum=1), default=lambda: [256, 128, 64, 32, 16], doc="channels of each decoder block, deepest first"),
+                "heads": MapOf(HEAD_SCHEMA, default=dict, doc="one head per task (a task not listed gets the defaults)"),
+            },
+            doc="the network",
+        ),
+        "loss": Struct(
+            {
+                "task_weighting": Field(str, default="fixed", choices=("fixed",), doc="how task losses combine"),
+                "task_weights": MapOf(Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"),
+            },
+            extra=TASK_LOSS_SCHEMA,
+            default=FILL,
+            doc="per-task loss terms by task name, plus the keys below",
+        ),
+        "train": Struct(
+            {
+                "epochs": Field(int, default=40, minimum=1, doc="passes over the training split"),
+                "batch_size": Field(int, default=8, minimum=1),
+                "crop": Field(int, default=256, minimum=32, doc="side of the random square training crop"),
+                "hflip": Field(bool, default=True, doc="random left-right flips"),
+                "vflip": Field(bool, default=False, doc="random up-down flips"),
+                "lr": Field(float, default=1e-3, minimum=0.0),
+                "weight_decay": Field(float, default=1e-4, minimum=0.0),
+                "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
+                "schedule": Field(str, default="cosine", choices=("cosine", "constant")),
+                "precision": Field(str, default="auto", choices=PRECISIONS, doc="auto: bf16 autocast where the CPU/GPU supports it"),
+                "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
+                "seed": Field(int, default=0),
+                "out": Field(str, default=None, doc="run directory (default `runs/<config name>`)"),
+            },
+            default=FILL,
+        ),
+        "eval": Struct(
+            {
+                "beta": Field(float, default=1.0, minimum=0.0, doc="F-beta's beta"),
+                "split": Field(str, default="val", doc="split evaluated each epoch and by `evaluate`"),
+                "select_by": Field(str, default="mean_foreground_f", doc="`mean_foreground_f` or `<task>` (its macro foreground F)"),
+            },
+            default=FILL,
+        ),
+    }
+)
+
+
+@dataclass
+class Config:
+    """A validated config and the data spec it points to."""
+
+    path: Path
+    raw: dict
+    spec: DataSpec
+
+    @property
+    def model(self) -> dict:
+        return self.raw["model"]
+
+    @property
+    def loss(self) -> dict:
+        return self.raw["loss"]
+
+    @property
+    def train(self) -> dict:
+        return self.raw["train"]
+
+    @property
+    def eval(self) -> dict:
+        return self.raw["eval"]
+
+    def run_dir(self) -> Path:
+        return Path(self.train["out"] or Path("runs") / self.path.stem)
+
+
+def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} must look like key.sub=value", file=file)
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise UserError(f"override {item!r}: {part!r} is not a section", file=file, field=key)
+            node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"override {item!r}: value is not valid YAML ({exc})", file=file, field=key) from exc
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, *, data: str | Path | None = None) -> Config:
+    """Load, override and validate a config; ``data`` replaces its data spec."""
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), overrides or [], str(path))
+    raw = validate(CONFIG_SCHEMA, raw, file=str(path))
+    spec_path = Path(data) if data is not None else path.parent / raw["data"]
+    if not spec_path.is_file():
+        raise UserError(f"data spec {spec_path} not found", file=path, field="data")
+    spec = load_data_spec(spec_path)
+    check_cross_references(raw, spec, file=str(path))
+    return Config(path=path, raw=raw, spec=spec)
+
+
+def config_from_dict(raw: dict, spec: DataSpec, path: Path) -> Config:
+    """Rebuild a Config from a resolved mapping (as stored in a checkpoint)."""
+    raw = validate(CONFIG_SCHEMA, raw, file=str(path))
+    check_cross_references(raw, spec, file=str(path))
+    return Config(path=path, raw=raw, spec=spec)
+
+
+def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
+    """Heads, losses and encoders must name tasks and modalities of the data spec."""
+    modalities = {m.name: m.channels for m in spec.modalities.values()}
+    tasks = {t.name: t.num_classes for t in spec.tasks.values()}
+    problems = check_encoders(raw["model"]["encoders"], modalities)
+    where = f"(in {spec.path})"
+    groups = encoder_groups(raw["model"]["encoders"], list(modalities)) if not problems else {}
+    for task, head in raw["model"]["heads"].items():
+        if task not in tasks:
+            problems.append(UserError(f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})", field=f"model.heads.{task}"))
+        source = head["source"]
+        if source != "fused" and groups and source not in groups:
+            problems.append(
+                UserError(
+                    f"{source!r} is not a modality with its own encoder {where} "
+                    f"(choose fused or one of: {', '.join(groups)})",
+                    field=f"model.heads.{task}.source",
+                )
+            )
+        if source != "fused" and head["decoder"] == "shared":
+            problems.append(
+                UserError("a head on one modality needs `decoder: own` (the shared decoder reads fused features)", field=f"model.heads.{task}.decoder")
+            )
+    fixed = {"task_weighting", "task_weights"}
+    for task, terms in raw["loss"].items():
+        if task in fixed:
+            continue
+        if task not in tasks:
+            problems.append(UserError(f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})", field=f"loss.{task}"))
+            continue
+        for term, options in terms.items():
+            if isinstance(options, dict):
+                for key in ("class_weights", "alpha"):
+                    if isinstance(options.get(key), list) and len(options[key]) != tasks[task]:
+                        problems.append(
+                            UserError(f"needs {tasks[task]} values, one per class, got {len(options[key])}", field=f"loss.{task}.{term}.{key}")
+                        )
+    for task in raw["loss"]["task_weights"]:
+        if task not in tasks:
+            problems.append(UserError(f"{task!r} is not a task (tasks: {', '.join(tasks)})", field=f"loss.task_weights.{task}"))
+    select = raw["eval"]["select_by"]
+    if select != "mean_foreground_f" and select not in tasks:
+        problems.append(UserError(f"must be mean_foreground_f or a task ({', '.join(tasks)})", field="eval.select_by"))
+    if problems:
+        for problem in problems:
+            problem.file = problem.file or file
+        raise ConfigError(problems)
+
+
+def task_loss_terms(loss: dict, task: str) -> dict[str, dict]:
+    """``{term: options}`` for one task, ``{ce: 1, dice: 1}`` by default; a bare number is a weight."""
+    terms = loss.get(task) or {"ce": 1.0, "dice": 1.0}
+    return {name: ({"weight": value} if not isinstance(value, dict) else value) for name, value in terms.items() if value is not None}

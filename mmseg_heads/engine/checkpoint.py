@@ -1,0 +1,54 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mmseg_heads.errors import UserError
+
+FORMAT = "mmseg_heads.checkpoint/1"
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint of ours; anything else is a user error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("checkpoint not found", file=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})", file=path) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError("not an mmseg_heads checkpoint (no format marker)", file=path)
+    return state
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
+    """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``)."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise UserError("no checkpoints/best.pt or checkpoints/last.pt in this run directory", file=path)
+    return path

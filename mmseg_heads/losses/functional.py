@@ -1,0 +1,90 @@
+"""Loss maths on index labels, as pure functions. Ignored pixels never count, anywhere.
+
+Every function takes ``logits`` ``N×C×H×W`` (any float dtype; computed in float32) and ``target``
+``N×H×W`` int64 with ``ignore_index`` for pixels to skip, and returns a scalar. With no valid pixel
+they return a zero that still carries the graph, never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    return logits.sum() * 0.0
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Mean cross-entropy over valid pixels (weighted mean when ``class_weights`` are given)."""
+    if not (target != ignore_index).any():
+        return _zero(logits)
+    return F.cross_entropy(
+        logits.float(),
+        target,
+        weight=class_weights,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
+
+
+def focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int,
+    gamma: float = 2.0,
+    alpha: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Focal loss ``-alpha_t (1 - p_t)^gamma log p_t``, averaged over valid pixels only.
+
+    ``alpha`` is a scalar (weight of every class) or a per-class tensor.
+    """
+    valid = target != ignore_index
+    if not valid.any():
+        return _zero(logits)
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    safe_target = torch.where(valid, target, 0).unsqueeze(1)
+    log_pt = log_probs.gather(1, safe_target).squeeze(1)[valid]
+    loss = -((1.0 - log_pt.exp()) ** gamma) * log_pt
+    if alpha is not None:
+        alpha_t = alpha[safe_target.squeeze(1)[valid]] if torch.is_tensor(alpha) else alpha
+        loss = loss * alpha_t
+    return loss.mean()
+
+
+def soft_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int,
+    smooth: float = 1.0,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """``1 - Dice`` of softmax probabilities, averaged over the classes present in the target.
+
+    Ignored pixels are removed from both predictions and targets. A class absent from the target
+    is left out of the average: counting it would add a constant (or reward pushing its
+    probabilities to exactly zero) without teaching anything; cross-entropy penalises its false
+    positives. ``per_sample`` pools per image instead of over the whole batch.
+    """
+    valid = (target != ignore_index).unsqueeze(1)
+    if not valid.any():
+        return _zero(logits)
+    probs = F.softmax(logits.float(), dim=1) * valid
+    one_hot = torch.zeros_like(probs).scatter_(1, torch.where(valid, target.unsqueeze(1), 0), 1.0) * valid
+    dims = (2, 3) if per_sample else (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    cardinality = (probs + one_hot).sum(dims)
+    dice = (2.0 * intersection + smooth) / (cardinality + smooth)
+    present = one_hot.sum(dims) > 0
+    if not present.any():
+        return _zero(logits)
+    return (1.0 - dice)[present].mean()

@@ -1,0 +1,98 @@
+"""``TaskLoss``: one task's weighted sum of loss terms, on the samples that have its label.
+
+Terms are registered by name in :data:`LOSS_TERMS`; each is built from its config options
+(``weight`` is taken out first) and called as ``term(logits, target)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmseg_heads.losses import functional as LF
+from mmseg_heads.registry import Registry
+
+LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
+
+
+@LOSS_TERMS.register("ce")
+class CrossEntropyTerm(nn.Module):
+    def __init__(self, *, ignore_index: int, class_weights: list[float] | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+
+    def forward(self, logits, target):
+        return LF.cross_entropy(
+            logits,
+            target,
+            ignore_index=self.ignore_index,
+            class_weights=self.class_weights,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+@LOSS_TERMS.register("focal")
+class FocalTerm(nn.Module):
+    def __init__(self, *, ignore_index: int, gamma: float = 2.0, alpha: float | list[float] | None = None):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.gamma = gamma
+        self.scalar_alpha = alpha if isinstance(alpha, (int, float)) else None
+        per_class = torch.tensor(alpha, dtype=torch.float32) if isinstance(alpha, list) else None
+        self.register_buffer("class_alpha", per_class, persistent=False)
+
+    def forward(self, logits, target):
+        alpha = self.class_alpha if self.class_alpha is not None else self.scalar_alpha
+        return LF.focal(logits, target, ignore_index=self.ignore_index, gamma=self.gamma, alpha=alpha)
+
+
+@LOSS_TERMS.register("dice")
+class DiceTerm(nn.Module):
+    def __init__(self, *, ignore_index: int, smooth: float = 1.0, per_sample: bool = False):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.smooth = smooth
+        self.per_sample = per_sample
+
+    def forward(self, logits, target):
+        return LF.soft_dice(
+            logits, target, ignore_index=self.ignore_index, smooth=self.smooth, per_sample=self.per_sample
+        )
+
+
+class TaskLoss(nn.Module):
+    """Weighted sum of loss terms for one task.
+
+    Args:
+        terms: ``{term name: {"weight": w, **options}}``, e.g. ``{"ce": {"weight": 1.0}}``.
+        ignore_index: label value excluded from every term.
+
+    ``forward(logits, target, has_label)`` returns ``(total, {term: value})``; only samples with
+    ``has_label`` count, and a batch with none returns ``(None, {})``.
+    """
+
+    def __init__(self, terms: dict[str, dict], *, ignore_index: int):
+        super().__init__()
+        self.weights = {name: float(options.get("weight", 1.0)) for name, options in terms.items()}
+        self.terms = nn.ModuleDict(
+            {
+                name: LOSS_TERMS.get(name)(
+                    ignore_index=ignore_index, **{k: v for k, v in options.items() if k != "weight"}
+                )
+                for name, options in terms.items()
+            }
+        )
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, has_label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        if has_label is not None and not bool(has_label.all()):
+            if not bool(has_label.any()):
+                return None, {}
+            logits, target = logits[has_label], target[has_label]
+        parts = {name: term(logits, target) for name, term in self.terms.items()}
+        total = sum(self.weights[name] * value for name, value in parts.items())
+        return total, parts

@@ -1,0 +1,67 @@
+"""Segmentation scores as pure functions of per-class TP, FP and FN counts.
+
+Two stages, as in smp: a confusion matrix gives the counts, and every score is a one-line function
+of them. A score whose denominator is zero is *undefined* and returned as NaN (reported as
+``null``), never as 0 or 1: a class absent from both labels and predictions has no F-score.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """``num_classes×num_classes`` int64 counts, rows = truth, columns = prediction.
+
+    Pixels whose target is ``ignore_index`` are left out. A target value outside
+    ``[0, num_classes)`` that is not ``ignore_index`` is an error, never a silent drop.
+    """
+    valid = target != ignore_index
+    target = target[valid]
+    pred = pred[valid]
+    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+        bad = target[(target < 0) | (target >= num_classes)].unique()[:5].tolist()
+        raise ValueError(f"label values {bad} are outside the {num_classes} classes")
+    index = target * num_classes + pred
+    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def counts(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class ``tp, fp, fn`` from a confusion matrix (rows truth, columns prediction)."""
+    tp = matrix.diagonal()
+    fp = matrix.sum(0) - tp
+    fn = matrix.sum(1) - tp
+    return tp, fp, fn
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    numerator, denominator = numerator.double(), denominator.double()
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.nan)
+
+
+def precision(tp, fp, fn=None):
+    return _ratio(tp, tp + fp)
+
+
+def recall(tp, fp, fn):
+    return _ratio(tp, tp + fn)
+
+
+def fbeta(tp, fp, fn, beta: float = 1.0):
+    """``(1 + b²) TP / ((1 + b²) TP + b² FN + FP)``: the harmonic form, defined when any count is > 0."""
+    b2 = beta * beta
+    return _ratio((1 + b2) * tp.double(), (1 + b2) * tp.double() + b2 * fn.double() + fp.double())
+
+
+def iou(tp, fp, fn):
+    return _ratio(tp, tp + fp + fn)
+
+
+def dice(tp, fp, fn):
+    return fbeta(tp, fp, fn, beta=1.0)
+
+
+def nanmean(values: torch.Tensor) -> float | None:
+    """Mean over defined values; None when none is defined."""
+    defined = values[~torch.isnan(values)]
+    return float(defined.mean()) if defined.numel() else None

@@ -1,0 +1,104 @@
+"""Map the ``model`` section of a config to a :class:`MultiTaskSegmenter`."""
+
+from __future__ import annotations
+
+from mmseg_heads.errors import UserError
+from mmseg_heads.models.decoder import UnetDecoder
+from mmseg_heads.models.encoders import Encoder, build_encoder
+from mmseg_heads.models.heads import HEADS
+from mmseg_heads.models.model import MultiTaskSegmenter
+from mmseg_heads.models.trunk import FusionTrunk
+
+SHARED = "shared"
+
+
+def encoder_groups(encoders: dict, modalities: list[str]) -> dict[str, tuple[str, ...]]:
+    """``{encoder key: modalities it reads}``: ``shared`` reads each modality on its own."""
+    if SHARED in encoders:
+        return {m: (m,) for m in modalities}
+    return {key: tuple(key.split("+")) for key in encoders}
+
+
+def check_encoders(encoders: dict, modalities: dict[str, int]) -> list[UserError]:
+    """Every modality has exactly one encoder, and shared encoders see equal channel counts."""
+    problems = []
+    if SHARED in encoders:
+        if len(encoders) > 1:
+            problems.append(UserError("`shared` cannot be mixed with other encoder keys", field="model.encoders"))
+        if len(set(modalities.values())) > 1:
+            problems.append(
+                UserError(
+                    f"a shared encoder needs equal channel counts, got {modalities}; stack them as a group "
+                    "instead, e.g. {'A+B': resnet50}",
+                    field="model.encoders",
+                )
+            )
+        return problems
+    seen: dict[str, str] = {}
+    for key in encoders:
+        for modality in key.split("+"):
+            if modality not in modalities:
+                problems.append(
+                    UserError(
+                        f"{modality!r} is not a modality (modalities: {', '.join(modalities)})",
+                        field=f"model.encoders.{key}",
+                    )
+                )
+            elif modality in seen:
+                problems.append(UserError(f"{modality!r} already feeds {seen[modality]!r}", field=f"model.encoders.{key}"))
+            seen[modality] = key
+    for modality in modalities:
+        if modality not in seen:
+            problems.append(UserError(f"modality {modality!r} has no encoder", field="model.encoders"))
+    return problems
+
+
+def _encoder_options(value, default_pretrained: str) -> tuple[str, str]:
+    if isinstance(value, str):
+        return value, default_pretrained
+    return value["name"], value.get("pretrained") or default_pretrained
+
+
+def build_model(model: dict, *, modalities: dict[str, int], tasks: dict[str, int]) -> MultiTaskSegmenter:
+    """Build the model from a validated ``model`` config section.
+
+    Args:
+        model: the config's ``model`` section (defaults filled in).
+        modalities: ``{modality: channels}``.
+        tasks: ``{task: number of classes}``.
+    """
+    encoders_cfg = model["encoders"]
+    groups = encoder_groups(encoders_cfg, list(modalities))
+    built: dict[str, Encoder] = {}
+    if SHARED in encoders_cfg:
+        name, pretrained = _encoder_options(encoders_cfg[SHARED], model["pretrained"])
+        shared = _build(name, next(iter(modalities.values())), pretrained, model["depth"], SHARED)
+        built = {group: shared for group in groups}
+    else:
+        for group, members in groups.items():
+            name, pretrained = _encoder_options(encoders_cfg[group], model["pretrained"])
+            built[group] = _build(name, sum(modalities[m] for m in members), pretrained, model["depth"], group)
+    trunk = FusionTrunk(built, groups, fusion=model["fusion"])
+    head_cfgs = {task: model["heads"].get(task, {"source": "fused", "decoder": "shared"}) for task in tasks}
+    needs_shared = any(HEADS.get(cfg["decoder"]).uses_shared_decoder for cfg in head_cfgs.values())
+    decoder = UnetDecoder(trunk.levels, model["decoder_channels"]) if needs_shared else None
+    heads = {}
+    for task, cfg in head_cfgs.items():
+        source = cfg["source"]
+        group = source if source == "fused" else next(g for g, ms in groups.items() if source in ms)
+        heads[task] = HEADS.get(cfg["decoder"])(
+            num_classes=tasks[task],
+            source=group,
+            levels=trunk.levels if source == "fused" else trunk.source_levels[group],
+            decoder_channels=model["decoder_channels"],
+            shared_channels=decoder.out_channels if decoder is not None else 0,
+        )
+    return MultiTaskSegmenter(trunk, heads, decoder)
+
+
+def _build(name: str, in_channels: int, pretrained: str, depth: int, key: str) -> Encoder:
+    try:
+        return build_encoder(name, in_channels=in_channels, pretrained=pretrained, depth=depth)
+    except UserError as exc:
+        exc.field = f"model.encoders.{key}" + (f".{exc.field}" if exc.field == "pretrained" else "")
+        raise
