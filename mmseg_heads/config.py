@@ -9,6 +9,7 @@ cover every modality, class-weight lists match class counts).
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,7 +181,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, data: s
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
     raw = validate(CONFIG_SCHEMA, raw, file=str(path))
-    spec_path = Path(data) if data is not None else path.parent / raw["data"]
+    spec_path = Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
     if not spec_path.is_file():
         raise UserError(f"data spec {spec_path} not found", file=path, field="data")
     spec = load_data_spec(spec_path)

@@ -26,7 +26,7 @@ model:
 loss:
   shapes:   {{ce: 1.0, dice: 1.0}}
   hotspots: {{ce: 1.0, dice: 1.0}}
-train: {{epochs: 12, batch_size: 16, crop: 64, lr: 2.0e-3, workers: 0, seed: 0, out: {out}/run}}
+train: {{epochs: 20, batch_size: 16, crop: 64, lr: 2.0e-3, workers: 0, seed: 0, out: {out}/run}}
 eval: {{split: val}}
 """
 

@@ -7,6 +7,7 @@ A data spec is a YAML file (see ``docs/data_spec.md``); :func:`load_data_spec` v
 from __future__ import annotations
 
 import glob
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ TASK_SCHEMA = Struct(
 
 SPLIT_SCHEMA = Struct(
     {
-        "ids": Field(str, default=None, doc="text file with one id per line (relative to the spec)"),
+        "ids": Field(str, default=None, doc="text file with one id per line (next to the spec, else under `root`)"),
         "pattern": Field(str, default=None, doc="regular expression searched in each id"),
         "fraction": Field(float, default=None, minimum=0.0, maximum=1.0, doc="random share of the ids"),
         "seed": Field(int, default=0, doc="seed of the `fraction` draw"),
@@ -201,7 +202,7 @@ class DataSpec:
         rule = self.splits[split]
         where = f"splits.{split}"
         if rule["ids"] is not None:
-            ids = _read_id_list(self.path.parent / rule["ids"], self.path, f"{where}.ids")
+            ids = _read_id_list(self._id_list_path(rule["ids"]), self.path, f"{where}.ids")
             unknown = sorted(set(ids) - set(all_ids))
             if unknown:
                 raise UserError(
@@ -215,6 +216,11 @@ class DataSpec:
         if not ids:
             raise UserError("the split is empty", file=self.path, field=where)
         return ids
+
+    def _id_list_path(self, name: str) -> Path:
+        """An id list is looked up next to the spec file first, then under ``root``."""
+        beside_spec = self.path.parent / name
+        return beside_spec if beside_spec.is_file() or not (self.root / name).is_file() else self.root / name
 
     def _fraction_split(self, split: str, all_ids: list[str]) -> list[str]:
         """Fraction splits share one seeded shuffle of the ids not claimed by other splits and
@@ -350,7 +356,7 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
         for problem in problems:
             problem.file = str(path)
         raise ConfigError(problems)
-    root = Path(data_root) if data_root is not None else (path.parent / raw["root"])
+    root = Path(data_root) if data_root is not None else Path(os.path.normpath(path.parent / raw["root"]))
     return DataSpec(
         name=raw["name"] or path.stem,
         path=path,

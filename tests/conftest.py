@@ -1,0 +1,24 @@
+"""Shared fixtures. Tests never touch the network: a stray weight download fails in milliseconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mmseg_heads.data.synthetic import write_demo_dataset  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_spec(tmp_path_factory) -> Path:
+    """A small demo data set (16 train, 8 val, 64×64) written once per session; returns its spec."""
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", train=16, val=8, size=64)
