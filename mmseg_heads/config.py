@@ -28,23 +28,42 @@ PRECISIONS = ("auto", "fp32", "bf16")
 ENCODER_SCHEMA = OneOf(
     [
         Field(str, doc="encoder name"),
-        Struct({"name": Field(str, doc="encoder name"), "pretrained": Field(str, default=None, doc="none | imagenet | PATH")}),
+        Struct(
+            {
+                "name": Field(str, doc="encoder name"),
+                "pretrained": Field(str, default=None, doc="none | imagenet | PATH"),
+            }
+        ),
     ],
     doc="an smp encoder name (`resnet50`, `vgg16`, …) or `tu-<timm name>`; or {name, pretrained}",
 )
 
 HEAD_SCHEMA = Struct(
     {
-        "source": Field(str, default="fused", doc="`fused`, or a modality (or encoder group) to branch off before fusion"),
-        "decoder": Field(str, default="shared", choices=tuple(HEADS.names()), doc="`shared` trunk decoder + classifier, or `own` decoder"),
-        "gate": Field(str, default="none", choices=("none",), doc="attention gate (`none` for now)"),
+        "source": Field(
+            str,
+            default="fused",
+            doc="`fused`, or a modality (or encoder group) to branch off before fusion",
+        ),
+        "decoder": Field(
+            str,
+            default="shared",
+            choices=tuple(HEADS.names()),
+            doc="`shared` trunk decoder + classifier, or `own` decoder",
+        ),
+        "gate": Field(
+            str, default="none", choices=("none",), doc="attention gate (`none` for now)"
+        ),
     }
 )
 
 
 def _term(options: dict[str, Field], doc: str) -> OneOf:
     return OneOf(
-        [Field(float, minimum=0.0), Struct({"weight": Field(float, default=1.0, minimum=0.0), **options})],
+        [
+            Field(float, minimum=0.0),
+            Struct({"weight": Field(float, default=1.0, minimum=0.0), **options}),
+        ],
         default=None,
         doc=doc,
     )
@@ -54,19 +73,28 @@ TASK_LOSS_SCHEMA = Struct(
     {
         "ce": _term(
             {
-                "class_weights": ListOf(Field(float, minimum=0.0), default=None, doc="one weight per class"),
+                "class_weights": ListOf(
+                    Field(float, minimum=0.0), default=None, doc="one weight per class"
+                ),
                 "label_smoothing": Field(float, default=0.0, minimum=0.0, maximum=1.0),
             },
             "cross-entropy: a weight, or {weight, class_weights, label_smoothing}",
         ),
         "dice": _term(
-            {"smooth": Field(float, default=1.0, minimum=0.0), "per_sample": Field(bool, default=False)},
+            {
+                "smooth": Field(float, default=1.0, minimum=0.0),
+                "per_sample": Field(bool, default=False),
+            },
             "soft Dice over classes present in the target: a weight, or {weight, smooth, per_sample}",
         ),
         "focal": _term(
             {
                 "gamma": Field(float, default=2.0, minimum=0.0),
-                "alpha": OneOf([Field(float), ListOf(Field(float))], default=None, doc="scalar or one per class"),
+                "alpha": OneOf(
+                    [Field(float), ListOf(Field(float))],
+                    default=None,
+                    doc="scalar or one per class",
+                ),
             },
             "focal loss: a weight, or {weight, gamma, alpha}",
         ),
@@ -80,19 +108,41 @@ CONFIG_SCHEMA = Struct(
         "data": Field(str, doc="data spec file (relative to this config)"),
         "model": Struct(
             {
-                "encoders": MapOf(ENCODER_SCHEMA, min_items=1, doc="`{modality: encoder}`, `{shared: encoder}` or `{\"A+B\": encoder}` (stacked)"),
-                "pretrained": Field(str, default="none", doc="default for every encoder: none | imagenet | PATH"),
-                "depth": Field(int, default=5, minimum=3, maximum=5, doc="encoder stages (5: strides up to 32)"),
-                "fusion": Field(str, default="concat", choices=tuple(FUSIONS.names()), doc="per-stride fusion"),
-                "decoder_channels": ListOf(Field(int, minimum=1), default=lambda: [256, 128, 64, 32, 16], doc="channels of each decoder block, deepest first"),
-                "heads": MapOf(HEAD_SCHEMA, default=dict, doc="one head per task (a task not listed gets the defaults)"),
+                "encoders": MapOf(
+                    ENCODER_SCHEMA,
+                    min_items=1,
+                    doc='`{modality: encoder}`, `{shared: encoder}` or `{"A+B": encoder}` (stacked)',
+                ),
+                "pretrained": Field(
+                    str, default="none", doc="default for every encoder: none | imagenet | PATH"
+                ),
+                "depth": Field(
+                    int, default=5, minimum=3, maximum=5, doc="encoder stages (5: strides up to 32)"
+                ),
+                "fusion": Field(
+                    str, default="concat", choices=tuple(FUSIONS.names()), doc="per-stride fusion"
+                ),
+                "decoder_channels": ListOf(
+                    Field(int, minimum=1),
+                    default=lambda: [256, 128, 64, 32, 16],
+                    doc="channels of each decoder block, deepest first",
+                ),
+                "heads": MapOf(
+                    HEAD_SCHEMA,
+                    default=dict,
+                    doc="one head per task (a task not listed gets the defaults)",
+                ),
             },
             doc="the network",
         ),
         "loss": Struct(
             {
-                "task_weighting": Field(str, default="fixed", choices=("fixed",), doc="how task losses combine"),
-                "task_weights": MapOf(Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"),
+                "task_weighting": Field(
+                    str, default="fixed", choices=("fixed",), doc="how task losses combine"
+                ),
+                "task_weights": MapOf(
+                    Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"
+                ),
             },
             extra=TASK_LOSS_SCHEMA,
             default=FILL,
@@ -102,14 +152,21 @@ CONFIG_SCHEMA = Struct(
             {
                 "epochs": Field(int, default=40, minimum=1, doc="passes over the training split"),
                 "batch_size": Field(int, default=8, minimum=1),
-                "crop": Field(int, default=256, minimum=32, doc="side of the random square training crop"),
+                "crop": Field(
+                    int, default=256, minimum=32, doc="side of the random square training crop"
+                ),
                 "hflip": Field(bool, default=True, doc="random left-right flips"),
                 "vflip": Field(bool, default=False, doc="random up-down flips"),
                 "lr": Field(float, default=1e-3, minimum=0.0),
                 "weight_decay": Field(float, default=1e-4, minimum=0.0),
                 "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
                 "schedule": Field(str, default="cosine", choices=("cosine", "constant")),
-                "precision": Field(str, default="auto", choices=PRECISIONS, doc="auto: bf16 autocast where the CPU/GPU supports it"),
+                "precision": Field(
+                    str,
+                    default="auto",
+                    choices=PRECISIONS,
+                    doc="auto: bf16 autocast where the CPU/GPU supports it",
+                ),
                 "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
                 "seed": Field(int, default=0),
                 "out": Field(str, default=None, doc="run directory (default `runs/<config name>`)"),
@@ -119,8 +176,14 @@ CONFIG_SCHEMA = Struct(
         "eval": Struct(
             {
                 "beta": Field(float, default=1.0, minimum=0.0, doc="F-beta's beta"),
-                "split": Field(str, default="val", doc="split evaluated each epoch and by `evaluate`"),
-                "select_by": Field(str, default="mean_foreground_f", doc="`mean_foreground_f` or `<task>` (its macro foreground F)"),
+                "split": Field(
+                    str, default="val", doc="split evaluated each epoch and by `evaluate`"
+                ),
+                "select_by": Field(
+                    str,
+                    default="mean_foreground_f",
+                    doc="`mean_foreground_f` or `<task>` (its macro foreground F)",
+                ),
             },
             default=FILL,
         ),
@@ -167,21 +230,29 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.setdefault(part, {}), dict):
-                raise UserError(f"override {item!r}: {part!r} is not a section", file=file, field=key)
+                raise UserError(
+                    f"override {item!r}: {part!r} is not a section", file=file, field=key
+                )
             node = node[part]
         try:
             node[parts[-1]] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise UserError(f"override {item!r}: value is not valid YAML ({exc})", file=file, field=key) from exc
+            raise UserError(
+                f"override {item!r}: value is not valid YAML ({exc})", file=file, field=key
+            ) from exc
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, *, data: str | Path | None = None) -> Config:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, *, data: str | Path | None = None
+) -> Config:
     """Load, override and validate a config; ``data`` replaces its data spec."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
     raw = validate(CONFIG_SCHEMA, raw, file=str(path))
-    spec_path = Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
+    spec_path = (
+        Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
+    )
     if not spec_path.is_file():
         raise UserError(f"data spec {spec_path} not found", file=path, field="data")
     spec = load_data_spec(spec_path)
@@ -205,7 +276,12 @@ def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
     groups = encoder_groups(raw["model"]["encoders"], list(modalities)) if not problems else {}
     for task, head in raw["model"]["heads"].items():
         if task not in tasks:
-            problems.append(UserError(f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})", field=f"model.heads.{task}"))
+            problems.append(
+                UserError(
+                    f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})",
+                    field=f"model.heads.{task}",
+                )
+            )
         source = head["source"]
         if source != "fused" and groups and source not in groups:
             problems.append(
@@ -217,28 +293,48 @@ def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
             )
         if source != "fused" and head["decoder"] == "shared":
             problems.append(
-                UserError("a head on one modality needs `decoder: own` (the shared decoder reads fused features)", field=f"model.heads.{task}.decoder")
+                UserError(
+                    "a head on one modality needs `decoder: own` (the shared decoder reads fused features)",
+                    field=f"model.heads.{task}.decoder",
+                )
             )
     fixed = {"task_weighting", "task_weights"}
     for task, terms in raw["loss"].items():
         if task in fixed:
             continue
         if task not in tasks:
-            problems.append(UserError(f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})", field=f"loss.{task}"))
+            problems.append(
+                UserError(
+                    f"{task!r} is not a task of {spec.path} (tasks: {', '.join(tasks)})",
+                    field=f"loss.{task}",
+                )
+            )
             continue
         for term, options in terms.items():
             if isinstance(options, dict):
                 for key in ("class_weights", "alpha"):
                     if isinstance(options.get(key), list) and len(options[key]) != tasks[task]:
                         problems.append(
-                            UserError(f"needs {tasks[task]} values, one per class, got {len(options[key])}", field=f"loss.{task}.{term}.{key}")
+                            UserError(
+                                f"needs {tasks[task]} values, one per class, got {len(options[key])}",
+                                field=f"loss.{task}.{term}.{key}",
+                            )
                         )
     for task in raw["loss"]["task_weights"]:
         if task not in tasks:
-            problems.append(UserError(f"{task!r} is not a task (tasks: {', '.join(tasks)})", field=f"loss.task_weights.{task}"))
+            problems.append(
+                UserError(
+                    f"{task!r} is not a task (tasks: {', '.join(tasks)})",
+                    field=f"loss.task_weights.{task}",
+                )
+            )
     select = raw["eval"]["select_by"]
     if select != "mean_foreground_f" and select not in tasks:
-        problems.append(UserError(f"must be mean_foreground_f or a task ({', '.join(tasks)})", field="eval.select_by"))
+        problems.append(
+            UserError(
+                f"must be mean_foreground_f or a task ({', '.join(tasks)})", field="eval.select_by"
+            )
+        )
     if problems:
         for problem in problems:
             problem.file = problem.file or file
@@ -248,4 +344,8 @@ def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
 def task_loss_terms(loss: dict, task: str) -> dict[str, dict]:
     """``{term: options}`` for one task, ``{ce: 1, dice: 1}`` by default; a bare number is a weight."""
     terms = loss.get(task) or {"ce": 1.0, "dice": 1.0}
-    return {name: ({"weight": value} if not isinstance(value, dict) else value) for name, value in terms.items() if value is not None}
+    return {
+        name: ({"weight": value} if not isinstance(value, dict) else value)
+        for name, value in terms.items()
+        if value is not None
+    }

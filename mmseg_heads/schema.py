@@ -71,7 +71,9 @@ class Field(Node):
     def validate(self, value, path, problems):
         if not self._type_ok(value):
             problems.append(
-                UserError(f"expected {self.describe()}, got {_type_name(value)} {value!r}", field=path)
+                UserError(
+                    f"expected {self.describe()}, got {_type_name(value)} {value!r}", field=path
+                )
             )
             return value
         if self.choices is not None and value not in self.choices:
@@ -86,9 +88,13 @@ class Field(Node):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
-                problems.append(UserError(f"{value!r} is below the minimum {self.minimum}", field=path))
+                problems.append(
+                    UserError(f"{value!r} is below the minimum {self.minimum}", field=path)
+                )
             if self.maximum is not None and value > self.maximum:
-                problems.append(UserError(f"{value!r} is above the maximum {self.maximum}", field=path))
+                problems.append(
+                    UserError(f"{value!r} is above the maximum {self.maximum}", field=path)
+                )
         if self.check is not None:
             message = self.check(value)
             if message:
@@ -113,7 +119,9 @@ class Struct(Node):
 
     def validate(self, value, path, problems):
         if not isinstance(value, dict):
-            problems.append(UserError(f"expected a mapping, got {_type_name(value)}", field=path or None))
+            problems.append(
+                UserError(f"expected a mapping, got {_type_name(value)}", field=path or None)
+            )
             return value
         out: dict[str, Any] = {}
         for key in value:
@@ -163,7 +171,9 @@ class MapOf(Node):
             return value
         if len(value) < self.min_items:
             problems.append(UserError(f"needs at least {self.min_items} entries", field=path))
-        return {str(k): self.value.validate(v, _join(path, str(k)), problems) for k, v in value.items()}
+        return {
+            str(k): self.value.validate(v, _join(path, str(k)), problems) for k, v in value.items()
+        }
 
     def describe(self) -> str:
         return f"mapping name -> {self.value.describe()}"
@@ -178,7 +188,9 @@ class ListOf(Node):
 
     def validate(self, value, path, problems):
         if not isinstance(value, list):
-            problems.append(UserError(f"expected a list, got {_type_name(value)} {value!r}", field=path))
+            problems.append(
+                UserError(f"expected a list, got {_type_name(value)} {value!r}", field=path)
+            )
             return value
         if len(value) < self.min_items:
             problems.append(UserError(f"needs at least {self.min_items} items", field=path))
@@ -200,7 +212,9 @@ class OneOf(Node):
         for option in self.options:
             if _shape_matches(option, value):
                 return option.validate(value, path, problems)
-        problems.append(UserError(f"expected {self.describe()}, got {_type_name(value)} {value!r}", field=path))
+        problems.append(
+            UserError(f"expected {self.describe()}, got {_type_name(value)} {value!r}", field=path)
+        )
         return value
 
     def describe(self) -> str:
@@ -277,5 +291,3 @@ def doc_rows(schema: Node, path: str = "") -> list[DocRow]:
         for option in schema.options:
             rows += doc_rows(option, path)
     return rows
-
-

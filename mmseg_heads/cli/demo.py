@@ -41,7 +41,10 @@ def add_parser(sub) -> None:
         "(checkpoints, metrics.jsonl) and OUT/run/report_demo_val (report.json, report.md).",
         epilog="example: mmseg-heads demo --out /tmp/demo",
     )
-    p.add_argument("--out", help=f"output folder (default: ./{DEFAULT_OUT}, or a new ./{DEFAULT_OUT}_N if taken)")
+    p.add_argument(
+        "--out",
+        help=f"output folder (default: ./{DEFAULT_OUT}, or a new ./{DEFAULT_OUT}_N if taken)",
+    )
     p.add_argument("--epochs", type=int, help="override the demo's number of epochs")
 
 

@@ -17,20 +17,28 @@ def add_parser(sub) -> None:
         epilog="example: mmseg-heads evaluate runs/demo --split val",
     )
     p.add_argument("run", help="run directory (uses checkpoints/best.pt) or checkpoint file")
-    p.add_argument("--data", help="another data spec with the same modalities and tasks (external test set)")
+    p.add_argument(
+        "--data", help="another data spec with the same modalities and tasks (external test set)"
+    )
     p.add_argument("--split", help="split to evaluate (default: the config's eval.split)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
 
 
 def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    run_dir = (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
     return run_dir / f"report_{data_name}_{report['split']}"
 
 
 def run(args) -> int:
     checkpoint = resolve_checkpoint(args.run)
     report = evaluate(checkpoint, data=args.data, split=args.split, progress=True)
-    out = Path(args.out) if args.out else default_out(checkpoint, report, Path(report["data_spec"]).stem)
+    out = (
+        Path(args.out)
+        if args.out
+        else default_out(checkpoint, report, Path(report["data_spec"]).stem)
+    )
     paths = write_report(report, out)
     print(markdown_report(report))
     print("wrote " + ", ".join(map(str, paths)))

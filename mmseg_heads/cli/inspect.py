@@ -25,19 +25,30 @@ def add_parser(sub) -> None:
         epilog="example: mmseg-heads inspect configs/seed_vgg16_resnet50.yaml --size 512",
     )
     p.add_argument("path", help="data spec or config (YAML)")
-    p.add_argument("--size", type=int, default=512, help="input side used to print feature-map sizes (default 512)")
-    p.add_argument("--no-counts", action="store_true", help="skip reading label files for class pixel counts")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help="input side used to print feature-map sizes (default 512)",
+    )
+    p.add_argument(
+        "--no-counts", action="store_true", help="skip reading label files for class pixel counts"
+    )
 
 
 def describe_spec(spec: DataSpec, counts: bool = True) -> list[str]:
     lines = [f"data spec {spec.path} (name {spec.name!r}, root {spec.root})", "", "modalities:"]
     for m in spec.modalities.values():
-        lines.append(f"  {m.name:<12} channels {m.channels}  normalize {m.normalize}  files {m.files}")
+        lines.append(
+            f"  {m.name:<12} channels {m.channels}  normalize {m.normalize}  files {m.files}"
+        )
     lines += ["", "tasks:"]
     for t in spec.tasks.values():
         on = f"  annotated on {', '.join(t.annotated_on)}" if t.annotated_on else ""
         optional = "  (optional)" if t.optional else ""
-        lines.append(f"  {t.name:<12} {t.num_classes} classes: {', '.join(t.classes)}{on}{optional}")
+        lines.append(
+            f"  {t.name:<12} {t.num_classes} classes: {', '.join(t.classes)}{on}{optional}"
+        )
     lines += ["", "splits:"]
     for split in spec.splits:
         dataset = MultiModalDataset(spec, split)
@@ -61,7 +72,9 @@ def _class_counts(dataset: MultiModalDataset) -> list[str]:
             values, numbers = np.unique(labels[task.name], return_counts=True)
             counter.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
         names = [*task.classes]
-        parts = [f"{names[i] if i != IGNORE_INDEX else 'ignore'} {counter[i]}" for i in sorted(counter)]
+        parts = [
+            f"{names[i] if i != IGNORE_INDEX else 'ignore'} {counter[i]}" for i in sorted(counter)
+        ]
         lines.append(f"    {task.name}: {labelled} labelled; pixels: {', '.join(parts)}")
     return lines
 
@@ -79,7 +92,9 @@ def describe_model(model: MultiTaskSegmenter, size: int) -> list[str]:
             match = [lv for lv in trunk.source_levels[group] if lv.stride == level.stride]
             cells.append(f"{match[0].channels}@{side}×{side}" if match else "—")
         lines.append(
-            f"  {level.stride:>6}  " + "  ".join(f"{c:>14}" for c in cells) + f"  {f'{level.channels}@{side}×{side}':>14}"
+            f"  {level.stride:>6}  "
+            + "  ".join(f"{c:>14}" for c in cells)
+            + f"  {f'{level.channels}@{side}×{side}':>14}"
         )
     lines += ["", "parameters:"]
     seen: set[int] = set()

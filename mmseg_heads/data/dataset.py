@@ -91,7 +91,9 @@ class MultiModalDataset(Dataset):
         sizes |= {f"task {k}": v.shape for k, v in labels.items()}
         if len(set(sizes.values())) > 1:
             listing = ", ".join(f"{k} {h}×{w}" for k, (h, w) in sizes.items())
-            raise UserError(f"id {sample_id!r}: files differ in size: {listing}", file=self.spec.path)
+            raise UserError(
+                f"id {sample_id!r}: files differ in size: {listing}", file=self.spec.path
+            )
         return tuple(next(iter(sizes.values())))
 
     def __getitem__(self, index: int) -> Sample:
@@ -115,7 +117,9 @@ class MultiModalDataset(Dataset):
 
 def collate(samples: list[Sample], multiple: int = 32) -> dict:
     """Stack samples, padding each batch to a common size that is a multiple of ``multiple``."""
-    height = round_up(max(s["images"][next(iter(s["images"]))].shape[-2] for s in samples), multiple)
+    height = round_up(
+        max(s["images"][next(iter(s["images"]))].shape[-2] for s in samples), multiple
+    )
     width = round_up(max(s["images"][next(iter(s["images"]))].shape[-1] for s in samples), multiple)
     padded = []
     for s in samples:
@@ -128,10 +132,15 @@ def collate(samples: list[Sample], multiple: int = 32) -> dict:
         padded.append((images, labels))
     first = samples[0]
     return {
-        "images": {k: torch.stack([torch.from_numpy(p[0][k]) for p in padded]) for k in first["images"]},
-        "labels": {k: torch.stack([torch.from_numpy(p[1][k]) for p in padded]) for k in first["labels"]},
-        "has_label": {k: torch.tensor([s["has_label"][k] for s in samples]) for k in first["has_label"]},
+        "images": {
+            k: torch.stack([torch.from_numpy(p[0][k]) for p in padded]) for k in first["images"]
+        },
+        "labels": {
+            k: torch.stack([torch.from_numpy(p[1][k]) for p in padded]) for k in first["labels"]
+        },
+        "has_label": {
+            k: torch.tensor([s["has_label"][k] for s in samples]) for k in first["has_label"]
+        },
         "id": [s["id"] for s in samples],
         "size": [s["size"] for s in samples],
     }
-

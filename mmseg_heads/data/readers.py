@@ -58,4 +58,6 @@ def read_array(path: str | Path) -> np.ndarray:
     except UserError:
         raise
     except Exception as exc:  # a corrupt or truncated file is the user's problem, not ours
-        raise UserError(f"cannot decode {ext} file ({type(exc).__name__}: {exc})", file=path) from exc
+        raise UserError(
+            f"cannot decode {ext} file ({type(exc).__name__}: {exc})", file=path
+        ) from exc

@@ -30,7 +30,9 @@ def _check_pattern(value: str) -> str | None:
 
 MODALITY_SCHEMA = Struct(
     {
-        "files": Field(str, doc="file pattern with `{id}`, relative to `root`", check=_check_pattern),
+        "files": Field(
+            str, doc="file pattern with `{id}`, relative to `root`", check=_check_pattern
+        ),
         "channels": Field(int, default=1, minimum=1, doc="channels of one image (3 for RGB)"),
         "normalize": OneOf(
             [
@@ -48,15 +50,21 @@ MODALITY_SCHEMA = Struct(
 TASK_SCHEMA = Struct(
     {
         "labels": Field(str, doc="label file pattern with `{id}`", check=_check_pattern),
-        "classes": ListOf(Field(str), min_items=2, doc="class names; index 0 first (usually background)"),
+        "classes": ListOf(
+            Field(str), min_items=2, doc="class names; index 0 first (usually background)"
+        ),
         "values": Any_(
             default=None,
             shape="mapping raw value -> class index | 'ignore'",
             doc="raw label value -> class index or `ignore`; key `other` catches the rest; default identity",
         ),
-        "threshold": Field(float, default=None, doc="binary masks: raw > threshold is class 1, else 0"),
+        "threshold": Field(
+            float, default=None, doc="binary masks: raw > threshold is class 1, else 0"
+        ),
         "ignore": ListOf(Field(int), default=list, doc="raw values excluded from loss and metrics"),
-        "optional": Field(bool, default=False, doc="samples without a label file train the other tasks"),
+        "optional": Field(
+            bool, default=False, doc="samples without a label file train the other tasks"
+        ),
         "annotated_on": ListOf(Field(str), default=list, doc="modalities the labels were drawn on"),
     },
     doc="one task with its own label set",
@@ -64,9 +72,15 @@ TASK_SCHEMA = Struct(
 
 SPLIT_SCHEMA = Struct(
     {
-        "ids": Field(str, default=None, doc="text file with one id per line (next to the spec, else under `root`)"),
+        "ids": Field(
+            str,
+            default=None,
+            doc="text file with one id per line (next to the spec, else under `root`)",
+        ),
         "pattern": Field(str, default=None, doc="regular expression searched in each id"),
-        "fraction": Field(float, default=None, minimum=0.0, maximum=1.0, doc="random share of the ids"),
+        "fraction": Field(
+            float, default=None, minimum=0.0, maximum=1.0, doc="random share of the ids"
+        ),
         "seed": Field(int, default=0, doc="seed of the `fraction` draw"),
     },
     doc="exactly one of `ids`, `pattern`, `fraction`",
@@ -75,15 +89,23 @@ SPLIT_SCHEMA = Struct(
 DATA_SPEC_SCHEMA = Struct(
     {
         "name": Field(str, default=None, doc="data set name (default: the file name)"),
-        "root": Field(str, default=".", doc="folder the patterns are relative to (relative to the spec)"),
+        "root": Field(
+            str, default=".", doc="folder the patterns are relative to (relative to the spec)"
+        ),
         "modalities": MapOf(MODALITY_SCHEMA, min_items=1, doc="input modalities by name"),
         "tasks": MapOf(TASK_SCHEMA, min_items=1, doc="tasks by name, each with its own classes"),
         "volume": Struct(
-            {"slice_axis": Field(int, default=2, minimum=0, maximum=2, doc="axis cut into 2-D slices")},
+            {
+                "slice_axis": Field(
+                    int, default=2, minimum=0, maximum=2, doc="axis cut into 2-D slices"
+                )
+            },
             default=None,
             doc="3-D files become 2-D slices (ids `{id}#{slice}`)",
         ),
-        "splits": MapOf(SPLIT_SCHEMA, min_items=1, doc="named subsets of the ids (train, val, ...)"),
+        "splits": MapOf(
+            SPLIT_SCHEMA, min_items=1, doc="named subsets of the ids (train, val, ...)"
+        ),
     }
 )
 
@@ -142,7 +164,11 @@ class TaskSpec:
                 else:
                     lut[i] = target
             if unmapped:
-                hint = "add them to `values`" if self.values else "give a `values` map or a `threshold`"
+                hint = (
+                    "add them to `values`"
+                    if self.values
+                    else "give a `values` map or a `threshold`"
+                )
                 raise UserError(
                     f"task {self.name!r}: raw label values {unmapped} have no class "
                     f"(classes 0..{self.num_classes - 1}); {hint}",
@@ -189,7 +215,9 @@ class DataSpec:
     def split_ids(self, split: str) -> list[str]:
         if split not in self.splits:
             raise UserError(
-                f"no split {split!r}; the spec has: {', '.join(self.splits)}", file=self.path, field="splits"
+                f"no split {split!r}; the spec has: {', '.join(self.splits)}",
+                file=self.path,
+                field="splits",
             )
         all_ids = self.all_ids()
         if not all_ids:
@@ -206,7 +234,9 @@ class DataSpec:
             unknown = sorted(set(ids) - set(all_ids))
             if unknown:
                 raise UserError(
-                    f"{len(unknown)} ids have no files, e.g. {unknown[:3]}", file=self.path, field=f"{where}.ids"
+                    f"{len(unknown)} ids have no files, e.g. {unknown[:3]}",
+                    file=self.path,
+                    field=f"{where}.ids",
                 )
         elif rule["pattern"] is not None:
             regex = re.compile(rule["pattern"])
@@ -220,7 +250,11 @@ class DataSpec:
     def _id_list_path(self, name: str) -> Path:
         """An id list is looked up next to the spec file first, then under ``root``."""
         beside_spec = self.path.parent / name
-        return beside_spec if beside_spec.is_file() or not (self.root / name).is_file() else self.root / name
+        return (
+            beside_spec
+            if beside_spec.is_file() or not (self.root / name).is_file()
+            else self.root / name
+        )
 
     def _fraction_split(self, split: str, all_ids: list[str]) -> list[str]:
         """Fraction splits share one seeded shuffle of the ids not claimed by other splits and
@@ -255,7 +289,10 @@ def _ids_from_pattern(root: Path, pattern: str) -> list[str]:
     glob_pattern = glob.escape(str(root / pattern)).replace("{id}", "*")
     head, _, tail = pattern.partition("{id}")
     regex = re.compile(
-        re.escape(head) + r"(?P<id>[^/]+?)" + re.escape(tail).replace(re.escape("{id}"), r"(?P=id)") + "$"
+        re.escape(head)
+        + r"(?P<id>[^/]+?)"
+        + re.escape(tail).replace(re.escape("{id}"), r"(?P=id)")
+        + "$"
     )
     ids = set()
     for path in glob.glob(glob_pattern):
@@ -284,26 +321,40 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
                     )
                 )
         if len(task["classes"]) >= IGNORE_INDEX:
-            problems.append(UserError(f"at most {IGNORE_INDEX - 1} classes", field=f"tasks.{name}.classes"))
+            problems.append(
+                UserError(f"at most {IGNORE_INDEX - 1} classes", field=f"tasks.{name}.classes")
+            )
         if task["values"] is not None:
-            problems += _check_value_map(task["values"], len(task["classes"]), f"tasks.{name}.values")
+            problems += _check_value_map(
+                task["values"], len(task["classes"]), f"tasks.{name}.values"
+            )
         if task["values"] is not None and task["threshold"] is not None:
-            problems.append(UserError("give `values` or `threshold`, not both", field=f"tasks.{name}"))
+            problems.append(
+                UserError("give `values` or `threshold`, not both", field=f"tasks.{name}")
+            )
         if task["threshold"] is not None and len(task["classes"]) != 2:
             problems.append(
-                UserError("a `threshold` makes a binary task: give exactly 2 classes", field=f"tasks.{name}.classes")
+                UserError(
+                    "a `threshold` makes a binary task: give exactly 2 classes",
+                    field=f"tasks.{name}.classes",
+                )
             )
     for name, rule in raw["splits"].items():
         given = [k for k in ("ids", "pattern", "fraction") if rule[k] is not None]
         if len(given) != 1:
             problems.append(
-                UserError(f"give exactly one of ids, pattern, fraction (got {given or 'none'})", field=f"splits.{name}")
+                UserError(
+                    f"give exactly one of ids, pattern, fraction (got {given or 'none'})",
+                    field=f"splits.{name}",
+                )
             )
         if rule["pattern"] is not None:
             try:
                 re.compile(rule["pattern"])
             except re.error as exc:
-                problems.append(UserError(f"not a regular expression: {exc}", field=f"splits.{name}.pattern"))
+                problems.append(
+                    UserError(f"not a regular expression: {exc}", field=f"splits.{name}.pattern")
+                )
     fractions = sum(r["fraction"] or 0.0 for r in raw["splits"].values())
     if fractions > 1.0 + 1e-9:
         problems.append(UserError(f"split fractions add up to {fractions:g} > 1", field="splits"))
@@ -315,7 +366,9 @@ def _check_value_map(values, num_classes: int, where: str) -> list[UserError]:
     problems = []
     for key, target in values.items():
         if not (isinstance(key, (int, float)) and not isinstance(key, bool)) and key != "other":
-            problems.append(UserError(f"key {key!r} must be a raw pixel value or 'other'", field=where))
+            problems.append(
+                UserError(f"key {key!r} must be a raw pixel value or 'other'", field=where)
+            )
         if target == "ignore":
             continue
         if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < num_classes:
@@ -356,7 +409,11 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
         for problem in problems:
             problem.file = str(path)
         raise ConfigError(problems)
-    root = Path(data_root) if data_root is not None else Path(os.path.normpath(path.parent / raw["root"]))
+    root = (
+        Path(data_root)
+        if data_root is not None
+        else Path(os.path.normpath(path.parent / raw["root"]))
+    )
     return DataSpec(
         name=raw["name"] or path.stem,
         path=path,

@@ -63,7 +63,9 @@ def _texture(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return 25 * np.sin((xx + yy) * 0.6 + phase)  # diagonal
 
 
-def make_sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_sample(
+    size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One ``(optical H×W×3 uint8, thermal H×W uint8, shapes H×W uint8, hotspots H×W uint8 0/255)``."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     # Background: a smooth random colour gradient plus coarse texture and pixel noise.
@@ -100,7 +102,9 @@ def make_sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     )
 
 
-def write_demo_dataset(root: str | Path, *, train: int = 96, val: int = 32, size: int = 64, seed: int = 0) -> Path:
+def write_demo_dataset(
+    root: str | Path, *, train: int = 96, val: int = 32, size: int = 64, seed: int = 0
+) -> Path:
     """Write the demo data set under ``root`` and return its data spec path (deterministic in ``seed``)."""
     root = Path(root)
     for folder in ("optical", "thermal", "labels/shapes", "labels/hotspots", "splits"):

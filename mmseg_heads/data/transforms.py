@@ -49,7 +49,9 @@ class JointTransform:
     hflip: bool = True
     vflip: bool = False
 
-    def __call__(self, images: Arrays, labels: Arrays, rng: np.random.Generator) -> tuple[Arrays, Arrays]:
+    def __call__(
+        self, images: Arrays, labels: Arrays, rng: np.random.Generator
+    ) -> tuple[Arrays, Arrays]:
         if self.crop is not None:
             images, labels = pad_to(images, labels, self.crop, self.crop)
             h, w = next(iter(images.values())).shape[-2:]

@@ -37,7 +37,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})", file=path) from exc
+        raise UserError(
+            f"not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})", file=path
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError("not an mmseg_heads checkpoint (no format marker)", file=path)
     return state
@@ -50,5 +52,7 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
-        raise UserError("no checkpoints/best.pt or checkpoints/last.pt in this run directory", file=path)
+        raise UserError(
+            "no checkpoints/best.pt or checkpoints/last.pt in this run directory", file=path
+        )
     return path

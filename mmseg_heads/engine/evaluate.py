@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def spec_from_checkpoint(state: dict) -> DataSpec:
-    return data_spec_from_dict(state["data_spec"], Path(state["data_spec_path"]), data_root=state["data_root"])
+    return data_spec_from_dict(
+        state["data_spec"], Path(state["data_spec_path"]), data_root=state["data_root"]
+    )
 
 
 def check_same_tasks(spec: DataSpec, reference: DataSpec, checkpoint: Path) -> None:
@@ -35,7 +37,9 @@ def check_same_tasks(spec: DataSpec, reference: DataSpec, checkpoint: Path) -> N
             )
 
 
-def load_run(checkpoint: str | Path, data: str | Path | None = None) -> tuple[Config, torch.nn.Module, dict, Path]:
+def load_run(
+    checkpoint: str | Path, data: str | Path | None = None
+) -> tuple[Config, torch.nn.Module, dict, Path]:
     """``(config, model with weights, checkpoint state, checkpoint path)``."""
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
@@ -49,7 +53,9 @@ def load_run(checkpoint: str | Path, data: str | Path | None = None) -> tuple[Co
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise UserError(f"weights do not fit the model its config describes ({str(exc)[:300]})", file=path) from exc
+        raise UserError(
+            f"weights do not fit the model its config describes ({str(exc)[:300]})", file=path
+        ) from exc
     return config, model, state, path
 
 
@@ -66,7 +72,9 @@ def evaluate(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.train["precision"], device)
     loader = eval_loader(config.spec, split, config.train["batch_size"], config.train["workers"])
-    matrices = evaluate_model(model.to(device), loader, config.spec, device=device, precision=precision, progress=progress)
+    matrices = evaluate_model(
+        model.to(device), loader, config.spec, device=device, precision=precision, progress=progress
+    )
     beta = config.eval["beta"]
     return {
         "schema_version": 1,
@@ -77,7 +85,8 @@ def evaluate(
         "samples": len(loader.dataset),
         "precision": precision,
         "tasks": {
-            task: matrix.summary(beta) | {"annotated_on": list(config.spec.tasks[task].annotated_on)}
+            task: matrix.summary(beta)
+            | {"annotated_on": list(config.spec.tasks[task].annotated_on)}
             for task, matrix in matrices.items()
         },
     }

@@ -33,7 +33,9 @@ def evaluate_model(
 ) -> dict[str, ConfusionMatrix]:
     """``{task: ConfusionMatrix}`` over every labelled pixel of the loader; padding is ignored."""
     model.eval()
-    matrices = {t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device) for t in spec.tasks.values()}
+    matrices = {
+        t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device) for t in spec.tasks.values()
+    }
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         batch = to_device(batch, device)
         with autocast(precision, device):

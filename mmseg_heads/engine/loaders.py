@@ -12,7 +12,9 @@ from mmseg_heads.data.transforms import JointTransform
 
 def train_loader(spec: DataSpec, train: dict, split: str = "train") -> DataLoader:
     dataset = MultiModalDataset(
-        spec, split, transform=JointTransform(crop=train["crop"], hflip=train["hflip"], vflip=train["vflip"])
+        spec,
+        split,
+        transform=JointTransform(crop=train["crop"], hflip=train["hflip"], vflip=train["vflip"]),
     )
     generator = torch.Generator().manual_seed(train["seed"])
     return DataLoader(

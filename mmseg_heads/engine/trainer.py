@@ -46,7 +46,8 @@ def model_from_config(config: Config) -> MultiTaskSegmenter:
 
 def loss_from_config(config: Config) -> MultiTaskLoss:
     tasks = {
-        task: TaskLoss(task_loss_terms(config.loss, task), ignore_index=IGNORE_INDEX) for task in config.spec.tasks
+        task: TaskLoss(task_loss_terms(config.loss, task), ignore_index=IGNORE_INDEX)
+        for task in config.spec.tasks
     }
     return MultiTaskLoss(tasks, config.loss["task_weights"])
 
@@ -60,7 +61,9 @@ def selection_score(summaries: dict[str, dict], select_by: str) -> float:
     """The number ``best.pt`` is chosen by: a task's macro foreground F, or their mean."""
     if select_by != "mean_foreground_f":
         return summaries[select_by]["macro_foreground_f"] or 0.0
-    values = [s["macro_foreground_f"] for s in summaries.values() if s["macro_foreground_f"] is not None]
+    values = [
+        s["macro_foreground_f"] for s in summaries.values() if s["macro_foreground_f"] is not None
+    ]
     return sum(values) / len(values) if values else 0.0
 
 
@@ -77,8 +80,12 @@ def prepare_run_dir(config: Config) -> Path:
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir}: {exc}", file=config.path, field="train.out") from exc
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False))
+        raise UserError(
+            f"cannot create run directory {run_dir}: {exc}", file=config.path, field="train.out"
+        ) from exc
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False)
+    )
     shutil.copyfile(config.spec.path, run_dir / "data_spec.yaml")
     return run_dir
 
@@ -110,7 +117,9 @@ def train(config: Config, *, progress: bool = True) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(train_cfg["precision"], device)
     loader = train_loader(config.spec, train_cfg)
-    val_loader = eval_loader(config.spec, eval_cfg["split"], train_cfg["batch_size"], train_cfg["workers"])
+    val_loader = eval_loader(
+        config.spec, eval_cfg["split"], train_cfg["batch_size"], train_cfg["workers"]
+    )
     run_dir = prepare_run_dir(config)
     log.info("run directory %s; precision %s on %s", run_dir, precision, device)
 
@@ -118,19 +127,35 @@ def train(config: Config, *, progress: bool = True) -> Path:
     criterion = loss_from_config(config).to(device)
     optimizer = _optimizer(model, train_cfg)
     total_steps = train_cfg["epochs"] * len(loader)
-    schedule = (lambda s: cosine_lr(s, total_steps)) if train_cfg["schedule"] == "cosine" else (lambda s: 1.0)
+    schedule = (
+        (lambda s: cosine_lr(s, total_steps))
+        if train_cfg["schedule"] == "cosine"
+        else (lambda s: 1.0)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     metrics_log = run_dir / "metrics.jsonl"
     best = -1.0
     for epoch in range(1, train_cfg["epochs"] + 1):
         started = time.perf_counter()
-        train_record = _train_epoch(model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress)
+        train_record = _train_epoch(
+            model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress
+        )
         summaries = {
             task: matrix.summary(eval_cfg["beta"])
-            for task, matrix in evaluate_model(model, val_loader, config.spec, device=device, precision=precision).items()
+            for task, matrix in evaluate_model(
+                model, val_loader, config.spec, device=device, precision=precision
+            ).items()
         }
         score = selection_score(summaries, eval_cfg["select_by"])
-        _append_jsonl(metrics_log, {"epoch": epoch, "split": "train", **train_record, "seconds": time.perf_counter() - started})
+        _append_jsonl(
+            metrics_log,
+            {
+                "epoch": epoch,
+                "split": "train",
+                **train_record,
+                "seconds": time.perf_counter() - started,
+            },
+        )
         _append_jsonl(
             metrics_log,
             {
@@ -139,7 +164,10 @@ def train(config: Config, *, progress: bool = True) -> Path:
                 "select_by": eval_cfg["select_by"],
                 "score": score,
                 "tasks": {
-                    t: {k: s[k] for k in ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")}
+                    t: {
+                        k: s[k]
+                        for k in ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
+                    }
                     | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
                     for t, s in summaries.items()
                 },
@@ -150,8 +178,12 @@ def train(config: Config, *, progress: bool = True) -> Path:
         if score > best:
             best = score
             save_checkpoint(state, run_dir / "checkpoints" / "best.pt")
-        f_text = ", ".join(f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items())
-        log.info("epoch %d/%d: loss %.4f; %s", epoch, train_cfg["epochs"], train_record["loss"], f_text)
+        f_text = ", ".join(
+            f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
+        )
+        log.info(
+            "epoch %d/%d: loss %.4f; %s", epoch, train_cfg["epochs"], train_record["loss"], f_text
+        )
     return run_dir
 
 
@@ -165,7 +197,9 @@ def _optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
-def _train_epoch(model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress) -> dict:
+def _train_epoch(
+    model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress
+) -> dict:
     model.train()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -179,14 +213,19 @@ def _train_epoch(model, criterion, optimizer, scheduler, loader, device, precisi
             {k: v.float() for k, v in logits.items()}, batch["labels"], batch["has_label"]
         )
         for task in parts["nonfinite"]:
-            log.warning("epoch %d: task %r has a non-finite loss; it is left out of this step", epoch, task)
+            log.warning(
+                "epoch %d: task %r has a non-finite loss; it is left out of this step", epoch, task
+            )
         for task in parts["skipped"]:
             skipped[task] = skipped.get(task, 0) + 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        for name, value in {"loss": loss.detach(), **{k: v for k, v in parts.items() if torch.is_tensor(v)}}.items():
+        for name, value in {
+            "loss": loss.detach(),
+            **{k: v for k, v in parts.items() if torch.is_tensor(v)},
+        }.items():
             sums[name] = sums.get(name, 0.0) + float(value)
             counts[name] = counts.get(name, 0) + 1
         bar.set_postfix({k: f"{sums[k] / counts[k]:.3f}" for k in sums if "/" not in k})

@@ -79,7 +79,9 @@ def soft_dice(
     if not valid.any():
         return _zero(logits)
     probs = F.softmax(logits.float(), dim=1) * valid
-    one_hot = torch.zeros_like(probs).scatter_(1, torch.where(valid, target.unsqueeze(1), 0), 1.0) * valid
+    one_hot = (
+        torch.zeros_like(probs).scatter_(1, torch.where(valid, target.unsqueeze(1), 0), 1.0) * valid
+    )
     dims = (2, 3) if per_sample else (0, 2, 3)
     intersection = (probs * one_hot).sum(dims)
     cardinality = (probs + one_hot).sum(dims)

@@ -17,7 +17,9 @@ class MultiTaskLoss(nn.Module):
     of the total and reported in ``nonfinite`` by task name, so one bad task never poisons the step.
     """
 
-    def __init__(self, task_losses: dict[str, TaskLoss], task_weights: dict[str, float] | None = None):
+    def __init__(
+        self, task_losses: dict[str, TaskLoss], task_weights: dict[str, float] | None = None
+    ):
         super().__init__()
         self.task_losses = nn.ModuleDict(task_losses)
         self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in task_losses}
@@ -31,7 +33,9 @@ class MultiTaskLoss(nn.Module):
         total = None
         parts: dict = {"skipped": [], "nonfinite": []}
         for task, loss_fn in self.task_losses.items():
-            loss, terms = loss_fn(logits[task], labels[task], None if has_label is None else has_label[task])
+            loss, terms = loss_fn(
+                logits[task], labels[task], None if has_label is None else has_label[task]
+            )
             if loss is None:
                 parts["skipped"].append(task)
                 continue

@@ -17,7 +17,13 @@ LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
 
 @LOSS_TERMS.register("ce")
 class CrossEntropyTerm(nn.Module):
-    def __init__(self, *, ignore_index: int, class_weights: list[float] | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        *,
+        ignore_index: int,
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
@@ -36,7 +42,9 @@ class CrossEntropyTerm(nn.Module):
 
 @LOSS_TERMS.register("focal")
 class FocalTerm(nn.Module):
-    def __init__(self, *, ignore_index: int, gamma: float = 2.0, alpha: float | list[float] | None = None):
+    def __init__(
+        self, *, ignore_index: int, gamma: float = 2.0, alpha: float | list[float] | None = None
+    ):
         super().__init__()
         self.ignore_index = ignore_index
         self.gamma = gamma
@@ -46,7 +54,9 @@ class FocalTerm(nn.Module):
 
     def forward(self, logits, target):
         alpha = self.class_alpha if self.class_alpha is not None else self.scalar_alpha
-        return LF.focal(logits, target, ignore_index=self.ignore_index, gamma=self.gamma, alpha=alpha)
+        return LF.focal(
+            logits, target, ignore_index=self.ignore_index, gamma=self.gamma, alpha=alpha
+        )
 
 
 @LOSS_TERMS.register("dice")
@@ -59,7 +69,11 @@ class DiceTerm(nn.Module):
 
     def forward(self, logits, target):
         return LF.soft_dice(
-            logits, target, ignore_index=self.ignore_index, smooth=self.smooth, per_sample=self.per_sample
+            logits,
+            target,
+            ignore_index=self.ignore_index,
+            smooth=self.smooth,
+            per_sample=self.per_sample,
         )
 
 

@@ -29,7 +29,12 @@ class ConfusionMatrix:
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Add a batch of predicted and true index maps; returns this batch's matrix."""
-        batch = MF.confusion_matrix(pred.to(self.matrix.device), target.to(self.matrix.device), self.num_classes, self.ignore_index)
+        batch = MF.confusion_matrix(
+            pred.to(self.matrix.device),
+            target.to(self.matrix.device),
+            self.num_classes,
+            self.ignore_index,
+        )
         self.matrix += batch
         return batch
 
@@ -59,7 +64,12 @@ def summarize(matrix: torch.Tensor, classes: list[str], beta: float = 1.0) -> di
     per_class = {}
     for i, name in enumerate(classes):
         absent = int(tp[i] + fp[i] + fn[i]) == 0
-        entry = {"tp": int(tp[i]), "fp": int(fp[i]), "fn": int(fn[i]), "support": int(tp[i] + fn[i])}
+        entry = {
+            "tp": int(tp[i]),
+            "fp": int(fp[i]),
+            "fn": int(fn[i]),
+            "support": int(tp[i] + fn[i]),
+        }
         entry |= {k: _value(float(v[i])) for k, v in scores.items()}
         entry["absent"] = absent
         if absent:

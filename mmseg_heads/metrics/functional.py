@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
     """``num_classes×num_classes`` int64 counts, rows = truth, columns = prediction.
 
     Pixels whose target is ``ignore_index`` are left out. A target value outside
@@ -23,7 +25,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         bad = target[(target < 0) | (target >= num_classes)].unique()[:5].tolist()
         raise ValueError(f"label values {bad} are outside the {num_classes} classes")
     index = target * num_classes + pred
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return torch.bincount(index, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def counts(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

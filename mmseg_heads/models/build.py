@@ -24,7 +24,11 @@ def check_encoders(encoders: dict, modalities: dict[str, int]) -> list[UserError
     problems = []
     if SHARED in encoders:
         if len(encoders) > 1:
-            problems.append(UserError("`shared` cannot be mixed with other encoder keys", field="model.encoders"))
+            problems.append(
+                UserError(
+                    "`shared` cannot be mixed with other encoder keys", field="model.encoders"
+                )
+            )
         if len(set(modalities.values())) > 1:
             problems.append(
                 UserError(
@@ -45,11 +49,18 @@ def check_encoders(encoders: dict, modalities: dict[str, int]) -> list[UserError
                     )
                 )
             elif modality in seen:
-                problems.append(UserError(f"{modality!r} already feeds {seen[modality]!r}", field=f"model.encoders.{key}"))
+                problems.append(
+                    UserError(
+                        f"{modality!r} already feeds {seen[modality]!r}",
+                        field=f"model.encoders.{key}",
+                    )
+                )
             seen[modality] = key
     for modality in modalities:
         if modality not in seen:
-            problems.append(UserError(f"modality {modality!r} has no encoder", field="model.encoders"))
+            problems.append(
+                UserError(f"modality {modality!r} has no encoder", field="model.encoders")
+            )
     return problems
 
 
@@ -59,7 +70,9 @@ def _encoder_options(value, default_pretrained: str) -> tuple[str, str]:
     return value["name"], value.get("pretrained") or default_pretrained
 
 
-def build_model(model: dict, *, modalities: dict[str, int], tasks: dict[str, int]) -> MultiTaskSegmenter:
+def build_model(
+    model: dict, *, modalities: dict[str, int], tasks: dict[str, int]
+) -> MultiTaskSegmenter:
     """Build the model from a validated ``model`` config section.
 
     Args:
@@ -77,9 +90,13 @@ def build_model(model: dict, *, modalities: dict[str, int], tasks: dict[str, int
     else:
         for group, members in groups.items():
             name, pretrained = _encoder_options(encoders_cfg[group], model["pretrained"])
-            built[group] = _build(name, sum(modalities[m] for m in members), pretrained, model["depth"], group)
+            built[group] = _build(
+                name, sum(modalities[m] for m in members), pretrained, model["depth"], group
+            )
     trunk = FusionTrunk(built, groups, fusion=model["fusion"])
-    head_cfgs = {task: model["heads"].get(task, {"source": "fused", "decoder": "shared"}) for task in tasks}
+    head_cfgs = {
+        task: model["heads"].get(task, {"source": "fused", "decoder": "shared"}) for task in tasks
+    }
     needs_shared = any(HEADS.get(cfg["decoder"]).uses_shared_decoder for cfg in head_cfgs.values())
     decoder = UnetDecoder(trunk.levels, model["decoder_channels"]) if needs_shared else None
     heads = {}

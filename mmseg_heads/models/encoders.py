@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -46,7 +47,9 @@ class Encoder(nn.Module):
         for index, feature in enumerate(features):
             if feature is probe:
                 continue
-            levels.append(LevelSpec(stride=_PROBE_SIZE // feature.shape[-1], channels=feature.shape[1]))
+            levels.append(
+                LevelSpec(stride=_PROBE_SIZE // feature.shape[-1], channels=feature.shape[1])
+            )
             keep.append(index)
         return levels, keep
 
@@ -67,8 +70,13 @@ def build_encoder(
         depth: number of downsampling stages (5 gives strides up to 32).
     """
     weights = "imagenet" if pretrained == "imagenet" else None
+    local = pretrained not in ("none", "imagenet")
     try:
-        backbone = smp.encoders.get_encoder(name, in_channels=in_channels, depth=depth, weights=weights)
+        # Local weights are 3-channel like smp's: load them into a 3-channel encoder, then let smp
+        # adapt the first convolution to ``in_channels`` exactly as it does for ImageNet weights.
+        backbone = smp.encoders.get_encoder(
+            name, in_channels=3 if local else in_channels, depth=depth, weights=weights
+        )
     except (KeyError, ValueError) as exc:
         raise UserError(f"cannot build encoder {name!r}: {exc}", field="encoder") from exc
     except OSError as exc:  # no network and no cached weights
@@ -77,8 +85,10 @@ def build_encoder(
             "path in `pretrained:` instead, or use `pretrained: none`",
             field="pretrained",
         ) from exc
-    if pretrained not in ("none", "imagenet"):
+    if local:
         _load_local_weights(backbone, Path(pretrained))
+        if in_channels != 3:
+            backbone.set_in_channels(in_channels, pretrained=True)
     return Encoder(backbone, in_channels, name)
 
 
@@ -88,13 +98,28 @@ def _load_local_weights(backbone: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"not a PyTorch weights file ({exc})", file=path, field="pretrained") from exc
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    matched = len(backbone.state_dict()) - len(missing)
-    if matched == 0:
         raise UserError(
-            f"no tensor matches the encoder's parameter names (unexpected keys e.g. {list(unexpected)[:3]})",
+            f"not a PyTorch weights file ({exc})", file=path, field="pretrained"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError("expected a state dict (name -> tensor)", file=path, field="pretrained")
+    own = backbone.state_dict()
+    matching = {
+        k: v
+        for k, v in state.items()
+        if k in own and torch.is_tensor(v) and v.shape == own[k].shape
+    }
+    if not matching:
+        raise UserError(
+            f"no tensor matches the encoder's parameters by name and shape (file keys e.g. {list(state)[:3]})",
             file=path,
             field="pretrained",
+        )
+    nn.Module.load_state_dict(backbone, matching, strict=False)
+    skipped = len(own) - len(matching)
+    if skipped:
+        logging.getLogger(__name__).warning(
+            "%s: %d encoder tensors not in the file keep their initial values", path, skipped
         )

@@ -56,7 +56,13 @@ class OwnDecoderHead(nn.Module):
     uses_shared_decoder = False
 
     def __init__(
-        self, *, num_classes: int, source: str, levels: list[LevelSpec], decoder_channels: list[int], **_
+        self,
+        *,
+        num_classes: int,
+        source: str,
+        levels: list[LevelSpec],
+        decoder_channels: list[int],
+        **_,
     ):
         super().__init__()
         self.source = source

@@ -18,7 +18,9 @@ class MultiTaskSegmenter(nn.Module):
         Returns ``{task: N×num_classes×H×W}`` logits.
     """
 
-    def __init__(self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None):
+    def __init__(
+        self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None
+    ):
         super().__init__()
         self.trunk = trunk
         self.decoder = decoder

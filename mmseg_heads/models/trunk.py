@@ -29,7 +29,9 @@ class FusionTrunk(nn.Module):
         Returns ``(fused, per_group)``: ``{stride: N×C_s×H/s×W/s}`` and ``{group: {stride: …}}``.
     """
 
-    def __init__(self, encoders: dict[str, Encoder], groups: dict[str, tuple[str, ...]], fusion: str):
+    def __init__(
+        self, encoders: dict[str, Encoder], groups: dict[str, tuple[str, ...]], fusion: str
+    ):
         super().__init__()
         self.groups = {g: tuple(ms) for g, ms in groups.items()}
         self.encoders = nn.ModuleDict(encoders)
@@ -39,7 +41,10 @@ class FusionTrunk(nn.Module):
         fusions = {}
         for stride in strides:
             in_channels = {
-                g: lv.channels for g, levels in self.source_levels.items() for lv in levels if lv.stride == stride
+                g: lv.channels
+                for g, levels in self.source_levels.items()
+                for lv in levels
+                if lv.stride == stride
             }
             # The widest source sets the fused width, so fusion never becomes a bottleneck.
             out_channels = max(in_channels.values())
@@ -54,7 +59,11 @@ class FusionTrunk(nn.Module):
     def encode(self, images: dict[str, torch.Tensor]) -> dict[str, dict[int, torch.Tensor]]:
         out = {}
         for group, modalities in self.groups.items():
-            x = images[modalities[0]] if len(modalities) == 1 else torch.cat([images[m] for m in modalities], 1)
+            x = (
+                images[modalities[0]]
+                if len(modalities) == 1
+                else torch.cat([images[m] for m in modalities], 1)
+            )
             out[group] = self.encoders[group](x)
         return out
 

@@ -43,7 +43,9 @@ def markdown_report(report: dict) -> str:
             f"| {task} | {_fmt(t['macro_foreground_f'])} | {_fmt(t['macro_f'])} | {_fmt(t['micro_f'])} | {_fmt(t['pixel_accuracy'])} |"
         )
     for task, t in report["tasks"].items():
-        annotated = f" (annotated on {', '.join(t['annotated_on'])})" if t.get("annotated_on") else ""
+        annotated = (
+            f" (annotated on {', '.join(t['annotated_on'])})" if t.get("annotated_on") else ""
+        )
         lines += [
             "",
             f"## {task}{annotated}",
