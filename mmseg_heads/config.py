@@ -20,7 +20,7 @@ from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.build import check_encoders, encoder_groups
 from mmseg_heads.models.fusion import FUSIONS
-from mmseg_heads.models.heads import HEADS
+from mmseg_heads.models.heads import GATES, HEADS
 from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -120,7 +120,17 @@ CONFIG_SCHEMA = Struct(
                     int, default=5, minimum=3, maximum=5, doc="encoder stages (5: strides up to 32)"
                 ),
                 "fusion": Field(
-                    str, default="concat", choices=tuple(FUSIONS.names()), doc="per-stride fusion"
+                    str,
+                    default="concat",
+                    choices=tuple(FUSIONS.names()),
+                    doc="per-stride fusion: concat (+1×1 conv), sum (project + add), attention (softmax over modalities)",
+                ),
+                "modality_dropout": Field(
+                    float,
+                    default=0.0,
+                    minimum=0.0,
+                    maximum=0.9,
+                    doc="training: probability of dropping each modality from the fusion per sample (never all)",
                 ),
                 "decoder_channels": ListOf(
                     Field(int, minimum=1),

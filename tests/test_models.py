@@ -21,6 +21,7 @@ def model_cfg(**overrides) -> dict:
         "pretrained": "none",
         "depth": 5,
         "fusion": "concat",
+        "modality_dropout": 0.0,
         "decoder_channels": [32, 16, 16, 8, 8],
         "heads": {},
     }
@@ -64,9 +65,8 @@ def test_trunk_fuses_vgg16_and_resnet50_by_stride():
     assert trunk.levels == [
         LevelSpec(s, c) for s, c in [(1, 64), (2, 128), (4, 256), (8, 512), (16, 1024), (32, 2048)]
     ]
-    fused, per_group = trunk(
-        {"optical": torch.zeros(1, 3, 64, 64), "thermal": torch.zeros(1, 1, 64, 64)}
-    )
+    out = trunk({"optical": torch.zeros(1, 3, 64, 64), "thermal": torch.zeros(1, 1, 64, 64)})
+    fused, per_group = out.fused, out.per_group
     assert {s: tuple(f.shape[1:]) for s, f in fused.items()} == {
         lv.stride: (lv.channels, 64 // lv.stride, 64 // lv.stride) for lv in trunk.levels
     }

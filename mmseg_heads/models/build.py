@@ -93,20 +93,18 @@ def build_model(
             built[group] = _build(
                 name, sum(modalities[m] for m in members), pretrained, model["depth"], group
             )
-    trunk = FusionTrunk(built, groups, fusion=model["fusion"])
-    head_cfgs = {
-        task: model["heads"].get(task, {"source": "fused", "decoder": "shared"}) for task in tasks
-    }
+    trunk = FusionTrunk(built, groups, fusion=model["fusion"], modality_dropout=model["modality_dropout"])
+    default_head = {"source": "fused", "decoder": "shared", "gate": "none"}
+    head_cfgs = {task: default_head | model["heads"].get(task, {}) for task in tasks}
     needs_shared = any(HEADS.get(cfg["decoder"]).uses_shared_decoder for cfg in head_cfgs.values())
     decoder = UnetDecoder(trunk.levels, model["decoder_channels"]) if needs_shared else None
     heads = {}
     for task, cfg in head_cfgs.items():
-        source = cfg["source"]
-        group = source if source == "fused" else next(g for g, ms in groups.items() if source in ms)
         heads[task] = HEADS.get(cfg["decoder"])(
             num_classes=tasks[task],
-            source=group,
-            levels=trunk.levels if source == "fused" else trunk.source_levels[group],
+            trunk=trunk,
+            source=cfg["source"],
+            gate=cfg["gate"],
             decoder_channels=model["decoder_channels"],
             shared_channels=decoder.out_channels if decoder is not None else 0,
         )

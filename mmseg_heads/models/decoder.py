@@ -9,6 +9,7 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
 from mmseg_heads.errors import UserError
+from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.levels import LevelSpec, by_stride
 
 
@@ -26,13 +27,15 @@ class UnetDecoder(nn.Module):
     Args:
         levels: the levels it reads, e.g. ``trunk.levels``.
         channels: output channels of each block, one per halving of the stride (5 for stride 32).
+        gated: put an additive attention gate on every skip connection (Attention U-Net), gated by
+            the decoder's coarser feature map.
 
     Shape:
         forward ``features``: ``{stride: N×C×H/s×W/s}``, ``size``: ``(H, W)``.
-        Returns ``N×channels[-1]×H×W``.
+        Returns ``(N×channels[-1]×H×W, [alpha maps of the gated skips, coarse to fine])``.
     """
 
-    def __init__(self, levels: list[LevelSpec], channels: list[int]):
+    def __init__(self, levels: list[LevelSpec], channels: list[int], *, gated: bool = False):
         super().__init__()
         self.strides = decoder_strides(levels)
         if len(channels) != len(self.strides):
@@ -43,17 +46,27 @@ class UnetDecoder(nn.Module):
             )
         table = by_stride(levels)
         self.deepest = max(table)
-        blocks = []
+        blocks, gates = [], {}
         in_channels = table[self.deepest].channels
         for stride, out_channels in zip(self.strides, channels, strict=True):
             skip = table[stride].channels if stride in table else 0
             blocks.append(UnetDecoderBlock(in_channels, skip, out_channels))
+            if gated and skip:
+                gates[str(stride)] = AttentionGate(skip, in_channels)
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
+        self.gates = nn.ModuleDict(gates)
         self.out_channels = channels[-1]
 
-    def forward(self, features: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, features: dict[int, torch.Tensor], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = features[self.deepest]
+        alphas = []
         for stride, block in zip(self.strides, self.blocks, strict=True):
-            x = block(x, size[0] // stride, size[1] // stride, features.get(stride))
-        return x
+            skip = features.get(stride)
+            if skip is not None and str(stride) in self.gates:
+                skip, alpha = self.gates[str(stride)](skip, x)
+                alphas.append(alpha)
+            x = block(x, size[0] // stride, size[1] // stride, skip)
+        return x, alphas

@@ -1,8 +1,11 @@
-"""Per-stride fusion of the features of several modalities into one feature map.
+"""Per-stride fusion of the features of several sources (modalities or encoder groups).
 
-A fusion is built from the channels of each source present at that stride and the channels it
-should output; ``forward`` takes ``{source: N×C×H×W}``. Register a new mode with
-``@FUSIONS.register("name")``.
+A fusion is built from ``{source: channels}`` at one stride and the channels it outputs. Its
+``forward(features, present)`` takes ``{source: N×C×H×W}`` for the sources it was built with and
+``present``, ``{source: N bool}`` saying which samples really have that source (a missing
+modality's features are zeros and must not be read as data). It returns ``(fused, weights)``;
+``weights`` is ``N×S`` (one weight per source, 0 for a missing one) for fusions that learn them,
+else ``None``. Register a new mode with ``@FUSIONS.register("name")``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from mmseg_heads.registry import Registry
 
 FUSIONS: Registry[type[nn.Module]] = Registry("fusion")
 
+Features = dict[str, torch.Tensor]
+Present = dict[str, torch.Tensor]
 
-def _project(in_channels: int, out_channels: int) -> nn.Sequential:
+
+def project(in_channels: int, out_channels: int) -> nn.Sequential:
+    """1×1 conv + BN + ReLU."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
         nn.BatchNorm2d(out_channels),
@@ -23,26 +30,70 @@ def _project(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def _mask(present: Present, source: str, like: torch.Tensor) -> torch.Tensor:
+    return present[source].to(like.dtype).view(-1, 1, 1, 1)
+
+
 @FUSIONS.register("concat")
 class ConcatFusion(nn.Module):
-    """Concatenate the sources along channels, then a 1×1 conv + BN + ReLU."""
+    """Concatenate the sources along channels, then 1×1 conv + BN + ReLU.
+
+    A missing source contributes zero features (after its encoder, never a fake input image).
+    """
 
     def __init__(self, in_channels: dict[str, int], out_channels: int):
         super().__init__()
         self.sources = list(in_channels)
-        self.project = _project(sum(in_channels.values()), out_channels)
+        self.project = project(sum(in_channels.values()), out_channels)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.project(torch.cat([features[s] for s in self.sources], dim=1))
+    def forward(self, features: Features, present: Present):
+        parts = [features[s] * _mask(present, s, features[s]) for s in self.sources]
+        return self.project(torch.cat(parts, dim=1)), None
 
 
 @FUSIONS.register("sum")
 class SumFusion(nn.Module):
-    """Project each source with a 1×1 conv + BN + ReLU, then add."""
+    """Project each source (1×1 conv + BN + ReLU) and add.
+
+    With sources missing, the sum over those present is rescaled by ``sources / present`` so its
+    scale does not depend on how many are there (as inverted dropout does).
+    """
 
     def __init__(self, in_channels: dict[str, int], out_channels: int):
         super().__init__()
-        self.project = nn.ModuleDict({s: _project(c, out_channels) for s, c in in_channels.items()})
+        self.project = nn.ModuleDict({s: project(c, out_channels) for s, c in in_channels.items()})
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([self.project[s](f) for s, f in features.items()]).sum(0)
+    def forward(self, features: Features, present: Present):
+        masks = {s: _mask(present, s, features[s]) for s in self.project}
+        total = sum(self.project[s](features[s]) * masks[s] for s in self.project)
+        count = sum(masks.values())
+        return total * (len(self.project) / count.clamp(min=1)), None
+
+
+@FUSIONS.register("attention")
+class AttentionFusion(nn.Module):
+    """Learned per-channel modality weights, softmax over the sources present in each sample.
+
+    Each source is projected (1×1 conv + BN + ReLU); a score per source and channel comes from its
+    globally pooled projection plus a learned prior; a softmax over the present sources (a missing
+    one gets -inf) gives per-channel weights that sum to 1; the output is the weighted sum.
+    ``weights`` averages them over channels: ``N×S``, summing to 1 over the sources present.
+    """
+
+    def __init__(self, in_channels: dict[str, int], out_channels: int):
+        super().__init__()
+        self.sources = list(in_channels)
+        self.project = nn.ModuleDict({s: project(c, out_channels) for s, c in in_channels.items()})
+        self.score = nn.ModuleDict({s: nn.Linear(out_channels, out_channels) for s in in_channels})
+
+    def forward(self, features: Features, present: Present):
+        projected = [self.project[s](features[s]) for s in self.sources]
+        scores = torch.stack(
+            [self.score[s](p.mean(dim=(2, 3))) for s, p in zip(self.sources, projected, strict=True)], dim=1
+        )  # N×S×C
+        available = torch.stack([present[s] for s in self.sources], dim=1)  # N×S
+        scores = scores.float().masked_fill(~available.unsqueeze(-1), float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a sample with no source gets 0s
+        stacked = torch.stack(projected, dim=1)  # N×S×C×H×W
+        fused = (stacked * weights.to(stacked.dtype)[..., None, None]).sum(dim=1)
+        return fused, weights.mean(dim=-1)

@@ -14,19 +14,26 @@ class MultiTaskSegmenter(nn.Module):
     """Segments every task from co-registered modalities.
 
     Shape:
-        forward ``images``: ``{modality: N×C×H×W}``, H and W multiples of ``trunk.max_stride``.
-        Returns ``{task: N×num_classes×H×W}`` logits.
+        forward ``images``: ``{modality: N×C×H×W}`` (a modality may be left out: it is then
+        missing for the whole batch), H and W multiples of ``trunk.max_stride``; ``present``:
+        optional ``{modality: N bool}`` for per-sample missing modalities.
+        Returns ``{task: N×num_classes×H×W}`` logits; with ``return_gates=True`` also
+        ``{"fusion": {stride: N×groups | None}, "heads": {task: {...}}}``.
     """
 
-    def __init__(
-        self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None
-    ):
+    def __init__(self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None):
         super().__init__()
         self.trunk = trunk
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
 
-    def forward(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        images: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None = None,
+        *,
+        return_gates: bool = False,
+    ):
         size = tuple(next(iter(images.values())).shape[-2:])
         multiple = self.trunk.max_stride
         if size[0] % multiple or size[1] % multiple:
@@ -34,7 +41,12 @@ class MultiTaskSegmenter(nn.Module):
                 f"input size {size} must be divisible by {multiple}; pad to "
                 f"({-(-size[0] // multiple) * multiple}, {-(-size[1] // multiple) * multiple})"
             )
-        fused, per_group = self.trunk(images)
-        shared = self.decoder(fused, size) if self.decoder is not None else None
-        inputs = HeadInput(fused=fused, per_group=per_group, shared=shared, size=size)
-        return {task: head(inputs) for task, head in self.heads.items()}
+        trunk = self.trunk(images, present)
+        shared = self.decoder(trunk.fused, size)[0] if self.decoder is not None else None
+        inputs = HeadInput(trunk=trunk, shared=shared, size=size)
+        logits, gates = {}, {}
+        for task, head in self.heads.items():
+            logits[task], gates[task] = head(inputs)
+        if return_gates:
+            return logits, {"fusion": trunk.fusion_weights, "heads": gates}
+        return logits

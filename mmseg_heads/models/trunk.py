@@ -3,9 +3,15 @@
 VGG16 gives strides 1–32 and ResNet50 2–32, so level *i* of one is not level *i* of the other: the
 trunk pairs levels by stride, fuses the sources present at each stride, and derives every channel
 count from the encoders.
+
+Missing modalities are explicit: a modality absent from the input dict (at inference) or dropped
+for a sample (``modality_dropout`` in training) is marked absent in ``present``, and the fusions
+leave it out; its encoder's features are zeros, never an encoding of a fake all-zero image.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,6 +19,16 @@ from torch import nn
 from mmseg_heads.models.encoders import Encoder
 from mmseg_heads.models.fusion import FUSIONS
 from mmseg_heads.models.levels import LevelSpec
+
+
+@dataclass
+class TrunkOutput:
+    """What the trunk hands to the heads."""
+
+    fused: dict[int, torch.Tensor]  # {stride: N×C×H/s×W/s}
+    per_group: dict[str, dict[int, torch.Tensor]]  # {group: {stride: …}} before fusion
+    present: dict[str, torch.Tensor]  # {group: N bool}, what the fusions used
+    fusion_weights: dict[int, torch.Tensor | None]  # {stride: N×groups} for learned fusions
 
 
 class FusionTrunk(nn.Module):
@@ -23,56 +39,102 @@ class FusionTrunk(nn.Module):
         groups: ``{group: (modality, ...)}``; a group of several modalities stacks them as channels
             into its encoder (early fusion).
         fusion: name of a registered fusion mode.
+        modality_dropout: in training, the probability of dropping each group from the fusion for a
+            sample; at least one group always stays.
 
     Shape:
-        forward ``images``: ``{modality: N×C×H×W}`` with H and W multiples of the largest stride.
-        Returns ``(fused, per_group)``: ``{stride: N×C_s×H/s×W/s}`` and ``{group: {stride: …}}``.
+        forward ``images``: ``{modality: N×C×H×W}`` (any subset of the modalities), H and W
+        multiples of the largest stride; ``present``: optional ``{modality: N bool}``.
     """
 
     def __init__(
-        self, encoders: dict[str, Encoder], groups: dict[str, tuple[str, ...]], fusion: str
+        self,
+        encoders: dict[str, Encoder],
+        groups: dict[str, tuple[str, ...]],
+        fusion: str,
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
         self.groups = {g: tuple(ms) for g, ms in groups.items()}
         self.encoders = nn.ModuleDict(encoders)
+        self.modality_dropout = modality_dropout
         self.source_levels = {g: list(e.levels) for g, e in encoders.items()}
-        strides = sorted({lv.stride for levels in self.source_levels.values() for lv in levels})
         self.levels: list[LevelSpec] = []
         fusions = {}
-        for stride in strides:
-            in_channels = {
-                g: lv.channels
-                for g, levels in self.source_levels.items()
-                for lv in levels
-                if lv.stride == stride
-            }
+        for stride in sorted({lv.stride for levels in self.source_levels.values() for lv in levels}):
+            in_channels = self.channels_at(stride)
             # The widest source sets the fused width, so fusion never becomes a bottleneck.
             out_channels = max(in_channels.values())
             fusions[str(stride)] = FUSIONS.get(fusion)(in_channels, out_channels)
             self.levels.append(LevelSpec(stride, out_channels))
         self.fusions = nn.ModuleDict(fusions)
 
+    def channels_at(self, stride: int) -> dict[str, int]:
+        """``{group: channels}`` of the groups that have a level at ``stride``."""
+        return {
+            g: lv.channels for g, levels in self.source_levels.items() for lv in levels if lv.stride == stride
+        }
+
     @property
     def max_stride(self) -> int:
         return max(level.stride for level in self.levels)
 
-    def encode(self, images: dict[str, torch.Tensor]) -> dict[str, dict[int, torch.Tensor]]:
+    def group_presence(
+        self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """``{group: N bool}``: a group is present for a sample when all its modalities are."""
+        reference = next(iter(images.values()))
+        n = reference.shape[0]
         out = {}
-        for group, modalities in self.groups.items():
-            x = (
-                images[modalities[0]]
-                if len(modalities) == 1
-                else torch.cat([images[m] for m in modalities], 1)
-            )
-            out[group] = self.encoders[group](x)
+        for group, members in self.groups.items():
+            mask = torch.ones(n, dtype=torch.bool, device=reference.device)
+            for modality in members:
+                if modality not in images:
+                    mask = torch.zeros_like(mask)
+                elif present is not None and modality in present:
+                    mask = mask & present[modality].to(mask.device, torch.bool)
+            out[group] = mask
+        return out
+
+    def drop_modalities(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Drop each present group with probability ``modality_dropout``; keep ≥ 1 per sample."""
+        stacked = torch.stack(list(present.values()), dim=1)  # N×G
+        keep = torch.rand(stacked.shape, device=stacked.device) >= self.modality_dropout
+        dropped = stacked & keep
+        empty = ~dropped.any(dim=1) & stacked.any(dim=1)
+        if empty.any():
+            # Restore one randomly chosen present group in each sample that lost them all.
+            scores = torch.rand(stacked.shape, device=stacked.device).masked_fill(~stacked, -1.0)
+            restore = torch.zeros_like(dropped).scatter_(1, scores.argmax(1, keepdim=True), True)
+            dropped = dropped | (restore & empty.unsqueeze(1))
+        return {g: dropped[:, i] for i, g in enumerate(present)}
+
+    def encode(self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict:
+        reference = next(iter(images.values()))
+        n, (h, w) = reference.shape[0], reference.shape[-2:]
+        out = {}
+        for group, members in self.groups.items():
+            if all(m in images for m in members) and bool(present[group].any()):
+                x = images[members[0]] if len(members) == 1 else torch.cat([images[m] for m in members], 1)
+                out[group] = self.encoders[group](x)
+            else:  # absent from the whole batch: zero features, and no encoder cost
+                out[group] = {
+                    lv.stride: reference.new_zeros(n, lv.channels, h // lv.stride, w // lv.stride)
+                    for lv in self.source_levels[group]
+                }
         return out
 
     def forward(
-        self, images: dict[str, torch.Tensor]
-    ) -> tuple[dict[int, torch.Tensor], dict[str, dict[int, torch.Tensor]]]:
-        per_group = self.encode(images)
-        fused = {}
+        self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
+    ) -> TrunkOutput:
+        available = self.group_presence(images, present)
+        per_group = self.encode(images, available)
+        fusion_present = available
+        if self.training and self.modality_dropout > 0:
+            fusion_present = self.drop_modalities(available)
+        fused, weights = {}, {}
         for level in self.levels:
             sources = {g: f[level.stride] for g, f in per_group.items() if level.stride in f}
-            fused[level.stride] = self.fusions[str(level.stride)](sources)
-        return fused, per_group
+            masks = {g: fusion_present[g] for g in sources}
+            fused[level.stride], weights[level.stride] = self.fusions[str(level.stride)](sources, masks)
+        return TrunkOutput(fused=fused, per_group=per_group, present=fusion_present, fusion_weights=weights)
