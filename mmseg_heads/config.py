@@ -52,7 +52,10 @@ HEAD_SCHEMA = Struct(
             doc="`shared` trunk decoder + classifier, or `own` decoder",
         ),
         "gate": Field(
-            str, default="none", choices=("none",), doc="attention gate (`none` for now)"
+            str,
+            default="none",
+            choices=GATES,
+            doc="`attention`: task-specific modality attention + additive attention gates (Oktay et al. 2018)",
         ),
     }
 )

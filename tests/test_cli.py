@@ -214,3 +214,41 @@ def test_demo_reaches_f1_080_on_every_task(tmp_path):
         )
         for name, entry in report["tasks"][task]["per_class"].items():
             assert entry["f"] is not None and entry["f"] >= 0.70, (task, name, entry)
+
+
+def test_unknown_encoder_is_caught_before_training_with_a_suggestion(tmp_path, demo_spec, capsys):
+    config = write_config(
+        tmp_path, demo_spec, model={"encoders": {"optical": "resnet5O", "thermal": "resnet18"}}
+    )
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 2
+    assert "model.encoders.optical: unknown encoder 'resnet5O'; did you mean 'resnet50'" in err
+
+
+def test_wrong_pretrained_file_exits_2_and_is_left_unchanged(tmp_path, demo_spec, capsys):
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"\x00garbage")
+    config = write_config(
+        tmp_path,
+        demo_spec,
+        model={
+            "encoders": {
+                "optical": {"name": "resnet18", "pretrained": str(weights)},
+                "thermal": "resnet18",
+            }
+        },
+    )
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 2
+    assert f"{weights}: model.encoders.optical.pretrained: not a PyTorch weights file" in err
+    assert weights.read_bytes() == b"\x00garbage"
+    assert not (tmp_path / "run").exists()
+
+
+def test_imagenet_offline_fails_fast_saying_how_to_pass_a_local_file(tmp_path, demo_spec, capsys):
+    config = write_config(tmp_path, demo_spec, model={"pretrained": "imagenet"})
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 2
+    assert "model.encoders.optical.pretrained: ImageNet weights for 'resnet18'" in err
+    assert "pretrained: path/to/weights.pt" in err
+    assert not (tmp_path / "run").exists()

@@ -120,10 +120,10 @@ def train(config: Config, *, progress: bool = True) -> Path:
     val_loader = eval_loader(
         config.spec, eval_cfg["split"], train_cfg["batch_size"], train_cfg["workers"]
     )
+    model = model_from_config(config).to(device)  # weights problems surface before any file is written
     run_dir = prepare_run_dir(config)
     log.info("run directory %s; precision %s on %s", run_dir, precision, device)
 
-    model = model_from_config(config).to(device)
     criterion = loss_from_config(config).to(device)
     optimizer = _optimizer(model, train_cfg)
     total_steps = train_cfg["epochs"] * len(loader)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.decoder import UnetDecoder
-from mmseg_heads.models.encoders import Encoder, build_encoder
+from mmseg_heads.models.encoders import Encoder, build_encoder, encoder_name_problem
 from mmseg_heads.models.heads import HEADS
 from mmseg_heads.models.model import MultiTaskSegmenter
 from mmseg_heads.models.trunk import FusionTrunk
@@ -20,8 +20,13 @@ def encoder_groups(encoders: dict, modalities: list[str]) -> dict[str, tuple[str
 
 
 def check_encoders(encoders: dict, modalities: dict[str, int]) -> list[UserError]:
-    """Every modality has exactly one encoder, and shared encoders see equal channel counts."""
+    """Encoder names exist, every modality has exactly one encoder, shared ones see equal channels."""
     problems = []
+    for key, value in encoders.items():
+        name = value if isinstance(value, str) else value["name"]
+        problem = encoder_name_problem(name)
+        if problem:
+            problems.append(UserError(problem, field=f"model.encoders.{key}"))
     if SHARED in encoders:
         if len(encoders) > 1:
             problems.append(
@@ -32,8 +37,8 @@ def check_encoders(encoders: dict, modalities: dict[str, int]) -> list[UserError
         if len(set(modalities.values())) > 1:
             problems.append(
                 UserError(
-                    f"a shared encoder needs equal channel counts, got {modalities}; stack them as a group "
-                    "instead, e.g. {'A+B': resnet50}",
+                    f"a shared encoder needs equal channel counts, got {modalities}; stack them "
+                    "as a group instead, e.g. {'A+B': resnet50}",
                     field="model.encoders",
                 )
             )
@@ -93,7 +98,9 @@ def build_model(
             built[group] = _build(
                 name, sum(modalities[m] for m in members), pretrained, model["depth"], group
             )
-    trunk = FusionTrunk(built, groups, fusion=model["fusion"], modality_dropout=model["modality_dropout"])
+    trunk = FusionTrunk(
+        built, groups, fusion=model["fusion"], modality_dropout=model["modality_dropout"]
+    )
     default_head = {"source": "fused", "decoder": "shared", "gate": "none"}
     head_cfgs = {task: default_head | model["heads"].get(task, {}) for task in tasks}
     needs_shared = any(HEADS.get(cfg["decoder"]).uses_shared_decoder for cfg in head_cfgs.values())

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -69,27 +70,94 @@ def build_encoder(
         pretrained: ``none``, ``imagenet`` or a path to a local state dict file.
         depth: number of downsampling stages (5 gives strides up to 32).
     """
-    weights = "imagenet" if pretrained == "imagenet" else None
     local = pretrained not in ("none", "imagenet")
     try:
-        # Local weights are 3-channel like smp's: load them into a 3-channel encoder, then let smp
-        # adapt the first convolution to ``in_channels`` exactly as it does for ImageNet weights.
-        backbone = smp.encoders.get_encoder(
-            name, in_channels=3 if local else in_channels, depth=depth, weights=weights
-        )
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"cannot build encoder {name!r}: {exc}", field="encoder") from exc
-    except OSError as exc:  # no network and no cached weights
-        raise UserError(
-            f"cannot download ImageNet weights for {name!r} ({exc}); put a local state dict file "
-            "path in `pretrained:` instead, or use `pretrained: none`",
-            field="pretrained",
-        ) from exc
+        if pretrained == "imagenet":
+            backbone = _imagenet_encoder(name, in_channels, depth)
+        else:
+            # Local weights are 3-channel like smp's: load them into a 3-channel encoder, then let
+            # smp adapt the first convolution to ``in_channels`` as it does for ImageNet weights.
+            backbone = smp.encoders.get_encoder(
+                name, in_channels=3 if local else in_channels, depth=depth, weights=None
+            )
+    except (KeyError, ValueError, RuntimeError) as exc:  # smp: KeyError; timm: RuntimeError
+        raise UserError(_unknown_encoder_message(name, exc), field="encoder") from exc
     if local:
         _load_local_weights(backbone, Path(pretrained))
         if in_channels != 3:
             backbone.set_in_channels(in_channels, pretrained=True)
     return Encoder(backbone, in_channels, name)
+
+
+def encoder_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a buildable encoder name, or None: checked before any model is built."""
+    if name.startswith("tu-"):
+        import timm
+
+        return None if timm.is_model(name[3:]) else f"timm has no model {name[3:]!r}"
+    if name in smp.encoders.get_encoder_names():
+        return None
+    return _unknown_encoder_message(name, KeyError(name))
+
+
+def _unknown_encoder_message(name: str, exc: Exception) -> str:
+    if name.startswith("tu-"):
+        return f"cannot build timm encoder {name!r}: {str(exc)[:200]}"
+    known = smp.encoders.get_encoder_names()
+    if name in known:
+        return f"cannot build encoder {name!r}: {str(exc)[:200]}"
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    return (
+        f"unknown encoder {name!r}; {hint}use an smp encoder name (e.g. resnet50, vgg16, "
+        "efficientnet-b0) or tu-<timm model name>"
+    )
+
+
+def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
+    """ImageNet weights from the local cache, else from the hub; offline, fail in seconds.
+
+    Without a network the hub client retries for about half a minute: try the cache first, then
+    check that the hub answers at all before downloading.
+    """
+    import huggingface_hub.constants as hub
+
+    was_offline = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        return smp.encoders.get_encoder(
+            name, in_channels=in_channels, depth=depth, weights="imagenet"
+        )
+    except OSError:
+        pass  # not cached
+    finally:
+        hub.HF_HUB_OFFLINE = was_offline
+    if was_offline or not _hub_reachable():
+        raise UserError(
+            f"ImageNet weights for {name!r} are not in the local cache and cannot be downloaded "
+            "(offline); download them on a connected machine, or pass a local state dict file: "
+            "`pretrained: path/to/weights.pt` (a torchvision/timm/smp state dict), or use "
+            "`pretrained: none`",
+            field="pretrained",
+        )
+    try:
+        return smp.encoders.get_encoder(
+            name, in_channels=in_channels, depth=depth, weights="imagenet"
+        )
+    except OSError as exc:
+        raise UserError(
+            f"cannot download ImageNet weights for {name!r}: {exc}", field="pretrained"
+        ) from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_local_weights(backbone: nn.Module, path: Path) -> None:

@@ -89,7 +89,11 @@ class AttentionFusion(nn.Module):
     def forward(self, features: Features, present: Present):
         projected = [self.project[s](features[s]) for s in self.sources]
         scores = torch.stack(
-            [self.score[s](p.mean(dim=(2, 3))) for s, p in zip(self.sources, projected, strict=True)], dim=1
+            [
+                self.score[s](p.mean(dim=(2, 3)))
+                for s, p in zip(self.sources, projected, strict=True)
+            ],
+            dim=1,
         )  # N×S×C
         available = torch.stack([present[s] for s in self.sources], dim=1)  # N×S
         scores = scores.float().masked_fill(~available.unsqueeze(-1), float("-inf"))

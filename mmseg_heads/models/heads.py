@@ -48,10 +48,15 @@ class TaskModalityAttention(nn.Module):
     def __init__(self, trunk: FusionTrunk, strides: list[int]):
         super().__init__()
         self.fusions = nn.ModuleDict(
-            {str(s): AttentionFusion(trunk.channels_at(s), max(trunk.channels_at(s).values())) for s in strides}
+            {
+                str(s): AttentionFusion(trunk.channels_at(s), max(trunk.channels_at(s).values()))
+                for s in strides
+            }
         )
 
-    def forward(self, trunk: TrunkOutput) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    def forward(
+        self, trunk: TrunkOutput
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         fused, weights = {}, {}
         for key, fusion in self.fusions.items():
             stride = int(key)
@@ -64,7 +69,9 @@ class TaskModalityAttention(nn.Module):
 class SharedDecoderHead(nn.Module):
     uses_shared_decoder = True
 
-    def __init__(self, *, num_classes: int, trunk: FusionTrunk, shared_channels: int, gate: str = "none", **_):
+    def __init__(
+        self, *, num_classes: int, trunk: FusionTrunk, shared_channels: int, gate: str = "none", **_
+    ):
         super().__init__()
         self.modality_attention = self.gate = None
         if gate == "attention":

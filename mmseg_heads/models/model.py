@@ -21,7 +21,9 @@ class MultiTaskSegmenter(nn.Module):
         ``{"fusion": {stride: N×groups | None}, "heads": {task: {...}}}``.
     """
 
-    def __init__(self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None):
+    def __init__(
+        self, trunk: FusionTrunk, heads: dict[str, nn.Module], decoder: UnetDecoder | None
+    ):
         super().__init__()
         self.trunk = trunk
         self.decoder = decoder

@@ -61,7 +61,9 @@ class FusionTrunk(nn.Module):
         self.source_levels = {g: list(e.levels) for g, e in encoders.items()}
         self.levels: list[LevelSpec] = []
         fusions = {}
-        for stride in sorted({lv.stride for levels in self.source_levels.values() for lv in levels}):
+        for stride in sorted(
+            {lv.stride for levels in self.source_levels.values() for lv in levels}
+        ):
             in_channels = self.channels_at(stride)
             # The widest source sets the fused width, so fusion never becomes a bottleneck.
             out_channels = max(in_channels.values())
@@ -72,7 +74,10 @@ class FusionTrunk(nn.Module):
     def channels_at(self, stride: int) -> dict[str, int]:
         """``{group: channels}`` of the groups that have a level at ``stride``."""
         return {
-            g: lv.channels for g, levels in self.source_levels.items() for lv in levels if lv.stride == stride
+            g: lv.channels
+            for g, levels in self.source_levels.items()
+            for lv in levels
+            if lv.stride == stride
         }
 
     @property
@@ -115,7 +120,11 @@ class FusionTrunk(nn.Module):
         out = {}
         for group, members in self.groups.items():
             if all(m in images for m in members) and bool(present[group].any()):
-                x = images[members[0]] if len(members) == 1 else torch.cat([images[m] for m in members], 1)
+                x = (
+                    images[members[0]]
+                    if len(members) == 1
+                    else torch.cat([images[m] for m in members], 1)
+                )
                 out[group] = self.encoders[group](x)
             else:  # absent from the whole batch: zero features, and no encoder cost
                 out[group] = {
@@ -136,5 +145,9 @@ class FusionTrunk(nn.Module):
         for level in self.levels:
             sources = {g: f[level.stride] for g, f in per_group.items() if level.stride in f}
             masks = {g: fusion_present[g] for g in sources}
-            fused[level.stride], weights[level.stride] = self.fusions[str(level.stride)](sources, masks)
-        return TrunkOutput(fused=fused, per_group=per_group, present=fusion_present, fusion_weights=weights)
+            fused[level.stride], weights[level.stride] = self.fusions[str(level.stride)](
+                sources, masks
+            )
+        return TrunkOutput(
+            fused=fused, per_group=per_group, present=fusion_present, fusion_weights=weights
+        )
