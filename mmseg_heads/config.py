@@ -257,9 +257,14 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
 
 
 def load_config(
-    path: str | Path, overrides: list[str] | None = None, *, data: str | Path | None = None
+    path: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    data: str | Path | None = None,
+    data_root: str | Path | None = None,
 ) -> Config:
-    """Load, override and validate a config; ``data`` replaces its data spec."""
+    """Load, override and validate a config; ``data`` replaces its data spec, ``data_root`` the
+    spec's ``root``."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
     raw = validate(CONFIG_SCHEMA, raw, file=str(path))
@@ -268,7 +273,7 @@ def load_config(
     )
     if not spec_path.is_file():
         raise UserError(f"data spec {spec_path} not found", file=path, field="data")
-    spec = load_data_spec(spec_path)
+    spec = load_data_spec(spec_path, data_root=data_root)
     check_cross_references(raw, spec, file=str(path))
     return Config(path=path, raw=raw, spec=spec)
 
@@ -323,6 +328,14 @@ def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
                 )
             )
             continue
+        if not any(options is not None for options in terms.values()):
+            problems.append(
+                UserError(
+                    f"give at least one loss term ({', '.join(LOSS_TERMS.names())}), or leave the "
+                    "task out for the default {ce: 1.0, dice: 1.0}",
+                    field=f"loss.{task}",
+                )
+            )
         for term, options in terms.items():
             if isinstance(options, dict):
                 for key in ("class_weights", "alpha"):

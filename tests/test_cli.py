@@ -252,3 +252,38 @@ def test_imagenet_offline_fails_fast_saying_how_to_pass_a_local_file(tmp_path, d
     assert "model.encoders.optical.pretrained: ImageNet weights for 'resnet18'" in err
     assert "pretrained: path/to/weights.pt" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_task_listed_without_loss_terms_is_a_config_error(tmp_path, demo_spec, capsys):
+    config = write_config(tmp_path, demo_spec, loss={"shapes": {}})
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 2 and "loss.shapes: give at least one loss term" in err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda s: s["modalities"]["thermal"].update(normalize="imagenet"),
+            "modalities.thermal.normalize: imagenet statistics are for 3-channel",
+        ),
+        (
+            lambda s: s["modalities"]["optical"].update(normalize={"mean": [0, 0], "std": [1, 1]}),
+            "modalities.optical.normalize.mean: needs 1 or 3 values, got 2",
+        ),
+        (
+            lambda s: s.update(
+                splits={"train": {"fraction": 0.5, "seed": 1}, "val": {"fraction": 0.5, "seed": 2}}
+            ),
+            "splits: fraction splits share one shuffle, so they need the same seed",
+        ),
+    ],
+)
+def test_spec_consistency_problems_exit_2(tmp_path, demo_spec, capsys, edit, message):
+    spec = yaml.safe_load(demo_spec.read_text())
+    spec["root"] = str(demo_spec.parent)
+    edit(spec)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code, out, err = run_cli(capsys, "inspect", path)
+    assert code == 2 and f"{path}: {message}" in err

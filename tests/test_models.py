@@ -164,7 +164,9 @@ def test_local_weights_adapt_the_first_conv_to_one_channel(tmp_path):
     # smp's rule for a 1-channel input: the sum of the RGB kernels.
     expected = source.backbone.conv1.weight.sum(1, keepdim=True)
     assert torch.allclose(loaded.backbone.conv1.weight, expected)
-    assert torch.equal(loaded.backbone.layer1[0].conv1.weight, source.backbone.layer1[0].conv1.weight)
+    assert torch.equal(
+        loaded.backbone.layer1[0].conv1.weight, source.backbone.layer1[0].conv1.weight
+    )
 
 
 def test_pretrained_file_of_the_wrong_kind_is_a_user_error(tmp_path):
@@ -202,3 +204,9 @@ def test_tiny_model_overfits_four_images():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[-1] <= 0.5 * losses[0], losses
+
+
+def test_timm_encoder_without_a_stride_2_stage_has_no_empty_level():
+    encoder = build_encoder("tu-convnext_atto", in_channels=1)
+    assert [lv.stride for lv in encoder.levels] == [4, 8, 16, 32]
+    assert all(level.channels > 0 for level in encoder.levels)

@@ -13,6 +13,8 @@ from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.trainer import model_from_config
+from mmseg_heads.models.gates import AttentionGate
+from mmseg_heads.models.heads import TaskModalityAttention
 from mmseg_heads.models.model import MultiTaskSegmenter
 
 
@@ -25,6 +27,7 @@ def add_parser(sub) -> None:
         epilog="example: mmseg-heads inspect configs/seed_vgg16_resnet50.yaml --size 512",
     )
     p.add_argument("path", help="data spec or config (YAML)")
+    p.add_argument("--data-root", help="folder that replaces the data spec's `root`")
     p.add_argument(
         "--size",
         type=int,
@@ -97,18 +100,38 @@ def describe_model(model: MultiTaskSegmenter, size: int) -> list[str]:
             + f"  {f'{level.channels}@{side}×{side}':>14}"
         )
     lines += ["", "parameters:"]
+
+    def row(label: str, kind: str, module: nn.Module, note: str = "") -> str:
+        return f"  {label:<28} {kind:<18} {_count(module):>12,}{note}"
+
     seen: set[int] = set()
     for group, encoder in trunk.encoders.items():
         shared = " (shared)" if id(encoder) in seen else ""
         seen.add(id(encoder))
-        lines.append(f"  encoder {group:<18} {encoder.name:<16} {_count(encoder):>12,}{shared}")
-    lines.append(f"  fusion ({len(trunk.fusions)} strides){'':<14} {_count(trunk.fusions):>12,}")
+        lines.append(row(f"encoder {group}", encoder.name, encoder, shared))
+    lines.append(
+        row(
+            "fusion",
+            f"{type(next(iter(trunk.fusions.values()))).__name__} ×{len(trunk.fusions)}",
+            trunk.fusions,
+        )
+    )
     if model.decoder is not None:
-        lines.append(f"  shared decoder{'':<28} {_count(model.decoder):>12,}")
+        lines.append(row("shared decoder", "UnetDecoder", model.decoder))
     for task, head in model.heads.items():
-        lines.append(f"  head {task:<20} {type(head).__name__:<16} {_count(head):>12,}")
-    lines.append(f"  total{'':<37} {_count(model):>12,}")
+        gates = _gate_count(head)
+        lines.append(
+            row(f"head {task}", type(head).__name__, head, f" (gates {gates:,})" if gates else "")
+        )
+    lines.append(row("total", "", model))
     return lines
+
+
+def _gate_count(head: nn.Module) -> int:
+    """Parameters of a head's attention gates and task-specific modality attention."""
+    return sum(
+        _count(m) for m in head.modules() if isinstance(m, (AttentionGate, TaskModalityAttention))
+    )
 
 
 def _count(module: nn.Module) -> int:
@@ -119,10 +142,16 @@ def run(args) -> int:
     path = Path(args.path)
     raw = load_yaml(path)
     if "modalities" in raw:
-        print("\n".join(describe_spec(load_data_spec(path), counts=not args.no_counts)))
+        print(
+            "\n".join(
+                describe_spec(
+                    load_data_spec(path, data_root=args.data_root), counts=not args.no_counts
+                )
+            )
+        )
         print("\nOK")
         return 0
-    config = load_config(path)
+    config = load_config(path, data_root=args.data_root)
     print("\n".join(describe_spec(config.spec, counts=not args.no_counts)))
     # Only shapes are needed here: never download weights to describe a model.
     offline = copy.deepcopy(config.raw)

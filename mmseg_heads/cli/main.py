@@ -36,7 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # Overrides (key=value) may follow options: argparse leaves those after an option unparsed.
+    overrides = [a for a in unknown if "=" in a and not a.startswith("-")]
+    if hasattr(args, "overrides"):
+        args.overrides += overrides
+        unknown = [a for a in unknown if a not in overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command].run(args) or 0

@@ -15,10 +15,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("config", help="experiment config (YAML)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
+    p.add_argument("--data-root", help="folder that replaces the data spec's `root`")
 
 
 def run(args) -> int:
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, data_root=args.data_root)
     run_dir = train(config)
     print(f"run directory: {run_dir}")
     return 0

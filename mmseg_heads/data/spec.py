@@ -94,15 +94,6 @@ DATA_SPEC_SCHEMA = Struct(
         ),
         "modalities": MapOf(MODALITY_SCHEMA, min_items=1, doc="input modalities by name"),
         "tasks": MapOf(TASK_SCHEMA, min_items=1, doc="tasks by name, each with its own classes"),
-        "volume": Struct(
-            {
-                "slice_axis": Field(
-                    int, default=2, minimum=0, maximum=2, doc="axis cut into 2-D slices"
-                )
-            },
-            default=None,
-            doc="3-D files become 2-D slices (ids `{id}#{slice}`)",
-        ),
         "splits": MapOf(
             SPLIT_SCHEMA, min_items=1, doc="named subsets of the ids (train, val, ...)"
         ),
@@ -196,7 +187,6 @@ class DataSpec:
     modalities: dict[str, ModalitySpec]
     tasks: dict[str, TaskSpec]
     splits: dict[str, dict]
-    volume: dict | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
     # --- files -------------------------------------------------------------------------------
@@ -355,9 +345,43 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
                 problems.append(
                     UserError(f"not a regular expression: {exc}", field=f"splits.{name}.pattern")
                 )
+    seeds = {r["seed"] for r in raw["splits"].values() if r["fraction"] is not None}
+    if len(seeds) > 1:
+        problems.append(
+            UserError(
+                f"fraction splits share one shuffle, so they need the same seed (got {sorted(seeds)})",
+                field="splits",
+            )
+        )
+    for name, modality in modalities.items():
+        problems += _check_normalization(name, modality)
     fractions = sum(r["fraction"] or 0.0 for r in raw["splits"].values())
     if fractions > 1.0 + 1e-9:
         problems.append(UserError(f"split fractions add up to {fractions:g} > 1", field="splits"))
+
+
+def _check_normalization(name: str, modality: dict) -> list[UserError]:
+    how, channels = modality["normalize"], modality["channels"]
+    where = f"modalities.{name}.normalize"
+    if how == "imagenet" and channels != 3:
+        return [
+            UserError(
+                f"imagenet statistics are for 3-channel RGB; this modality has {channels}",
+                field=where,
+            )
+        ]
+    if isinstance(how, dict) and "mean" in how:
+        for key in ("mean", "std"):
+            if len(how[key]) not in (1, channels):
+                return [
+                    UserError(
+                        f"needs 1 or {channels} values, got {len(how[key])}",
+                        field=f"{where}.{key}",
+                    )
+                ]
+        if any(v <= 0 for v in how["std"]):
+            return [UserError("std values must be > 0", field=f"{where}.std")]
+    return []
 
 
 def _check_value_map(values, num_classes: int, where: str) -> list[UserError]:
@@ -433,6 +457,5 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
             for n, t in raw["tasks"].items()
         },
         splits=raw["splits"],
-        volume=raw["volume"],
         raw=raw,
     )

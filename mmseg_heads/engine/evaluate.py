@@ -66,7 +66,7 @@ def evaluate(
     split: str | None = None,
     progress: bool = False,
 ) -> dict:
-    """Evaluate; returns the report dict (see ``docs/report.md`` for its schema)."""
+    """Evaluate; returns the report dict (fields described in ``docs/metrics.md``)."""
     config, model, state, path = load_run(checkpoint, data)
     split = split or config.eval["split"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -120,7 +120,9 @@ def train(config: Config, *, progress: bool = True) -> Path:
     val_loader = eval_loader(
         config.spec, eval_cfg["split"], train_cfg["batch_size"], train_cfg["workers"]
     )
-    model = model_from_config(config).to(device)  # weights problems surface before any file is written
+    model = model_from_config(config).to(
+        device
+    )  # weights problems surface before any file is written
     run_dir = prepare_run_dir(config)
     log.info("run directory %s; precision %s on %s", run_dir, precision, device)
 

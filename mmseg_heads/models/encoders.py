@@ -46,7 +46,9 @@ class Encoder(nn.Module):
         self.backbone.train(was_training)
         levels, keep = [], []
         for index, feature in enumerate(features):
-            if feature is probe:
+            # The input itself (ResNet's first "feature") and smp's 0-channel placeholders for
+            # stages a timm backbone lacks are not features.
+            if feature is probe or feature.shape[1] == 0:
                 continue
             levels.append(
                 LevelSpec(stride=_PROBE_SIZE // feature.shape[-1], channels=feature.shape[1])
