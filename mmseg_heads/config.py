@@ -17,6 +17,7 @@ import yaml
 
 from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml
 from mmseg_heads.errors import ConfigError, UserError
+from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.build import check_encoders, encoder_groups
 from mmseg_heads.models.fusion import FUSIONS
@@ -151,7 +152,10 @@ CONFIG_SCHEMA = Struct(
         "loss": Struct(
             {
                 "task_weighting": Field(
-                    str, default="fixed", choices=("fixed",), doc="how task losses combine"
+                    str,
+                    default="fixed",
+                    choices=WEIGHTINGS,
+                    doc="fixed (`task_weights`) or uncertainty (learned per-task weights, Kendall et al. 2018)",
                 ),
                 "task_weights": MapOf(
                     Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"
@@ -173,6 +177,9 @@ CONFIG_SCHEMA = Struct(
                 "lr": Field(float, default=1e-3, minimum=0.0),
                 "weight_decay": Field(float, default=1e-4, minimum=0.0),
                 "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
+                "grad_clip": Field(
+                    float, default=None, minimum=0.0, doc="clip the gradient norm to this value"
+                ),
                 "schedule": Field(str, default="cosine", choices=("cosine", "constant")),
                 "precision": Field(
                     str,

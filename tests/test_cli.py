@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from mmseg_heads.cli.main import main
+from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.spec import load_data_spec
 
 TINY_TRAIN = {"epochs": 1, "batch_size": 4, "crop": 64, "workers": 0, "seed": 0}
 
@@ -50,9 +52,22 @@ def test_train_then_evaluate_writes_run_dir_and_reports(tmp_path, demo_spec, cap
     }
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["split"] for r in records] == ["train", "val"]
+    batches = [r for r in records if r["split"] == "train_batch"]
+    epochs = [r for r in records if r["split"] != "train_batch"]
+    assert [r["split"] for r in epochs] == ["train", "val"]
     assert {"loss", "shapes", "hotspots", "shapes/ce", "shapes/dice", "hotspots/ce"} <= set(
-        records[0]
+        epochs[0]
+    )
+    # Per-batch TP/FP/FN: TP + FN over an epoch is every foreground pixel of the training split
+    # (crops are the full 64×64 images here, flips keep counts).
+    assert [r["step"] for r in batches] == [1, 2, 3, 4]
+    dataset = MultiModalDataset(load_data_spec(demo_spec), "train")
+    hot_pixels = sum(
+        int((dataset[i]["labels"]["hotspots"] == 1).sum()) for i in range(len(dataset))
+    )
+    assert (
+        sum(r["tasks"]["hotspots"]["tp"] + r["tasks"]["hotspots"]["fn"] for r in batches)
+        == hot_pixels
     )
 
     code, out, err = run_cli(capsys, "evaluate", run, "--out", tmp_path / "report")

@@ -1,18 +1,70 @@
-"""``MultiModalDataset``: one sample = every modality of one id + every task's label map."""
+"""``MultiModalDataset``: one sample = every modality of one id + every task's label map.
+
+With a ``volume`` section in the data spec, each 3-D file is a stack of 2-D samples: the ids become
+``"{case}#{slice}"``, slices are kept by the ``keep`` rule, and decoded volumes are kept in a small
+per-dataset LRU (:class:`VolumeCache`), so that reading the slices of one case decompresses its
+files once.
+"""
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmseg_heads.data.normalize import normalize
-from mmseg_heads.data.readers import read_array
-from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
+from mmseg_heads.data.normalize import clip_percentiles, normalize
+from mmseg_heads.data.readers import NIFTI_EXTENSIONS, extension_of, read_array, read_shape
+from mmseg_heads.data.spec import IGNORE_INDEX, SLICE_SEPARATOR, DataSpec
 from mmseg_heads.data.transforms import JointTransform, pad_to, round_up
 from mmseg_heads.errors import UserError
 
 Sample = dict  # {"images": {m: C×H×W}, "labels": {t: H×W}, "has_label": {t: bool}, "id": str, "size": (H, W)}
+
+
+class VolumeCache:
+    """Least-recently-used store of decoded files, grouped by case.
+
+    Every file of a case (its modalities and label volumes) is decoded once and kept until
+    ``capacity`` other cases have been read since. Each dataset owns one, so each DataLoader
+    worker has its own (it is emptied when the dataset is pickled to a worker).
+
+    Args:
+        capacity: cases kept; 0 keeps nothing.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._cases: OrderedDict[str, dict[Path, np.ndarray]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, case: str, path: Path, read: Callable[[Path], np.ndarray]) -> np.ndarray:
+        """The array of ``path`` (a file of ``case``), decoded by ``read`` on a miss."""
+        files = self._cases.get(case)
+        if files is not None and path in files:
+            self._cases.move_to_end(case)
+            self.hits += 1
+            return files[path]
+        self.misses += 1
+        array = read(path)
+        if self.capacity == 0:
+            return array
+        array.flags.writeable = False  # shared by every slice of the case: never edited in place
+        self._cases.setdefault(case, {})[path] = array
+        self._cases.move_to_end(case)
+        while len(self._cases) > self.capacity:
+            self._cases.popitem(last=False)
+        return array
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def clear(self) -> None:
+        self._cases.clear()
 
 
 class MultiModalDataset(Dataset):
@@ -21,6 +73,10 @@ class MultiModalDataset(Dataset):
     Returns ``{"images": {modality: C×H×W float32}, "labels": {task: H×W int64},
     "has_label": {task: bool}, "id": str, "size": (H, W)}``. A sample without a label file for an
     optional task gets ``has_label=False`` and a label map of ``IGNORE_INDEX``.
+
+    With a ``volume`` section, a sample is one 2-D slice of the case's volumes, with id
+    ``"{case}#{slice}"``; ``cases`` lists the split's case ids and ``labelled`` (when the ``keep``
+    rule or ``labelled_weight`` needed the labels) whether each slice has a foreground pixel.
 
     Args:
         spec: the data spec.
@@ -31,16 +87,28 @@ class MultiModalDataset(Dataset):
     def __init__(self, spec: DataSpec, split: str, *, transform: JointTransform | None = None):
         self.spec = spec
         self.split = split
-        self.ids = spec.split_ids(split)
         self.transform = transform
+        self.cases = spec.split_ids(split)
         self._check_files_exist()
+        self._cache = VolumeCache(spec.volume.cache if spec.volume is not None else 0)
+        self.labelled: list[bool] | None = None
+        if spec.volume is None:
+            self.ids = list(self.cases)
+        else:
+            self.ids, self.labelled = self._slice_index()
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __getstate__(self) -> dict:
+        # A worker starts with an empty cache rather than a pickled copy of the parent's volumes.
+        state = self.__dict__.copy()
+        state["_cache"] = VolumeCache(self._cache.capacity)
+        return state
+
     def _check_files_exist(self) -> None:
         """Stat every required file up front so a missing one stops the run before training."""
-        for sample_id in self.ids:
+        for sample_id in self.cases:
             for name in self.spec.modalities:
                 path = self.spec.modality_file(name, sample_id)
                 if not path.is_file():
@@ -59,11 +127,96 @@ class MultiModalDataset(Dataset):
                         field=f"tasks.{name}.labels",
                     )
 
+    # --- volumes -----------------------------------------------------------------------------
+    def _case_files(self, case: str) -> dict[str, Path]:
+        """``{field of the spec: file}`` of every file of a case that exists."""
+        files = {
+            f"modalities.{m}.files": self.spec.modality_file(m, case) for m in self.spec.modalities
+        }
+        for name in self.spec.tasks:
+            path = self.spec.label_file(name, case)
+            if path.is_file():
+                files[f"tasks.{name}.labels"] = path
+        return files
+
+    def _case_depth(self, case: str) -> int:
+        """Slices of a case, after checking that all its files are volumes on one grid."""
+        shapes = {}
+        for where, path in self._case_files(case).items():
+            shape = read_shape(path)
+            if len(shape) < 3:
+                raise UserError(
+                    f"{path} is 2-D (shape {shape}) but the `volume` section slices 3-D files "
+                    "(remove `volume` for 2-D images)",
+                    file=self.spec.path,
+                    field=where,
+                )
+            shapes[path] = tuple(shape[:3])
+        if len(set(shapes.values())) > 1:
+            listing = ", ".join(f"{p.name} {'×'.join(map(str, s))}" for p, s in shapes.items())
+            raise UserError(
+                f"case {case!r}: volumes differ in grid size: {listing}", file=self.spec.path
+            )
+        return next(iter(shapes.values()))[self.spec.volume.slice_axis]
+
+    def _labelled_slices(self, case: str, depth: int) -> np.ndarray:
+        """Per slice: does any task's mapped label have a pixel that is neither class 0 nor ignore."""
+        axis = self.spec.volume.slice_axis
+        flags = np.zeros(depth, dtype=bool)
+        for name, task in self.spec.tasks.items():
+            path = self.spec.label_file(name, case)
+            if not path.is_file():
+                continue
+            raw = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+            mapped = task.map_values(raw, path)
+            foreground = (mapped != 0) & (mapped != IGNORE_INDEX)
+            flags |= foreground.any(axis=tuple(a for a in range(foreground.ndim) if a != axis))
+        return flags
+
+    def _slice_index(self) -> tuple[list[str], list[bool] | None]:
+        volume = self.spec.volume
+        ids: list[str] = []
+        labelled: list[bool] = []
+        for case in self.cases:
+            depth = self._case_depth(case)
+            flags = self._labelled_slices(case, depth) if volume.needs_labels else None
+            keep = range(depth) if volume.keep == "all" else keep_labelled(flags, volume.margin)
+            for index in keep:
+                ids.append(f"{case}{SLICE_SEPARATOR}{index}")
+                labelled.append(bool(flags[index]) if flags is not None else True)
+        if not ids:
+            raise UserError(
+                f"split {self.split!r}: none of its {len(self.cases)} cases has a labelled slice",
+                file=self.spec.path,
+                field="volume.keep",
+            )
+        return ids, (labelled if volume.needs_labels else None)
+
+    def sample_weights(self) -> list[float] | None:
+        """Relative draw weight of each sample for training, or ``None`` for uniform.
+
+        A labelled slice weighs ``volume.labelled_weight``, any other 1; ``None`` when the spec
+        slices no volumes, the weight is 1 or every kept slice is alike.
+        """
+        if self.labelled is None or len(set(self.labelled)) < 2:
+            return None
+        weight = self.spec.volume.labelled_weight
+        return [weight if flag else 1.0 for flag in self.labelled]
+
+    def _read_plane(self, path: Path, sample_id: str) -> np.ndarray:
+        """The 2-D array (``H×W`` or ``H×W×C``) of one sample in one file."""
+        case, index = self.spec.case_of(sample_id)
+        if index is None:
+            return _as_plane(read_array(path), path, self.spec.path)
+        volume = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+        return np.take(volume, index, axis=self.spec.volume.slice_axis)
+
+    # --- samples -----------------------------------------------------------------------------
     def read_images(self, sample_id: str) -> dict[str, np.ndarray]:
         images = {}
         for name, modality in self.spec.modalities.items():
             path = self.spec.modality_file(name, sample_id)
-            array = read_array(path)
+            array = self._read_plane(path, sample_id)
             array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
             if array.shape[0] != modality.channels:
                 raise UserError(
@@ -71,7 +224,10 @@ class MultiModalDataset(Dataset):
                     file=self.spec.path,
                     field=f"modalities.{name}.channels",
                 )
-            images[name] = normalize(array.astype(np.float32), modality.normalize)
+            image = array.astype(np.float32)
+            if modality.clip_percentiles is not None:
+                image = clip_percentiles(image, *modality.clip_percentiles)
+            images[name] = normalize(image, modality.normalize)
         return images
 
     def read_labels(self, sample_id: str, size: tuple[int, int]) -> tuple[dict, dict]:
@@ -82,7 +238,7 @@ class MultiModalDataset(Dataset):
                 labels[name] = np.full(size, IGNORE_INDEX, dtype=np.int64)
                 has_label[name] = False
                 continue
-            labels[name] = task.map_labels(read_array(path), path)
+            labels[name] = task.map_labels(self._read_plane(path, sample_id), path)
             has_label[name] = True
         return labels, has_label
 
@@ -113,6 +269,42 @@ class MultiModalDataset(Dataset):
             "id": sample_id,
             "size": tuple(int(s) for s in size),
         }
+
+
+def keep_labelled(flags: np.ndarray, margin: int) -> list[int]:
+    """Indices of the labelled slices and of ``margin`` slices on each side of each of them."""
+    keep = np.zeros(len(flags), dtype=bool)
+    for index in np.flatnonzero(flags):
+        keep[max(0, index - margin) : index + margin + 1] = True
+    return np.flatnonzero(keep).tolist()
+
+
+def _as_volume(array: np.ndarray, path: Path, spec: Path) -> np.ndarray:
+    """A file read for slicing: ``X×Y×Z`` or ``X×Y×Z×C`` (trailing length-1 axes dropped)."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (3, 4):
+        raise UserError(
+            f"{path} has shape {array.shape}; the `volume` section reads X×Y×Z or X×Y×Z×C arrays",
+            file=spec,
+            field="volume",
+        )
+    return array
+
+
+def _as_plane(array: np.ndarray, path: Path, spec: Path) -> np.ndarray:
+    """A file read as one 2-D image: a NIfTI ``X×Y×1`` loses its slice axis; a NIfTI with more
+    slices is a volume, which needs the spec's ``volume`` section."""
+    if extension_of(path) in NIFTI_EXTENSIONS and array.ndim >= 3:
+        if array.shape[2] != 1:
+            raise UserError(
+                f"{path} is a 3-D volume (shape {array.shape}); add a `volume` section, e.g. "
+                "`volume: {slice_axis: 2}`, to read it as 2-D slices",
+                file=spec,
+                field="volume",
+            )
+        array = array[:, :, 0]
+    return array
 
 
 def collate(samples: list[Sample], multiple: int = 32) -> dict:

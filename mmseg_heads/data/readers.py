@@ -1,13 +1,17 @@
 """Image readers chosen by file extension, in a registry that other formats join.
 
-Every reader returns a numpy array ``H×W`` or ``H×W×C`` (channels last) with the file's own dtype:
-labels keep their raw values (a palette PNG gives its indices, never RGB colours).
+Every reader returns a numpy array with the file's own dtype: ``H×W`` or ``H×W×C`` (channels
+last) for 2-D images; NIfTI volumes come as stored, ``X×Y×Z`` (or ``X×Y×Z×C``), and the dataset
+slices them (see the data spec's ``volume`` section). Labels keep their raw values (a palette PNG
+gives its indices, never RGB colours).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -32,6 +36,89 @@ for _ext in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
 @READERS.register(".npy")
 def _read_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
+
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+
+
+def _nibabel(path: Path) -> ModuleType:
+    """Import nibabel on first use; its absence is the user's to fix, with the command that does."""
+    try:
+        import nibabel
+    except ImportError as exc:
+        raise UserError(
+            'reading NIfTI needs nibabel: pip install "mmseg-heads[nifti]"', file=path
+        ) from exc
+    return nibabel
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    """The voxel array as stored (``X×Y×Z``), in the file's dtype (int16, uint8, float, …).
+
+    ``dataobj`` keeps the on-disk dtype; only a header with an intensity scaling
+    (``scl_slope``/``scl_inter``) turns it into floats, as the NIfTI standard says it must.
+    """
+    image = _nibabel(path).load(str(path))
+    array = np.asanyarray(image.dataobj)
+    return np.asarray(array)
+
+
+for _ext in NIFTI_EXTENSIONS:
+    READERS.register(_ext)(_read_nifti)
+
+
+@dataclass(frozen=True)
+class NiftiGeometry:
+    """Where a NIfTI volume sits in space: what a mask written for it must carry over.
+
+    Attributes:
+        affine: ``4×4`` voxel-to-world matrix (the best one nibabel finds: sform, else qform).
+        shape: the voxel grid, e.g. ``(X, Y, Z)``.
+        header: the nibabel header (zooms, qform/sform codes, units) to copy into an output file.
+    """
+
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    header: object
+
+
+def read_nifti_geometry(path: str | Path) -> NiftiGeometry:
+    """Affine, grid shape and header of a NIfTI file, without decoding its voxels.
+
+    Raises:
+        UserError: the file is missing, not NIfTI, or nibabel is not installed.
+    """
+    path = Path(path)
+    if extension_of(path) not in NIFTI_EXTENSIONS:
+        raise UserError(f"not a NIfTI file (expected {' or '.join(NIFTI_EXTENSIONS)})", file=path)
+    if not path.is_file():
+        raise UserError("file not found", file=path)
+    nibabel = _nibabel(path)
+    try:
+        image = nibabel.load(str(path))
+    except Exception as exc:
+        raise UserError(
+            f"cannot read NIfTI header ({type(exc).__name__}: {exc})", file=path
+        ) from exc
+    return NiftiGeometry(
+        affine=np.asarray(image.affine), shape=tuple(image.shape), header=image.header.copy()
+    )
+
+
+def read_shape(path: str | Path) -> tuple[int, ...]:
+    """The array shape of a file, from its header where the format has one (NIfTI, ``.npy``)."""
+    path = Path(path)
+    ext = extension_of(path)
+    if ext in NIFTI_EXTENSIONS:
+        return read_nifti_geometry(path).shape
+    if ext == ".npy" and path.is_file():
+        try:
+            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        except Exception as exc:
+            raise UserError(
+                f"cannot decode .npy file ({type(exc).__name__}: {exc})", file=path
+            ) from exc
+    return tuple(read_array(path).shape)
 
 
 def extension_of(path: str | Path) -> str:

@@ -21,6 +21,8 @@ from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, valida
 
 #: Label value of pixels that no loss and no metric sees (padding, ``ignore`` raw values).
 IGNORE_INDEX = 255
+#: Between a case id and a slice index in the ids of sliced volumes: ``Case3001#2``.
+SLICE_SEPARATOR = "#"
 NORMALIZATIONS = ("zscore", "minmax", "imagenet", "none")
 
 
@@ -37,11 +39,21 @@ MODALITY_SCHEMA = Struct(
         "normalize": OneOf(
             [
                 Field(str, choices=NORMALIZATIONS),
-                Struct({"mean": ListOf(Field(float)), "std": ListOf(Field(float))}),
-                Struct({"scale": Field(float)}),
+                Struct(
+                    {
+                        "mean": ListOf(Field(float), default=None),
+                        "std": ListOf(Field(float), default=None),
+                        "scale": Field(float, default=None),
+                    }
+                ),
             ],
             default="zscore",
             doc="per-image normalisation: zscore, minmax, imagenet, none, {mean, std} or {scale}",
+        ),
+        "clip_percentiles": ListOf(
+            Field(float, minimum=0.0, maximum=100.0),
+            default=None,
+            doc="`[low, high]`: clip each image and channel to these percentiles before `normalize`",
         ),
     },
     doc="one input modality",
@@ -86,6 +98,41 @@ SPLIT_SCHEMA = Struct(
     doc="exactly one of `ids`, `pattern`, `fraction`",
 )
 
+KEEP_RULE = re.compile(r"^(all|labelled)(?:\+(\d+))?$")
+
+
+def _check_keep(value: str) -> str | None:
+    match = KEEP_RULE.match(value)
+    if match and not (match.group(1) == "all" and match.group(2)):
+        return None
+    return "must be all, labelled or labelled+N (N slices kept on each side), e.g. labelled+2"
+
+
+VOLUME_SCHEMA = Struct(
+    {
+        "slice_axis": Field(
+            int, default=2, choices=(0, 1, 2), doc="array axis the 2-D slices are taken across"
+        ),
+        "keep": Field(
+            str,
+            default="all",
+            check=_check_keep,
+            doc="`all` slices, `labelled` ones, or `labelled+N`: also N slices on each side",
+        ),
+        "labelled_weight": Field(
+            float,
+            default=1.0,
+            check=lambda value: None if value > 0 else "must be > 0",
+            doc="training draws a labelled slice this many times as often as an unlabelled one",
+        ),
+        "cache": Field(
+            int, default=4, minimum=0, doc="decoded cases kept in memory per dataset and worker"
+        ),
+    },
+    default=None,
+    doc="3-D files become 2-D slices with ids `{case}#{slice}`",
+)
+
 DATA_SPEC_SCHEMA = Struct(
     {
         "name": Field(str, default=None, doc="data set name (default: the file name)"),
@@ -97,6 +144,7 @@ DATA_SPEC_SCHEMA = Struct(
         "splits": MapOf(
             SPLIT_SCHEMA, min_items=1, doc="named subsets of the ids (train, val, ...)"
         ),
+        "volume": VOLUME_SCHEMA,
     }
 )
 
@@ -107,6 +155,42 @@ class ModalitySpec:
     files: str
     channels: int = 1
     normalize: str | dict = "zscore"
+    clip_percentiles: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """How 3-D files become 2-D samples (the data spec's ``volume`` section).
+
+    Attributes:
+        slice_axis: array axis (0, 1 or 2) the slices are taken across.
+        keep: ``all`` or ``labelled``.
+        margin: with ``labelled``, slices kept on each side of a labelled one (``labelled+N``).
+        labelled_weight: relative draw weight of a labelled slice in training.
+        cache: decoded cases kept per dataset and worker.
+    """
+
+    slice_axis: int = 2
+    keep: str = "all"
+    margin: int = 0
+    labelled_weight: float = 1.0
+    cache: int = 4
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> VolumeSpec:
+        match = KEEP_RULE.match(raw["keep"])
+        return cls(
+            slice_axis=raw["slice_axis"],
+            keep=match.group(1),
+            margin=int(match.group(2) or 0),
+            labelled_weight=raw["labelled_weight"],
+            cache=raw["cache"],
+        )
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether building the slice list reads the label volumes (to find labelled slices)."""
+        return self.keep == "labelled" or self.labelled_weight != 1.0
 
 
 @dataclass(frozen=True)
@@ -125,10 +209,11 @@ class TaskSpec:
         return len(self.classes)
 
     def map_labels(self, raw: np.ndarray, file: str | Path) -> np.ndarray:
-        """Raw label values -> class indices (``IGNORE_INDEX`` for ignored pixels).
+        """Raw label values of one 2-D label image -> class indices (``IGNORE_INDEX`` for ignored
+        pixels).
 
-        Raises a :class:`UserError` naming ``file`` for a value with no mapping or a class index
-        out of range: never a silent remap to ignore.
+        Raises a :class:`UserError` naming ``file`` for a colour image, a value with no mapping or
+        a class index out of range: never a silent remap to ignore.
         """
         if raw.ndim == 3 and raw.shape[2] in (3, 4):
             raise UserError(
@@ -138,36 +223,33 @@ class TaskSpec:
             )
         if raw.ndim != 2:
             raw = np.squeeze(raw)
-        ignored = np.isin(raw, self.ignore) if self.ignore else np.zeros(raw.shape, bool)
+        return self.map_values(raw, file)
+
+    def map_values(self, raw: np.ndarray, file: str | Path) -> np.ndarray:
+        """Raw label values -> class indices, element-wise, for an array of any shape (a whole
+        label volume too). Errors as :meth:`map_labels`."""
         if self.threshold is not None:
             out = (raw > self.threshold).astype(np.int64)
-        else:
-            uniques, inverse = np.unique(raw, return_inverse=True)
-            lut = np.empty(len(uniques), dtype=np.int64)
-            unmapped = []
-            for i, value in enumerate(uniques.tolist()):
-                if value in self.ignore:
-                    lut[i] = IGNORE_INDEX
-                    continue
-                target = self._lookup(value)
-                if target is None:
-                    unmapped.append(value)
-                else:
-                    lut[i] = target
-            if unmapped:
-                hint = (
-                    "add them to `values`"
-                    if self.values
-                    else "give a `values` map or a `threshold`"
-                )
-                raise UserError(
-                    f"task {self.name!r}: raw label values {unmapped} have no class "
-                    f"(classes 0..{self.num_classes - 1}); {hint}",
-                    file=file,
-                )
-            out = lut[inverse.reshape(raw.shape)]
-        out[ignored] = IGNORE_INDEX
-        return out
+            if self.ignore:
+                out[np.isin(raw, self.ignore)] = IGNORE_INDEX
+            return out
+        uniques, index_of = _unique_values(raw)
+        lut = np.empty(len(uniques), dtype=np.int64)
+        unmapped = []
+        for i, value in enumerate(uniques.tolist()):
+            target = IGNORE_INDEX if value in self.ignore else self._lookup(value)
+            if target is None:
+                unmapped.append(value)
+            else:
+                lut[i] = target
+        if unmapped:
+            hint = "add them to `values`" if self.values else "give a `values` map or a `threshold`"
+            raise UserError(
+                f"task {self.name!r}: raw label values {unmapped} have no class "
+                f"(classes 0..{self.num_classes - 1}); {hint}",
+                file=file,
+            )
+        return lut[index_of()]
 
     def _lookup(self, value) -> int | None:
         if self.values is None:
@@ -188,21 +270,38 @@ class DataSpec:
     tasks: dict[str, TaskSpec]
     splits: dict[str, dict]
     raw: dict = field(default_factory=dict, repr=False)
+    volume: VolumeSpec | None = None
+
+    # --- ids ---------------------------------------------------------------------------------
+    def case_of(self, sample_id: str) -> tuple[str, int | None]:
+        """``(file id, slice index)`` of a sample id: ``"Case3001#2"`` -> ``("Case3001", 2)`` when
+        the spec slices volumes; otherwise the id itself and ``None``."""
+        if self.volume is not None:
+            case, sep, index = sample_id.rpartition(SLICE_SEPARATOR)
+            if sep and index.isdigit():
+                return case, int(index)
+        return sample_id, None
 
     # --- files -------------------------------------------------------------------------------
     def modality_file(self, modality: str, sample_id: str) -> Path:
-        return self.root / self.modalities[modality].files.format(id=sample_id)
+        """The file of ``modality`` for a file id or a slice id (the slice's volume)."""
+        case, _ = self.case_of(sample_id)
+        return self.root / self.modalities[modality].files.format(id=case)
 
     def label_file(self, task: str, sample_id: str) -> Path:
-        return self.root / self.tasks[task].labels.format(id=sample_id)
+        """The label file of ``task`` for a file id or a slice id (the slice's volume)."""
+        case, _ = self.case_of(sample_id)
+        return self.root / self.tasks[task].labels.format(id=case)
 
     def all_ids(self) -> list[str]:
-        """Ids found on disk through the first modality's file pattern."""
+        """Ids found on disk through the first modality's file pattern (case ids for volumes)."""
         first = next(iter(self.modalities.values()))
         return _ids_from_pattern(self.root, first.files)
 
     # --- splits ------------------------------------------------------------------------------
     def split_ids(self, split: str) -> list[str]:
+        """The file ids of a split: with a ``volume`` section, case ids, so that the slices of one
+        case always fall in the same split (the dataset expands them to slice ids)."""
         if split not in self.splits:
             raise UserError(
                 f"no split {split!r}; the spec has: {', '.join(self.splits)}",
@@ -223,8 +322,13 @@ class DataSpec:
             ids = _read_id_list(self._id_list_path(rule["ids"]), self.path, f"{where}.ids")
             unknown = sorted(set(ids) - set(all_ids))
             if unknown:
+                hint = (
+                    f" (list case ids, not slice ids with {SLICE_SEPARATOR!r}: a split takes whole cases)"
+                    if self.volume is not None and any(SLICE_SEPARATOR in i for i in unknown)
+                    else ""
+                )
                 raise UserError(
-                    f"{len(unknown)} ids have no files, e.g. {unknown[:3]}",
+                    f"{len(unknown)} ids have no files, e.g. {unknown[:3]}{hint}",
                     file=self.path,
                     field=f"{where}.ids",
                 )
@@ -272,6 +376,28 @@ class DataSpec:
             "modalities": {m.name: m.channels for m in self.modalities.values()},
             "tasks": {t.name: list(t.classes) for t in self.tasks.values()},
         }
+
+
+#: Integer label arrays whose values span less than this use a lookup table instead of a sort.
+_DENSE_RANGE = 1 << 16
+
+
+def _unique_values(raw: np.ndarray):
+    """``(sorted unique values, thunk giving each element's index into them)``.
+
+    Integer labels with a small value range (every label map we know: 0..255, MyoPS' 0..2221)
+    take an O(n) bincount path, which matters for whole volumes; anything else uses ``np.unique``.
+    """
+    if raw.size and np.issubdtype(raw.dtype, np.integer):
+        low, high = int(raw.min()), int(raw.max())
+        if high - low < _DENSE_RANGE:
+            offset = raw.astype(np.int64) - low
+            present = np.flatnonzero(np.bincount(offset.ravel(), minlength=high - low + 1))
+            position = np.zeros(high - low + 1, dtype=np.int64)
+            position[present] = np.arange(len(present))
+            return (present + low).astype(raw.dtype), lambda: position[offset]
+    uniques, inverse = np.unique(raw, return_inverse=True)
+    return uniques, lambda: inverse.reshape(raw.shape)
 
 
 def _ids_from_pattern(root: Path, pattern: str) -> list[str]:
@@ -363,24 +489,41 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
 def _check_normalization(name: str, modality: dict) -> list[UserError]:
     how, channels = modality["normalize"], modality["channels"]
     where = f"modalities.{name}.normalize"
+    problems = _check_clip(modality["clip_percentiles"], f"modalities.{name}.clip_percentiles")
     if how == "imagenet" and channels != 3:
-        return [
+        problems.append(
             UserError(
                 f"imagenet statistics are for 3-channel RGB; this modality has {channels}",
                 field=where,
             )
-        ]
-    if isinstance(how, dict) and "mean" in how:
+        )
+    if not isinstance(how, dict):
+        return problems
+    given = sorted(k for k, v in how.items() if v is not None)
+    if given not in (["mean", "std"], ["scale"]):
+        problems.append(
+            UserError(f"give {{mean, std}} or {{scale}}, got {{{', '.join(given)}}}", field=where)
+        )
+        return problems
+    if "mean" in given:
         for key in ("mean", "std"):
             if len(how[key]) not in (1, channels):
-                return [
+                problems.append(
                     UserError(
                         f"needs 1 or {channels} values, got {len(how[key])}",
                         field=f"{where}.{key}",
                     )
-                ]
+                )
         if any(v <= 0 for v in how["std"]):
-            return [UserError("std values must be > 0", field=f"{where}.std")]
+            problems.append(UserError("std values must be > 0", field=f"{where}.std"))
+    return problems
+
+
+def _check_clip(clip: list[float] | None, where: str) -> list[UserError]:
+    if clip is None:
+        return []
+    if len(clip) != 2 or not clip[0] < clip[1]:
+        return [UserError(f"give [low, high] percentiles with low < high, got {clip}", field=where)]
     return []
 
 
@@ -442,7 +585,7 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
         name=raw["name"] or path.stem,
         path=path,
         root=root,
-        modalities={n: ModalitySpec(name=n, **m) for n, m in raw["modalities"].items()},
+        modalities={n: _modality_spec(n, m) for n, m in raw["modalities"].items()},
         tasks={
             n: TaskSpec(
                 name=n,
@@ -458,4 +601,19 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
         },
         splits=raw["splits"],
         raw=raw,
+        volume=VolumeSpec.from_dict(raw["volume"]) if raw["volume"] is not None else None,
+    )
+
+
+def _modality_spec(name: str, raw: dict) -> ModalitySpec:
+    how = raw["normalize"]
+    if isinstance(how, dict):
+        how = {k: v for k, v in how.items() if v is not None}
+    clip = raw["clip_percentiles"]
+    return ModalitySpec(
+        name=name,
+        files=raw["files"],
+        channels=raw["channels"],
+        normalize=how,
+        clip_percentiles=tuple(clip) if clip is not None else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,6 +25,8 @@ from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
 from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
+from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
+from mmseg_heads.metrics.functional import confusion_matrix
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.model import MultiTaskSegmenter
 
@@ -49,7 +52,9 @@ def loss_from_config(config: Config) -> MultiTaskLoss:
         task: TaskLoss(task_loss_terms(config.loss, task), ignore_index=IGNORE_INDEX)
         for task in config.spec.tasks
     }
-    return MultiTaskLoss(tasks, config.loss["task_weights"])
+    return MultiTaskLoss(
+        tasks, config.loss["task_weights"], weighting=config.loss["task_weighting"]
+    )
 
 
 def cosine_lr(step: int, total: int) -> float:
@@ -90,107 +95,44 @@ def prepare_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def checkpoint_state(config: Config, model: torch.nn.Module, epoch: int, summaries: dict) -> dict:
-    spec = config.spec
+def spec_hash(spec_path: Path) -> str:
+    return hashlib.sha256(spec_path.read_bytes()).hexdigest()
+
+
+def rng_states() -> dict:
+    """Every RNG state, as types ``torch.load(weights_only=True)`` accepts."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
     return {
-        "model": model.state_dict(),
-        "config": config.raw,
-        "config_path": str(config.path.resolve()),
-        "data_spec": spec.raw,
-        "data_spec_path": str(spec.path.resolve()),
-        "data_root": str(spec.root.resolve()),
-        "classes": {t.name: list(t.classes) for t in spec.tasks.values()},
-        "epoch": epoch,
-        "val": {task: s["macro_foreground_f"] for task, s in summaries.items()},
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(key.copy()),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    numpy = states["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["key"].numpy(), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+    )
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def train(config: Config, *, progress: bool = True) -> Path:
-    """Train the model a config describes; returns the run directory."""
-    train_cfg, eval_cfg = config.train, config.eval
-    seed_everything(train_cfg["seed"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(train_cfg["precision"], device)
-    loader = train_loader(config.spec, train_cfg)
-    val_loader = eval_loader(
-        config.spec, eval_cfg["split"], train_cfg["batch_size"], train_cfg["workers"]
-    )
-    model = model_from_config(config).to(
-        device
-    )  # weights problems surface before any file is written
-    run_dir = prepare_run_dir(config)
-    log.info("run directory %s; precision %s on %s", run_dir, precision, device)
-
-    criterion = loss_from_config(config).to(device)
-    optimizer = _optimizer(model, train_cfg)
-    total_steps = train_cfg["epochs"] * len(loader)
-    schedule = (
-        (lambda s: cosine_lr(s, total_steps))
-        if train_cfg["schedule"] == "cosine"
-        else (lambda s: 1.0)
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    metrics_log = run_dir / "metrics.jsonl"
-    best = -1.0
-    for epoch in range(1, train_cfg["epochs"] + 1):
-        started = time.perf_counter()
-        train_record = _train_epoch(
-            model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress
-        )
-        summaries = {
-            task: matrix.summary(eval_cfg["beta"])
-            for task, matrix in evaluate_model(
-                model, val_loader, config.spec, device=device, precision=precision
-            ).items()
-        }
-        score = selection_score(summaries, eval_cfg["select_by"])
-        _append_jsonl(
-            metrics_log,
-            {
-                "epoch": epoch,
-                "split": "train",
-                **train_record,
-                "seconds": time.perf_counter() - started,
-            },
-        )
-        _append_jsonl(
-            metrics_log,
-            {
-                "epoch": epoch,
-                "split": eval_cfg["split"],
-                "select_by": eval_cfg["select_by"],
-                "score": score,
-                "tasks": {
-                    t: {
-                        k: s[k]
-                        for k in ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
-                    }
-                    | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
-                    for t, s in summaries.items()
-                },
-            },
-        )
-        state = checkpoint_state(config, model, epoch, summaries)
-        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
-        if score > best:
-            best = score
-            save_checkpoint(state, run_dir / "checkpoints" / "best.pt")
-        f_text = ", ".join(
-            f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
-        )
-        log.info(
-            "epoch %d/%d: loss %.4f; %s", epoch, train_cfg["epochs"], train_record["loss"], f_text
-        )
-    return run_dir
-
-
-def _optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(parameters: list[torch.nn.Parameter], train_cfg: dict) -> torch.optim.Optimizer:
+    params = [p for p in parameters if p.requires_grad]
     lr, wd = train_cfg["lr"], train_cfg["weight_decay"]
     if train_cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
@@ -199,40 +141,190 @@ def _optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
-def _train_epoch(
-    model, criterion, optimizer, scheduler, loader, device, precision, epoch, progress
-) -> dict:
-    model.train()
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    skipped: dict[str, int] = {}
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if progress else True, leave=False)
-    for batch in bar:
-        batch = to_device(batch, device)
-        with autocast(precision, device):
-            logits = model(batch["images"])
-        loss, parts = criterion(
-            {k: v.float() for k, v in logits.items()}, batch["labels"], batch["has_label"]
+class Trainer:
+    """Owns one run: model, loss, optimizer, schedule, loaders, run directory and logs.
+
+    ``fit()`` runs every epoch: training steps, validation, ``metrics.jsonl`` lines, checkpoints
+    (``last.pt`` every epoch, ``best.pt`` when ``eval.select_by`` improves).
+    """
+
+    def __init__(self, config: Config, *, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        train_cfg = config.train
+        seed_everything(train_cfg["seed"])
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = resolve_precision(train_cfg["precision"], self.device)
+        self.loader = train_loader(config.spec, train_cfg)
+        self.val_loader = eval_loader(
+            config.spec, config.eval["split"], train_cfg["batch_size"], train_cfg["workers"]
         )
-        for task in parts["nonfinite"]:
-            log.warning(
-                "epoch %d: task %r has a non-finite loss; it is left out of this step", epoch, task
+        # Weight-file problems surface here, before any file of the run is written.
+        self.model = model_from_config(config).to(self.device)
+        self.criterion = loss_from_config(config).to(self.device)
+        self.optimizer = _optimizer(
+            [*self.model.parameters(), *self.criterion.parameters()], train_cfg
+        )
+        total_steps = train_cfg["epochs"] * len(self.loader)
+        cosine = train_cfg["schedule"] == "cosine"
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, (lambda s: cosine_lr(s, total_steps)) if cosine else (lambda s: 1.0)
+        )
+        self.diagnostics = BatchDiagnostics()
+        self.epoch = 0
+        self.step = 0
+        self.best = -1.0
+        self.run_dir = prepare_run_dir(config)
+        log.info("run directory %s; precision %s on %s", self.run_dir, self.precision, self.device)
+
+    # --- one epoch ---------------------------------------------------------------------------
+    def train_epoch(self) -> tuple[dict, list[dict]]:
+        """Returns the epoch's mean losses and one diagnostics record per batch."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        skipped: dict[str, int] = {}
+        batches = []
+        bar = tqdm(
+            self.loader,
+            desc=f"epoch {self.epoch}",
+            disable=None if self.progress else True,
+            leave=False,
+        )
+        for batch in bar:
+            batch = to_device(batch, self.device)
+            with autocast(self.precision, self.device):
+                logits = self.model(batch["images"])
+            logits = {k: v.float() for k, v in logits.items()}
+            loss, parts = self.criterion(logits, batch["labels"], batch["has_label"])
+            for task in parts["nonfinite"]:
+                log.warning(
+                    "step %d: task %r has a non-finite loss; left out of this step", self.step, task
+                )
+            for task in parts["skipped"]:
+                skipped[task] = skipped.get(task, 0) + 1
+            self.optimizer.zero_grad(set_to_none=True)
+            contributed = len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits)
+            if contributed:  # no labelled, finite task in this batch: nothing to learn from
+                loss.backward()
+                if self.config.train["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(
+                        self.model.parameters(), self.config.train["grad_clip"]
+                    )
+                self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            batches.append(self._diagnose(logits, batch))
+            values = {
+                "loss": loss.detach(),
+                **{k: v for k, v in parts.items() if torch.is_tensor(v)},
+            }
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+                counts[name] = counts.get(name, 0) + 1
+            bar.set_postfix({k: f"{sums[k] / counts[k]:.3f}" for k in sums if "/" not in k})
+        record = {k: sums[k] / counts[k] for k in sums}
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        if skipped:
+            record["skipped_batches"] = skipped
+        return record, batches
+
+    @torch.no_grad()
+    def _diagnose(self, logits: dict[str, torch.Tensor], batch: dict) -> dict:
+        """Per-task foreground TP/FP/FN of this training batch; warns on collapse."""
+        tasks = {}
+        for task, value in logits.items():
+            labelled = batch["has_label"][task]
+            spec = self.config.spec.tasks[task]
+            matrix = confusion_matrix(
+                value[labelled].argmax(1),
+                batch["labels"][task][labelled],
+                spec.num_classes,
+                IGNORE_INDEX,
             )
-        for task in parts["skipped"]:
-            skipped[task] = skipped.get(task, 0) + 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        for name, value in {
-            "loss": loss.detach(),
-            **{k: v for k, v in parts.items() if torch.is_tensor(v)},
-        }.items():
-            sums[name] = sums.get(name, 0.0) + float(value)
-            counts[name] = counts.get(name, 0) + 1
-        bar.set_postfix({k: f"{sums[k] / counts[k]:.3f}" for k in sums if "/" not in k})
-    record = {k: sums[k] / counts[k] for k in sums}
-    record["lr"] = scheduler.get_last_lr()[0]
-    if skipped:
-        record["skipped_batches"] = skipped
-    return record
+            tasks[task] = foreground_counts(matrix)
+            for warning in self.diagnostics.update(task, tasks[task]):
+                log.warning("step %d: %s", self.step, warning)
+        return {"epoch": self.epoch, "split": "train_batch", "step": self.step, "tasks": tasks}
+
+    def validate(self) -> dict[str, dict]:
+        matrices = evaluate_model(
+            self.model,
+            self.val_loader,
+            self.config.spec,
+            device=self.device,
+            precision=self.precision,
+        )
+        return {task: matrix.summary(self.config.eval["beta"]) for task, matrix in matrices.items()}
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self, summaries: dict) -> dict:
+        config, spec = self.config, self.config.spec
+        return {
+            "model": self.model.state_dict(),
+            "loss": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "rng": rng_states(),
+            "config": config.raw,
+            "config_path": str(config.path.resolve()),
+            "data_spec": spec.raw,
+            "data_spec_path": str(spec.path.resolve()),
+            "data_spec_sha256": spec_hash(spec.path),
+            "data_root": str(spec.root.resolve()),
+            "classes": {t.name: list(t.classes) for t in spec.tasks.values()},
+            "val": {task: s["macro_foreground_f"] for task, s in summaries.items()},
+        }
+
+    # --- the run -----------------------------------------------------------------------------
+    def fit(self) -> Path:
+        eval_cfg = self.config.eval
+        epochs = self.config.train["epochs"]
+        while self.epoch < epochs:
+            self.epoch += 1
+            started = time.perf_counter()
+            train_record, batch_records = self.train_epoch()
+            summaries = self.validate()
+            score = selection_score(summaries, eval_cfg["select_by"])
+            improved = score > self.best
+            self.best = max(self.best, score)
+            seconds = time.perf_counter() - started
+            _append_jsonl(
+                self.run_dir / "metrics.jsonl",
+                [
+                    *batch_records,
+                    {"epoch": self.epoch, "split": "train", **train_record, "seconds": seconds},
+                    _val_record(self.epoch, eval_cfg, score, summaries),
+                ],
+            )
+            state = self.checkpoint(summaries)
+            save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
+            if improved:
+                save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
+            f_text = ", ".join(
+                f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
+            )
+            log.info("epoch %d/%d: loss %.4f; %s", self.epoch, epochs, train_record["loss"], f_text)
+        return self.run_dir
+
+
+def _val_record(epoch: int, eval_cfg: dict, score: float, summaries: dict) -> dict:
+    headline = ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
+    return {
+        "epoch": epoch,
+        "split": eval_cfg["split"],
+        "select_by": eval_cfg["select_by"],
+        "score": score,
+        "tasks": {
+            t: {k: s[k] for k in headline} | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
+            for t, s in summaries.items()
+        },
+    }
+
+
+def train(config: Config, *, progress: bool = True) -> Path:
+    """Train the model a config describes; returns the run directory."""
+    return Trainer(config, progress=progress).fit()

@@ -43,6 +43,14 @@ class ConfusionMatrix:
         merged.matrix = self.matrix + other.matrix.to(self.matrix.device)
         return merged
 
+    def all_reduce(self) -> ConfusionMatrix:
+        """Sum the counts over every DDP rank in place (a no-op outside torch.distributed)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        return self
+
     def summary(self, beta: float = 1.0) -> dict:
         """Per-class and averaged scores; undefined scores are ``None`` and absent classes flagged."""
         return summarize(self.matrix.cpu(), self.classes, beta)
