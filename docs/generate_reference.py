@@ -52,7 +52,7 @@ NOTES: dict[str, str] = {
     "model.heads.<name>.source": "A head with a source other than `fused` needs `decoder: own`.",
     "model.heads.<name>.decoder": "The shared decoder is built only when some head uses it.",
     "model.heads.<name>.gate": _GATE_NOTE,
-    "loss.task_weighting": "`uncertainty` (learned weights) is planned.",
+    "loss.task_weighting": "See losses.md for the uncertainty formula.",
     "loss.task_weights": "The total loss is the sum of `weight × task loss`.",
     "loss.<name>": "A listed task uses only the terms it lists; give at least one. Terms: see losses.md.",
     "loss.<name>.ce": "A bare number is the weight.",
@@ -141,8 +141,7 @@ fails at once with a message when offline. How levels of different
 encoders are fused: [architecture.md](architecture.md). Loss terms: [losses.md](losses.md). Scores:
 [metrics.md](metrics.md).
 
-Not accepted yet (planned): `task_weighting: uncertainty`, encoder freezing, gradient clipping,
-resuming a run.
+Not accepted yet (planned): encoder freezing, resuming a run.
 """
 
 DATA_SPEC_INTRO = """\
