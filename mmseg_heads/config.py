@@ -129,6 +129,11 @@ CONFIG_SCHEMA = Struct(
                     choices=tuple(FUSIONS.names()),
                     doc="per-stride fusion: concat (+1×1 conv), sum (project + add), attention (softmax over modalities)",
                 ),
+                "strides": ListOf(
+                    Field(int, minimum=1),
+                    default=None,
+                    doc="strides whose fused levels feed the decoders (default all; must include the deepest)",
+                ),
                 "modality_dropout": Field(
                     float,
                     default=0.0,

@@ -210,3 +210,23 @@ def test_timm_encoder_without_a_stride_2_stage_has_no_empty_level():
     encoder = build_encoder("tu-convnext_atto", in_channels=1)
     assert [lv.stride for lv in encoder.levels] == [4, 8, 16, 32]
     assert all(level.channels > 0 for level in encoder.levels)
+
+
+def test_config_picks_the_strides_that_feed_the_decoder():
+    model = build_model(
+        model_cfg(encoders={"optical": "vgg16", "thermal": "resnet18"}, strides=[2, 8, 32]),
+        modalities={"optical": 3, "thermal": 1},
+        tasks={"t": 2},
+    )
+    assert [lv.stride for lv in model.trunk.levels] == [2, 8, 32]
+    assert sorted(int(k) for k in model.trunk.fusions) == [2, 8, 32]
+    out = model({"optical": torch.randn(2, 3, 64, 64), "thermal": torch.randn(2, 1, 64, 64)})
+    assert out["t"].shape == (2, 2, 64, 64)
+    with pytest.raises(UserError, match=r"model.strides: must include the deepest stride 32"):
+        build_model(
+            model_cfg(strides=[2, 4]), modalities={"optical": 3, "thermal": 1}, tasks={"t": 2}
+        )
+    with pytest.raises(UserError, match=r"strides \[3\] are not levels"):
+        build_model(
+            model_cfg(strides=[3, 32]), modalities={"optical": 3, "thermal": 1}, tasks={"t": 2}
+        )

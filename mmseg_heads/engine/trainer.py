@@ -40,6 +40,15 @@ def seed_everything(seed: int) -> None:
 
 
 def model_from_config(config: Config) -> MultiTaskSegmenter:
+    """Build the model; a user error from inside the model names the config file."""
+    try:
+        return _build(config)
+    except UserError as exc:
+        exc.file = exc.file or str(config.path)
+        raise
+
+
+def _build(config: Config) -> MultiTaskSegmenter:
     return build_model(
         config.model,
         modalities={m.name: m.channels for m in config.spec.modalities.values()},

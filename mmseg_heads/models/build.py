@@ -99,7 +99,11 @@ def build_model(
                 name, sum(modalities[m] for m in members), pretrained, model["depth"], group
             )
     trunk = FusionTrunk(
-        built, groups, fusion=model["fusion"], modality_dropout=model["modality_dropout"]
+        built,
+        groups,
+        fusion=model["fusion"],
+        modality_dropout=model["modality_dropout"],
+        strides=model.get("strides"),
     )
     default_head = {"source": "fused", "decoder": "shared", "gate": "none"}
     head_cfgs = {task: default_head | model["heads"].get(task, {}) for task in tasks}

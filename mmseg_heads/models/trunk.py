@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmseg_heads.errors import UserError
 from mmseg_heads.models.encoders import Encoder
 from mmseg_heads.models.fusion import FUSIONS
 from mmseg_heads.models.levels import LevelSpec
@@ -31,6 +32,23 @@ class TrunkOutput:
     fusion_weights: dict[int, torch.Tensor | None]  # {stride: N×groups} for learned fusions
 
 
+def _select_strides(
+    levels: dict[str, list[LevelSpec]], strides: list[int] | None
+) -> dict[str, list[LevelSpec]]:
+    if strides is None:
+        return levels
+    available = sorted({lv.stride for group in levels.values() for lv in group})
+    unknown = sorted(set(strides) - set(available))
+    if unknown or max(available) not in strides:
+        raise UserError(
+            f"strides {unknown} are not levels of the encoders (available: {available})"
+            if unknown
+            else f"must include the deepest stride {max(available)}, where decoders start",
+            field="model.strides",
+        )
+    return {g: [lv for lv in group if lv.stride in strides] for g, group in levels.items()}
+
+
 class FusionTrunk(nn.Module):
     """Encode each input group and fuse the levels of equal stride.
 
@@ -41,6 +59,8 @@ class FusionTrunk(nn.Module):
         fusion: name of a registered fusion mode.
         modality_dropout: in training, the probability of dropping each group from the fusion for a
             sample; at least one group always stays.
+        strides: the strides whose levels are fused and handed on (default: every stride any
+            encoder has); the deepest must be among them, since decoders start there.
 
     Shape:
         forward ``images``: ``{modality: N×C×H×W}`` (any subset of the modalities), H and W
@@ -53,12 +73,15 @@ class FusionTrunk(nn.Module):
         groups: dict[str, tuple[str, ...]],
         fusion: str,
         modality_dropout: float = 0.0,
+        strides: list[int] | None = None,
     ):
         super().__init__()
         self.groups = {g: tuple(ms) for g, ms in groups.items()}
         self.encoders = nn.ModuleDict(encoders)
         self.modality_dropout = modality_dropout
-        self.source_levels = {g: list(e.levels) for g, e in encoders.items()}
+        self.source_levels = _select_strides(
+            {g: list(e.levels) for g, e in encoders.items()}, strides
+        )
         self.levels: list[LevelSpec] = []
         fusions = {}
         for stride in sorted(
