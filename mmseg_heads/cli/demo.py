@@ -70,8 +70,8 @@ def run(args) -> int:
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
     config = load_config(config_path, overrides)
     run_dir = train(config)
-    report = evaluate(run_dir)
-    paths = write_report(report, run_dir / "report_demo_val")
+    report = evaluate(run_dir, ablate=True, with_examples=True)
+    paths = write_report(report, run_dir / "report_demo_val", metrics_log=run_dir / "metrics.jsonl")
     print(markdown_report(report))
     print(f"wrote {', '.join(map(str, paths))} in {time.perf_counter() - started:.0f} s")
     return 0

@@ -12,7 +12,7 @@ from mmseg_heads.report.writers import markdown_report, write_report
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a run or checkpoint: report.json + report.md",
+        help="evaluate a run or checkpoint: report.json, report.md, report.html",
         description="Per task and class TP/FP/FN, precision, recall, F-beta, IoU and Dice.",
         epilog="example: mmseg-heads evaluate runs/demo --split val",
     )
@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
         "--data", help="another data spec with the same modalities and tasks (external test set)"
     )
     p.add_argument("--split", help="split to evaluate (default: the config's eval.split)")
+    p.add_argument(
+        "--ablate-modalities",
+        action="store_true",
+        help="also evaluate with each modality missing and report ΔF per task and class",
+    )
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
 
 
@@ -33,13 +38,20 @@ def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
 
 def run(args) -> int:
     checkpoint = resolve_checkpoint(args.run)
-    report = evaluate(checkpoint, data=args.data, split=args.split, progress=True)
+    report = evaluate(
+        checkpoint,
+        data=args.data,
+        split=args.split,
+        ablate=args.ablate_modalities,
+        with_examples=True,
+        progress=True,
+    )
     out = (
         Path(args.out)
         if args.out
         else default_out(checkpoint, report, Path(report["data_spec"]).stem)
     )
-    paths = write_report(report, out)
+    paths = write_report(report, out, metrics_log=Path(report["run_dir"]) / "metrics.jsonl")
     print(markdown_report(report))
     print("wrote " + ", ".join(map(str, paths)))
     return 0

@@ -10,10 +10,18 @@ import argparse
 import logging
 import sys
 
-from mmseg_heads.cli import demo, evaluate, inspect, train
+from mmseg_heads.cli import compare, demo, evaluate, export, inspect, predict, train
 from mmseg_heads.errors import UserError
 
-COMMANDS = {"demo": demo, "inspect": inspect, "train": train, "evaluate": evaluate}
+COMMANDS = {
+    "demo": demo,
+    "inspect": inspect,
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "report": compare,
+    "export": export,
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,6 +10,7 @@ import glob
 import os
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,15 +234,27 @@ class TaskSpec:
             if self.ignore:
                 out[np.isin(raw, self.ignore)] = IGNORE_INDEX
             return out
-        uniques, index_of = _unique_values(raw)
-        lut = np.empty(len(uniques), dtype=np.int64)
+        uniques, index_of = unique_values(raw)
+        return self.class_table(uniques, file)[index_of()]
+
+    def class_table(self, uniques: np.ndarray, file: str | Path) -> np.ndarray:
+        """The class index (``IGNORE_INDEX`` for ignored values) of each raw value in ``uniques``.
+
+        Raises:
+            UserError: naming ``file``, for raw values with no class.
+        """
+        if self.threshold is not None:
+            table = (uniques > self.threshold).astype(np.int64)
+            table[np.isin(uniques, self.ignore)] = IGNORE_INDEX
+            return table
+        table = np.empty(len(uniques), dtype=np.int64)
         unmapped = []
         for i, value in enumerate(uniques.tolist()):
             target = IGNORE_INDEX if value in self.ignore else self._lookup(value)
             if target is None:
                 unmapped.append(value)
             else:
-                lut[i] = target
+                table[i] = target
         if unmapped:
             hint = "add them to `values`" if self.values else "give a `values` map or a `threshold`"
             raise UserError(
@@ -249,7 +262,7 @@ class TaskSpec:
                 f"(classes 0..{self.num_classes - 1}); {hint}",
                 file=file,
             )
-        return lut[index_of()]
+        return table
 
     def _lookup(self, value) -> int | None:
         if self.values is None:
@@ -382,7 +395,7 @@ class DataSpec:
 _DENSE_RANGE = 1 << 16
 
 
-def _unique_values(raw: np.ndarray):
+def unique_values(raw: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
     """``(sorted unique values, thunk giving each element's index into them)``.
 
     Integer labels with a small value range (every label map we know: 0..255, MyoPS' 0..2221)

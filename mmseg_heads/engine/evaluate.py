@@ -1,22 +1,32 @@
-"""Evaluate a checkpoint on a split of its own data spec or of another one with the same tasks."""
+"""Evaluate a checkpoint: per-task metrics, per-sample scores, gate weights, modality ablation.
+
+:func:`evaluate` returns the report dict written as ``report.json`` (schema in
+``docs/report.md``) and, for the HTML page, the example samples to draw.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mmseg_heads.config import Config, config_from_dict
+from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.spec import DataSpec, data_spec_from_dict, load_data_spec
 from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from mmseg_heads.engine.evaluator import evaluate_model
+from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
 from mmseg_heads.engine.loaders import eval_loader
-from mmseg_heads.engine.precision import resolve_precision
+from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.engine.trainer import model_from_config
 from mmseg_heads.errors import UserError
 
 log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Worst and best samples per task drawn in the HTML report.
+EXAMPLES_PER_END = 2
 
 
 def spec_from_checkpoint(state: dict) -> DataSpec:
@@ -59,34 +69,140 @@ def load_run(
     return config, model, state, path
 
 
+def ablation_path(config: Config) -> str:
+    """One sentence saying how a missing modality reaches the model, for the report."""
+    fusion = config.model["fusion"]
+    how = {
+        "attention": "the attention fusion's softmax runs over the modalities present only",
+        "sum": "the sum fusion adds the modalities present, rescaled to the full count",
+        "concat": "the concat fusion gets zero features in the missing modality's channels",
+    }.get(fusion, f"the {fusion} fusion leaves it out")
+    return (
+        "The modality is removed from the input; its encoder does not run; "
+        f"{how}; a head branching off that modality alone sees zero features."
+    )
+
+
+def _summaries(result: EvalResult, beta: float) -> dict[str, dict]:
+    return {task: matrix.summary(beta) for task, matrix in result.matrices.items()}
+
+
+def _ablation(full: dict[str, dict], without: dict[str, dict]) -> dict[str, dict]:
+    out = {}
+    for task, summary in without.items():
+        reference = full[task]
+
+        def delta(a, b):
+            return None if a is None or b is None else a - b
+
+        out[task] = {
+            "macro_foreground_f": summary["macro_foreground_f"],
+            "full": reference["macro_foreground_f"],
+            "delta": delta(summary["macro_foreground_f"], reference["macro_foreground_f"]),
+            "per_class": {
+                c: {
+                    "f": v["f"],
+                    "full": reference["per_class"][c]["f"],
+                    "delta": delta(v["f"], reference["per_class"][c]["f"]),
+                }
+                for c, v in summary["per_class"].items()
+            },
+        }
+    return out
+
+
+def _examples(per_sample: dict[str, dict[str, float | None]]) -> dict[str, dict[str, list[str]]]:
+    out = {}
+    for task, scores in per_sample.items():
+        ranked = sorted((s, i) for i, s in scores.items() if s is not None)
+        n = min(EXAMPLES_PER_END, len(ranked) // 2)
+        out[task] = {"worst": [i for _, i in ranked[:n]], "best": [i for _, i in ranked[::-1][:n]]}
+    return out
+
+
+@torch.inference_mode()
+def predict_samples(model, dataset: MultiModalDataset, ids: list[str], device, precision) -> dict:
+    """``{id: {"images": {m: C×H×W}, "labels": {t: H×W}, "pred": {t: H×W}}}`` as numpy arrays."""
+    index = {sample_id: i for i, sample_id in enumerate(dataset.ids)}
+    out = {}
+    for sample_id in ids:
+        batch = to_device(collate([dataset[index[sample_id]]]), device)
+        with autocast(precision, device):
+            logits = model(batch["images"])
+        h, w = batch["size"][0]
+        out[sample_id] = {
+            "images": {
+                m: x[0, :, :h, :w].float().cpu().numpy() for m, x in batch["images"].items()
+            },
+            "labels": {t: y[0, :h, :w].cpu().numpy() for t, y in batch["labels"].items()},
+            "pred": {
+                t: v[0, :, :h, :w].argmax(0).cpu().numpy().astype(np.int64)
+                for t, v in logits.items()
+            },
+        }
+    return out
+
+
 def evaluate(
     checkpoint: str | Path,
     *,
     data: str | Path | None = None,
     split: str | None = None,
+    ablate: bool = False,
+    with_examples: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Evaluate; returns the report dict (fields described in ``docs/metrics.md``)."""
+    """Evaluate a checkpoint on a split; returns the report dict.
+
+    With ``with_examples``, ``report["_examples"]`` holds the worst and best samples' arrays
+    (for the HTML page; not written to JSON).
+    """
     config, model, state, path = load_run(checkpoint, data)
     split = split or config.eval["split"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.train["precision"], device)
     loader = eval_loader(config.spec, split, config.train["batch_size"], config.train["workers"])
-    matrices = evaluate_model(
-        model.to(device), loader, config.spec, device=device, precision=precision, progress=progress
-    )
+    model = model.to(device)
     beta = config.eval["beta"]
-    return {
-        "schema_version": 1,
+    common = {"device": device, "precision": precision, "progress": progress}
+    result = run_evaluation(model, loader, config.spec, per_sample=True, gates=True, **common)
+    summaries = _summaries(result, beta)
+    report = {
+        "schema_version": SCHEMA_VERSION,
         "split": split,
         "data_spec": str(config.spec.path),
         "checkpoint": str(path),
+        "run_dir": str(path.parent.parent if path.parent.name == "checkpoints" else path.parent),
         "epoch": state["epoch"],
         "samples": len(loader.dataset),
         "precision": precision,
+        "modalities": {m.name: m.channels for m in config.spec.modalities.values()},
+        "encoder_groups": {g: list(ms) for g, ms in model.trunk.groups.items()},
+        "fusion": config.model["fusion"],
+        "heads": {task: model_head_config(config, task) for task in config.spec.tasks},
         "tasks": {
-            task: matrix.summary(beta)
-            | {"annotated_on": list(config.spec.tasks[task].annotated_on)}
-            for task, matrix in matrices.items()
+            task: summary | {"annotated_on": list(config.spec.tasks[task].annotated_on)}
+            for task, summary in summaries.items()
         },
+        "per_sample": result.per_sample,
+        "gates": {"heads": result.head_weights, "fusion": result.fusion_weights},
+        "examples": _examples(result.per_sample),
     }
+    if ablate:
+        report["ablation_path"] = ablation_path(config)
+        report["ablation"] = {}
+        for modality in config.spec.modalities:
+            without = run_evaluation(model, loader, config.spec, missing=(modality,), **common)
+            report["ablation"][modality] = _ablation(summaries, _summaries(without, beta))
+    if with_examples:
+        ids = sorted(
+            {i for ends in report["examples"].values() for group in ends.values() for i in group}
+        )
+        report["_examples"] = predict_samples(model, loader.dataset, ids, device, precision)
+    return report
+
+
+def model_head_config(config: Config, task: str) -> dict:
+    return {"source": "fused", "decoder": "shared", "gate": "none"} | config.model["heads"].get(
+        task, {}
+    )

@@ -1,6 +1,13 @@
-"""Run a model over a split and accumulate one confusion matrix per task."""
+"""Run a model over a split: confusion matrices per task, per-sample scores, gate weights.
+
+``missing`` evaluates with modalities left out of the input, through the model's own
+missing-modality path (the fusions exclude them; a branch head on a missing modality sees zero
+features): that is how the per-modality ablation is measured.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -9,6 +16,7 @@ from tqdm.auto import tqdm
 
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
 from mmseg_heads.engine.precision import autocast
+from mmseg_heads.metrics import functional as MF
 from mmseg_heads.metrics.confusion import ConfusionMatrix
 
 
@@ -21,7 +29,106 @@ def to_device(batch: dict, device: torch.device) -> dict:
     }
 
 
+@dataclass
+class EvalResult:
+    matrices: dict[str, ConfusionMatrix]
+    #: ``{task: {sample id: macro foreground F or None}}`` (filled with ``per_sample=True``)
+    per_sample: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: ``{task: {group: mean weight}}`` of task-specific modality attention (``gates=True``)
+    head_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``{group: mean weight}`` of the trunk's attention fusion over strides and samples
+    fusion_weights: dict[str, float] = field(default_factory=dict)
+
+
+class _WeightMeans:
+    """Running means of ``N×groups`` weight tensors."""
+
+    def __init__(self, groups: list[str]):
+        self.groups = groups
+        self.total = torch.zeros(len(groups), dtype=torch.float64)
+        self.count = 0
+
+    def add(self, weights: torch.Tensor) -> None:
+        self.total += weights.detach().double().sum(0).cpu()
+        self.count += weights.shape[0]
+
+    def means(self) -> dict[str, float]:
+        return (
+            {g: float(v) / self.count for g, v in zip(self.groups, self.total, strict=True)}
+            if self.count
+            else {}
+        )
+
+
+def sample_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float | None]:
+    """Macro foreground F of each sample of a batch (None where no foreground is in either)."""
+    scores = []
+    for p, t in zip(pred, target, strict=True):
+        tp, fp, fn = MF.counts(MF.confusion_matrix(p, t, num_classes, IGNORE_INDEX))
+        scores.append(MF.nanmean(MF.fbeta(tp, fp, fn)[1:]))
+    return scores
+
+
 @torch.inference_mode()
+def run_evaluation(
+    model: nn.Module,
+    loader: DataLoader,
+    spec: DataSpec,
+    *,
+    device: torch.device,
+    precision: str,
+    missing: tuple[str, ...] = (),
+    per_sample: bool = False,
+    gates: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate every labelled pixel of ``loader``; padding and ignore pixels are left out."""
+    model.eval()
+    result = EvalResult(
+        {
+            t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device)
+            for t in spec.tasks.values()
+        }
+    )
+    groups = list(model.trunk.groups)
+    head_means = {task: _WeightMeans(groups) for task in result.matrices}
+    fusion_means = _WeightMeans(groups)
+    desc = "evaluate" + (f" without {', '.join(missing)}" if missing else "")
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        batch = to_device(batch, device)
+        images = {m: x for m, x in batch["images"].items() if m not in missing}
+        with autocast(precision, device):
+            logits, weights = model(images, return_gates=True)
+        for task, matrix in result.matrices.items():
+            labelled = batch["has_label"][task]
+            if not labelled.any():
+                continue
+            pred, target = logits[task][labelled].argmax(1), batch["labels"][task][labelled]
+            matrix.update(pred, target)
+            if per_sample:
+                ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
+                scores = sample_scores(pred, target, matrix.num_classes)
+                result.per_sample.setdefault(task, {}).update(zip(ids, scores, strict=True))
+        if gates:
+            _accumulate_gates(weights, head_means, fusion_means)
+    if gates:
+        result.head_weights = {t: m.means() for t, m in head_means.items() if m.count}
+        result.fusion_weights = fusion_means.means()
+    return result
+
+
+def _accumulate_gates(weights: dict, head_means: dict, fusion_means: _WeightMeans) -> None:
+    """Average task-specific modality weights (over strides) and the trunk's fusion weights."""
+    # Strides where only some groups have a level (VGG's stride 1) weigh fewer sources: skip them.
+    for task, gate in weights["heads"].items():
+        for stride_weights in gate.get("modality", {}).values():
+            if stride_weights.shape[1] == len(head_means[task].groups):
+                head_means[task].add(stride_weights.float())
+    for stride_weights in weights["fusion"].values():
+        if stride_weights is not None and stride_weights.shape[1] == len(fusion_means.groups):
+            fusion_means.add(stride_weights.float())
+
+
 def evaluate_model(
     model: nn.Module,
     loader: DataLoader,
@@ -31,17 +138,7 @@ def evaluate_model(
     precision: str,
     progress: bool = False,
 ) -> dict[str, ConfusionMatrix]:
-    """``{task: ConfusionMatrix}`` over every labelled pixel of the loader; padding is ignored."""
-    model.eval()
-    matrices = {
-        t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device) for t in spec.tasks.values()
-    }
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        batch = to_device(batch, device)
-        with autocast(precision, device):
-            logits = model(batch["images"])
-        for task, matrix in matrices.items():
-            labelled = batch["has_label"][task]
-            if labelled.any():
-                matrix.update(logits[task][labelled].argmax(1), batch["labels"][task][labelled])
-    return matrices
+    """``{task: ConfusionMatrix}`` over every labelled pixel of the loader (used each epoch)."""
+    return run_evaluation(
+        model, loader, spec, device=device, precision=precision, progress=progress
+    ).matrices

@@ -1,4 +1,4 @@
-"""Write an evaluation report as JSON and Markdown (atomically: no half-written file)."""
+"""Write an evaluation report: ``report.json``, ``report.md`` and ``report.html`` (atomically)."""
 
 from __future__ import annotations
 
@@ -7,64 +7,75 @@ import os
 import tempfile
 from pathlib import Path
 
-SCORES = ("precision", "recall", "f", "iou", "dice")
+from mmseg_heads.report import tables
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Temp file in the same folder, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _fmt(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
 def markdown_report(report: dict) -> str:
+    beta = next(iter(report["tasks"].values()))["beta"]
     lines = [
         f"# Evaluation on split `{report['split']}`",
         "",
-        f"Checkpoint `{report['checkpoint']}` (epoch {report['epoch']}), data spec `{report['data_spec']}`, "
-        f"{report['samples']} samples. F is F-beta with beta = "
-        f"{next(iter(report['tasks'].values()))['beta']:g}; — marks a score that is undefined "
-        "(a class absent from labels and predictions).",
+        f"Checkpoint `{report['checkpoint']}` (epoch {report['epoch']}), data spec "
+        f"`{report['data_spec']}`, {report['samples']} samples. F is F-beta with beta = {beta:g}; "
+        "— marks a score that is undefined (a class absent from labels and predictions).",
         "",
-        "| task | macro foreground F | macro F | micro F | pixel accuracy |",
-        "| --- | --- | --- | --- | --- |",
+        *tables.markdown(tables.summary_table(report)),
     ]
-    for task, t in report["tasks"].items():
-        lines.append(
-            f"| {task} | {_fmt(t['macro_foreground_f'])} | {_fmt(t['macro_f'])} | {_fmt(t['micro_f'])} | {_fmt(t['pixel_accuracy'])} |"
-        )
-    for task, t in report["tasks"].items():
+    for task, summary in report["tasks"].items():
         annotated = (
-            f" (annotated on {', '.join(t['annotated_on'])})" if t.get("annotated_on") else ""
+            f" (annotated on {', '.join(summary['annotated_on'])})"
+            if summary.get("annotated_on")
+            else ""
         )
+        lines += ["", f"## {task}{annotated}", "", *tables.markdown(tables.class_table(summary))]
+    gates = tables.gate_table(report)
+    if gates:
         lines += [
             "",
-            f"## {task}{annotated}",
+            "## Which modality each task relies on (mean attention weight)",
             "",
-            "| class | support | TP | FP | FN | precision | recall | F | IoU | Dice |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *tables.markdown(gates),
         ]
-        for name, c in t["per_class"].items():
-            label = f"{name} (absent)" if c["absent"] else name
-            lines.append(
-                f"| {label} | {c['support']} | {c['tp']} | {c['fp']} | {c['fn']} | "
-                + " | ".join(_fmt(c[k]) for k in SCORES)
-                + " |"
-            )
+    if "ablation" in report:
+        lines += [
+            "",
+            "## Modality ablation: macro foreground F with one modality missing",
+            "",
+            report["ablation_path"],
+            "",
+            *tables.markdown(tables.ablation_table(report)),
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, out: Path) -> list[Path]:
-    paths = [out / "report.json", out / "report.md"]
-    write_atomic(paths[0], json.dumps(report, indent=2) + "\n")
+def json_report(report: dict) -> str:
+    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2) + "\n"
+
+
+def write_report(report: dict, out: Path, *, metrics_log: Path | None = None) -> list[Path]:
+    """Write the three files into ``out``; the HTML page embeds its figures."""
+    from mmseg_heads.report.html import html_report
+
+    paths = [out / "report.json", out / "report.md", out / "report.html"]
+    write_atomic(paths[0], json_report(report))
     write_atomic(paths[1], markdown_report(report))
+    records = []
+    if metrics_log is not None and metrics_log.is_file():
+        records = [
+            json.loads(line) for line in metrics_log.read_text().splitlines() if line.strip()
+        ]
+    write_atomic(paths[2], html_report(report, records))
     return paths

@@ -1,0 +1,72 @@
+"""``mmseg-heads predict CHECKPOINT INPUT… --out DIR [--modality NAME=PATH …] [--overlay]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmseg_heads.engine.predict import predict
+from mmseg_heads.errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment files: one mask per task per input (PNG, or NIfTI for NIfTI input)",
+        description=(
+            "Each INPUT is matched to a modality and a sample id by the data spec's `files`\n"
+            "patterns; the other modalities of that id are found with their patterns under the\n"
+            "same root. Or name one sample's files with --modality NAME=PATH.\n"
+            "Writes DIR/<task>/<id>.png (palette PNG of class indices), or\n"
+            "DIR/<task>/<id>.nii.gz with the input's affine and grid for NIfTI input."
+        ),
+        epilog=(
+            "examples:\n"
+            "  mmseg-heads predict runs/demo mmseg_demo/data/optical/img0100.png --out pred\n"
+            "  mmseg-heads predict runs/demo/checkpoints/best.pt --out pred \\\n"
+            "      --modality optical=photo.png --modality thermal=heat.png --overlay"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="run directory (uses checkpoints/best.pt) or checkpoint file")
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="a file of any modality (put these first)"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="one sample's file of modality NAME (repeat for each modality)",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write DIR/<task>/<id>_overlay.png: the first modality with the mask blended",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="segment without a modality whose file is missing, instead of failing",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="planes per forward pass (default 8)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA where available)")
+
+
+def run(args) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"must be at least 1, got {args.batch_size}", field="--batch-size")
+    written = predict(
+        args.checkpoint,
+        args.inputs,
+        Path(args.out),
+        modality_files=args.modality,
+        overlay=args.overlay,
+        allow_missing=args.allow_missing,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,454 @@
+"""ONNX export of a :class:`MultiTaskSegmenter`, checked against PyTorch with onnxruntime.
+
+The graph has one input per modality, named by the modality (``N×C×H×W`` float32, normalised as
+the data spec says), and one output per task, named by the task (``N×classes×H×W`` logits);
+batch, height and width are dynamic (height and width multiples of the model's largest stride).
+
+Exporters are tried in order: torch's default (``dynamo=True``, ``torch.export``) first, then the
+TorchScript tracer (``dynamo=False``). Whichever succeeds is checked before the file is kept:
+onnxruntime and PyTorch run the same random inputs at the export size and at a second size, and
+the largest absolute difference of any logit must be within the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmseg_heads.data.spec import DataSpec
+from mmseg_heads.data.transforms import round_up
+from mmseg_heads.engine.evaluate import load_run
+from mmseg_heads.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_TOLERANCE = 1e-4
+INSTALL_HINT = 'pip install "mmseg-heads[export]"'
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph does not compute what the PyTorch model computes."""
+
+
+@dataclass(frozen=True)
+class SizeCheck:
+    """onnxruntime against PyTorch on one random batch.
+
+    Attributes:
+        batch: samples in the batch.
+        height: input height.
+        width: input width.
+        max_abs_diff: ``{task: largest |onnxruntime - PyTorch| over all logits}``.
+    """
+
+    batch: int
+    height: int
+    width: int
+    max_abs_diff: dict[str, float]
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values())
+
+    def describe(self) -> str:
+        diffs = ", ".join(f"{task} {diff:.2e}" for task, diff in self.max_abs_diff.items())
+        return f"{self.batch}×{self.height}×{self.width}: max |diff| {diffs}"
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how it checked it.
+
+    Attributes:
+        path: the ONNX file.
+        exporter: ``dynamo`` or ``torchscript``: the one whose graph was kept.
+        opset: the default-domain opset of the graph.
+        inputs: ``{modality: shape}``, ``batch``, ``height`` and ``width`` symbolic.
+        outputs: ``{task: shape}``.
+        checks: one :class:`SizeCheck` per size checked.
+        notes: why earlier exporters were passed over.
+    """
+
+    path: Path
+    exporter: str
+    opset: int
+    inputs: dict[str, list]
+    outputs: dict[str, list]
+    checks: list[SizeCheck]
+    notes: list[str] = field(default_factory=list)
+
+
+class PositionalSegmenter(nn.Module):
+    """Tuples in and out, as an ONNX graph has them: modalities in order, tasks in order.
+
+    Shape:
+        forward ``*images``: one ``N×C×H×W`` tensor per modality; returns one ``N×K×H×W``
+        tensor per task.
+    """
+
+    def __init__(self, model: nn.Module, modalities: list[str], tasks: list[str]):
+        super().__init__()
+        self.model = model
+        self.modalities = list(modalities)
+        self.tasks = list(tasks)
+
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(dict(zip(self.modalities, images, strict=True)))
+        return tuple(logits[task] for task in self.tasks)
+
+
+def require_onnx() -> tuple[ModuleType, ModuleType]:
+    """``(onnx, onnxruntime)``; their absence is the user's to fix, with the command that does.
+
+    Raises:
+        UserError: onnx or onnxruntime is not installed.
+    """
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError(
+            f"ONNX export needs onnx and onnxruntime ({exc.name} is missing): {INSTALL_HINT}",
+            field="export",
+        ) from exc
+    return onnx, onnxruntime
+
+
+def random_inputs(
+    channels: dict[str, int], batch: int, height: int, width: int, seed: int
+) -> tuple[torch.Tensor, ...]:
+    """One standard-normal ``batch×C×H×W`` tensor per modality (normalised images look so)."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(batch, c, height, width, generator=generator) for c in channels.values()
+    )
+
+
+def _dynamic_names(modalities: list[str], tasks: list[str]) -> dict[str, dict[int, str]]:
+    return {name: {0: "batch", 2: "height", 3: "width"} for name in [*modalities, *tasks]}
+
+
+def _export_dynamo(
+    wrapper: PositionalSegmenter, example: tuple, path: Path, opset: int | None
+) -> None:
+    dynamic = torch.export.Dim.AUTO
+    # ``forward(*images)``: torch.export sees one argument, a tuple with one tensor per modality.
+    shapes = (tuple({0: dynamic, 2: dynamic, 3: dynamic} for _ in example),)
+    program = torch.onnx.export(
+        wrapper,
+        example,
+        input_names=wrapper.modalities,
+        output_names=wrapper.tasks,
+        dynamic_shapes=shapes,
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    program.save(str(path), external_data=False)
+    name_dynamic_dims(path, wrapper.modalities)
+
+
+def name_dynamic_dims(path: Path, modalities: list[str]) -> None:
+    """Rename the symbols torch.export gives the inputs' batch, height and width (``s19``…) to
+    ``batch``, ``height`` and ``width``, everywhere in the graph."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    names = {0: "batch", 2: "height", 3: "width"}
+    renames = {}
+    for value in graph.graph.input:
+        if value.name in modalities:
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+                if axis in names and dim.dim_param:
+                    renames[dim.dim_param] = names[axis]
+    values = [*graph.graph.input, *graph.graph.output, *graph.graph.value_info]
+    for value in values:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+    onnx.save(graph, str(path))
+
+
+def _export_torchscript(
+    wrapper: PositionalSegmenter, example: tuple, path: Path, opset: int | None
+) -> None:
+    with warnings.catch_warnings():
+        # The tracer warns about the model's Python branches on shapes and on which modalities
+        # are present; with every modality given they take one path, which the check verifies.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(path),
+            input_names=wrapper.modalities,
+            output_names=wrapper.tasks,
+            dynamic_axes=_dynamic_names(wrapper.modalities, wrapper.tasks),
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+EXPORT_FUNCTIONS: dict[str, Callable[[PositionalSegmenter, tuple, Path, int | None], None]] = {
+    "dynamo": _export_dynamo,
+    "torchscript": _export_torchscript,
+}
+
+
+def check_size(size: tuple[int, int], multiple: int) -> None:
+    """Raises a UserError unless both sides are positive multiples of ``multiple``."""
+    height, width = size
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise UserError(
+            f"{height} {width}: height and width must be positive multiples of {multiple} (the "
+            f"model's largest stride), e.g. {round_up(max(height, 1), multiple)} "
+            f"{round_up(max(width, 1), multiple)}",
+            field="--size",
+        )
+
+
+def check_sizes(size: tuple[int, int], multiple: int) -> list[tuple[int, int, int]]:
+    """``(batch, height, width)`` checked: the export size, then a larger, non-square one with
+    another batch, so that a dimension frozen into the graph shows up."""
+    height, width = size
+    return [(1, height, width), (2, height + multiple, width + 2 * multiple)]
+
+
+def compare(
+    path: Path,
+    model: nn.Module,
+    channels: dict[str, int],
+    tasks: list[str],
+    sizes: list[tuple[int, int, int]],
+    seed: int = 0,
+) -> list[SizeCheck]:
+    """Run the ONNX file with onnxruntime and the model with PyTorch (fp32) on the same inputs."""
+    _, onnxruntime = require_onnx()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    checks = []
+    for index, (batch, height, width) in enumerate(sizes):
+        images = random_inputs(channels, batch, height, width, seed + index)
+        with torch.inference_mode():
+            expected = model(dict(zip(channels, images, strict=True)))
+        feeds = {name: image.numpy() for name, image in zip(channels, images, strict=True)}
+        got = session.run(tasks, feeds)
+        diffs = {
+            task: float(np.abs(value - expected[task].float().numpy()).max())
+            if value.shape == tuple(expected[task].shape)
+            else float("inf")
+            for task, value in zip(tasks, got, strict=True)
+        }
+        checks.append(SizeCheck(batch, height, width, diffs))
+    return checks
+
+
+def _graph_io(onnx: ModuleType, path: Path) -> tuple[int, dict[str, list], dict[str, list]]:
+    """``(opset, {input: shape}, {output: shape})``; symbolic dimensions by name."""
+    graph = onnx.load(str(path), load_external_data=False)
+
+    def shape(value) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    return (
+        opset,
+        {v.name: shape(v) for v in graph.graph.input},
+        {v.name: shape(v) for v in graph.graph.output},
+    )
+
+
+def add_metadata(onnx: ModuleType, path: Path, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` in the file's ``metadata_props`` (read back with onnxruntime's
+    ``session.get_modelmeta().custom_metadata_map``)."""
+    graph = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+
+
+def spec_metadata(spec: DataSpec, multiple: int) -> dict[str, str]:
+    """What a consumer of the ONNX file needs to prepare inputs and read outputs."""
+    return {
+        "mmseg_heads.modalities": json.dumps(
+            {
+                m.name: {
+                    "channels": m.channels,
+                    "normalize": m.normalize,
+                    "clip_percentiles": m.clip_percentiles,
+                }
+                for m in spec.modalities.values()
+            }
+        ),
+        "mmseg_heads.tasks": json.dumps({t.name: list(t.classes) for t in spec.tasks.values()}),
+        "mmseg_heads.size_multiple": str(multiple),
+    }
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of an exporter's exception, on one line (torch wraps the real one)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _try_exporter(
+    name: str,
+    wrapper: PositionalSegmenter,
+    example: tuple,
+    tmp: Path,
+    opset: int | None,
+) -> str | None:
+    """Export with one exporter; ``None`` on success, else why it failed (one line)."""
+    try:
+        EXPORT_FUNCTIONS[name](wrapper, example, tmp, opset)
+    except ImportError as exc:  # the dynamo exporter needs onnxscript
+        return f"{name} exporter unavailable ({exc.name or exc} not installed)"
+    except Exception as exc:
+        return f"{name} exporter failed ({_reason(exc)})"
+    return None
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    channels: dict[str, int],
+    tasks: list[str],
+    size: tuple[int, int],
+    opset: int | None = None,
+    exporter: str = "auto",
+    tolerance: float = DEFAULT_TOLERANCE,
+    metadata: dict[str, str] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ONNX at ``out`` (atomically) after checking it with onnxruntime.
+
+    Args:
+        model: a :class:`MultiTaskSegmenter` (moved to the CPU, put in eval mode).
+        out: the ``.onnx`` file to write.
+        channels: ``{modality: channels}``, in the model's input order.
+        tasks: task names, in output order.
+        size: ``(height, width)`` of the example input; multiples of ``model.trunk.max_stride``.
+        opset: ONNX opset (default: the exporter's).
+        exporter: ``auto`` (dynamo, then TorchScript), ``dynamo`` or ``torchscript``.
+        tolerance: largest absolute logit difference accepted.
+        metadata: stored in the file's ``metadata_props``.
+
+    Raises:
+        UserError: onnx/onnxruntime missing, a bad size, or no exporter could export the model.
+        ExportCheckError: every exported graph differs from PyTorch by more than ``tolerance``.
+    """
+    onnx, _ = require_onnx()
+    model = model.cpu().eval()
+    multiple = model.trunk.max_stride
+    check_size(size, multiple)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = PositionalSegmenter(model, list(channels), tasks).eval()
+    example = random_inputs(channels, 1, *size, seed=0)
+    notes: list[str] = []
+    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    for name in order:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            failure = _try_exporter(name, wrapper, example, tmp, opset)
+            if failure is not None:
+                notes.append(failure)
+                log.info("%s", failure)
+                continue
+            onnx.checker.check_model(str(tmp))
+            checks = compare(tmp, model, channels, tasks, check_sizes(size, multiple))
+            worst = max(check.worst for check in checks)
+            if not worst <= tolerance:
+                notes.append(
+                    f"{name} exporter: outputs differ from PyTorch by up to {worst:.3g} > "
+                    f"{tolerance:g} ({'; '.join(c.describe() for c in checks)})"
+                )
+                log.info("%s", notes[-1])
+                continue
+            if metadata:
+                add_metadata(onnx, tmp, metadata)
+            opset_used, inputs, outputs = _graph_io(onnx, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private
+            os.replace(tmp, out)
+            return ExportResult(out, name, opset_used, inputs, outputs, checks, notes)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if any("differ from PyTorch" in note for note in notes):
+        raise ExportCheckError("; ".join(notes))
+    raise UserError(
+        "the model could not be exported: " + "; ".join(notes),
+        field="--exporter" if exporter != "auto" else None,
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_size(crop: int | None, multiple: int) -> tuple[int, int]:
+    """The training crop (or 256), rounded up to a multiple of the largest stride."""
+    side = round_up(crop or 256, multiple)
+    return side, side
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    size: tuple[int, int] | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Export a run's checkpoint: inputs named by modality, outputs by task, spec in metadata.
+
+    Args:
+        checkpoint: a run directory (its ``checkpoints/best.pt``) or a checkpoint file.
+        out: the ``.onnx`` file to write.
+        size: ``(height, width)`` of the example input (default: the training crop).
+        opset: ONNX opset (default: the exporter's).
+        exporter: ``auto``, ``dynamo`` or ``torchscript``.
+        tolerance: largest absolute logit difference accepted.
+
+    Raises:
+        UserError: as :func:`export_onnx`, or a problem with the checkpoint.
+        ExportCheckError: as :func:`export_onnx`.
+    """
+    require_onnx()  # before loading the model: fail fast
+    config, model, _, path = load_run(checkpoint)
+    spec = config.spec
+    multiple = model.trunk.max_stride
+    result = export_onnx(
+        model,
+        out,
+        channels={m.name: m.channels for m in spec.modalities.values()},
+        tasks=list(spec.tasks),
+        size=size or default_size(config.train["crop"], multiple),
+        opset=opset,
+        exporter=exporter,
+        tolerance=tolerance,
+        metadata=spec_metadata(spec, multiple) | {"mmseg_heads.checkpoint": str(path)},
+    )
+    return result

@@ -1,0 +1,99 @@
+"""Compare evaluation reports of several runs side by side, per task and class."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from mmseg_heads.errors import UserError
+from mmseg_heads.report.tables import Table, fmt, markdown
+
+
+def find_report(path: str | Path) -> Path:
+    """``report.json`` itself, a report folder, or a run directory's newest ``report_*/``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / "report.json").is_file():
+        return path / "report.json"
+    found = sorted(path.glob("report_*/report.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no report.json; run `mmseg-heads evaluate {path}` first", file=path)
+    return found[-1]
+
+
+def load_reports(paths: list[str | Path]) -> dict[str, dict]:
+    reports = {}
+    for path in paths:
+        report_path = find_report(path)
+        try:
+            report = json.loads(report_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"not valid JSON ({exc})", file=report_path) from exc
+        if not isinstance(report, dict) or "tasks" not in report:
+            raise UserError("not an mmseg_heads report (no `tasks`)", file=report_path)
+        name = str(path)
+        reports[name if name not in reports else str(report_path)] = report
+    return reports
+
+
+def comparison_tables(reports: dict[str, dict]) -> dict[str, tuple[Table, list[int | None]]]:
+    """Per task: rows = headline + classes, columns = runs; and the best column of each row."""
+    runs = list(reports)
+    tasks = list(dict.fromkeys(t for r in reports.values() for t in r["tasks"]))
+    out = {}
+    for task in tasks:
+        classes = list(
+            dict.fromkeys(
+                c for r in reports.values() for c in r["tasks"].get(task, {}).get("classes", [])
+            )
+        )
+        rows, best = [], []
+        for label, getter in [("macro foreground F", lambda t: t.get("macro_foreground_f"))] + [
+            (f"F {c}", lambda t, c=c: t.get("per_class", {}).get(c, {}).get("f")) for c in classes
+        ]:
+            values = [
+                getter(reports[r]["tasks"][task]) if task in reports[r]["tasks"] else None
+                for r in runs
+            ]
+            defined = [(v, i) for i, v in enumerate(values) if v is not None]
+            best.append(max(defined)[1] if len(defined) > 1 else None)
+            rows.append([label] + [fmt(v) for v in values])
+        out[task] = ((["", *runs], rows), best)
+    return out
+
+
+def _mark(table: Table, best: list[int | None], bold: tuple[str, str]) -> Table:
+    header, rows = table
+    marked = []
+    for row, column in zip(rows, best, strict=True):
+        row = list(row)
+        if column is not None:
+            row[column + 1] = f"{bold[0]}{row[column + 1]}{bold[1]}"
+        marked.append(row)
+    return header, marked
+
+
+def comparison_markdown(reports: dict[str, dict]) -> str:
+    lines = ["# Run comparison", "", "Best value per row in **bold**; — is undefined or missing."]
+    for task, (table, best) in comparison_tables(reports).items():
+        lines += ["", f"## {task}", "", *markdown(_mark(table, best, ("**", "**")))]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_html(reports: dict[str, dict]) -> str:
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Run comparison</title>",
+             "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}</style></head><body>",
+             "<h1>Run comparison</h1><p>Best value per row in bold; — is undefined or missing.</p>"]  # fmt: skip
+    for task, (table, best) in comparison_tables(reports).items():
+        header, rows = table
+        parts.append(f"<h2>{html.escape(task)}</h2><table data-task='{html.escape(task)}'><tr>")
+        parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row, column in zip(rows, best, strict=True):
+            cells = [html.escape(c) for c in row]
+            if column is not None:
+                cells[column + 1] = f"<strong>{cells[column + 1]}</strong>"
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    return "\n".join(parts) + "</body></html>\n"

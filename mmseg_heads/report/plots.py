@@ -1,0 +1,200 @@
+"""Report figures with matplotlib (headless, Agg). Each function returns PNG bytes.
+
+matplotlib is the ``report`` extra: without it, :func:`available` is False and the HTML page
+shows tables only.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
+    dtype=np.float32,
+) / 255.0  # fmt: skip
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def class_scores(task: str, summary: dict) -> bytes:
+    """Precision, recall and F per class; absent classes are marked, not drawn as 0."""
+    plt = _pyplot()
+    classes = summary["classes"]
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(classes)), 3))
+    for offset, key in zip((-0.27, 0, 0.27), ("precision", "recall", "f"), strict=True):
+        values = [summary["per_class"][c][key] for c in classes]
+        ax.bar(x + offset, [v if v is not None else 0 for v in values], width=0.27, label=key)
+    for i, c in enumerate(classes):
+        if summary["per_class"][c]["absent"]:
+            ax.text(i, 0.05, "absent", ha="center", rotation=90, fontsize=8)
+    ax.set_xticks(x, classes, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{task}: per-class scores (F-beta, beta={summary['beta']:g})")
+    ax.legend(fontsize=8, ncol=3, loc="lower right")
+    return _png(fig)
+
+
+def confusion(task: str, summary: dict) -> bytes:
+    """Row-normalised confusion matrix (rows truth, columns prediction) with the counts."""
+    plt = _pyplot()
+    matrix = np.asarray(summary["confusion_matrix"], dtype=np.float64)
+    rows = matrix.sum(1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    classes = summary["classes"]
+    size = 1.0 + 0.8 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            colour = "white" if normalised[i, j] > 0.6 else "black"
+            ax.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}\n{int(matrix[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("truth")
+    ax.set_title(f"{task}: confusion (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def training_curves(task: str, records: list[dict]) -> bytes | None:
+    """Each loss term of ``task`` (train) and its validation macro foreground F, per epoch."""
+    train = [r for r in records if r.get("split") == "train"]
+    val = [r for r in records if "tasks" in r and r.get("split") != "train_batch"]
+    if not train:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
+    for key in sorted(k for k in train[0] if k == task or k.startswith(f"{task}/")):
+        left.plot([r["epoch"] for r in train], [r.get(key) for r in train], label=key)
+    left.set_xlabel("epoch")
+    left.set_title(f"{task}: training loss")
+    left.legend(fontsize=7)
+    right.plot(
+        [r["epoch"] for r in val], [r["tasks"][task]["macro_foreground_f"] for r in val], marker="o"
+    )
+    right.set_ylim(0, 1)
+    right.set_xlabel("epoch")
+    right.set_title(f"{task}: validation macro foreground F")
+    return _png(fig)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    """A normalised C×H×W image as something imshow can draw (RGB, or grey)."""
+    low, high = np.percentile(image, [1, 99])
+    scaled = np.clip((image - low) / max(high - low, 1e-6), 0, 1)
+    return np.moveaxis(scaled[:3], 0, -1) if scaled.shape[0] >= 3 else scaled[0]
+
+
+def _overlay(ax, image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> None:
+    shown = _display(image)
+    ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray")
+    colours = PALETTE[np.clip(pred, 0, len(PALETTE) - 1)]
+    alpha = np.where((pred > 0), 0.45, 0.0)
+    ax.imshow(np.dstack([colours, alpha]))
+    valid = np.where(truth == 255, 0, truth)
+    if valid.max() > 0:
+        ax.contour(valid > 0, levels=[0.5], colors="yellow", linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def overlays(
+    task: str, examples: dict, picks: dict[str, list[str]], scores: dict, annotated_on: list[str]
+) -> bytes | None:
+    """For each worst/best sample: prediction (colour) and truth (yellow contour) on every modality."""
+    rows = [(end, sample_id) for end in ("worst", "best") for sample_id in picks.get(end, [])]
+    if not rows:
+        return None
+    plt = _pyplot()
+    modalities = list(next(iter(examples.values()))["images"])
+    fig, axes = plt.subplots(
+        len(rows), len(modalities), figsize=(2.6 * len(modalities), 2.6 * len(rows)), squeeze=False
+    )
+    for r, (end, sample_id) in enumerate(rows):
+        sample = examples[sample_id]
+        for c, modality in enumerate(modalities):
+            ax = axes[r][c]
+            _overlay(ax, sample["images"][modality], sample["pred"][task], sample["labels"][task])
+            star = " ★ annotated" if modality in annotated_on else ""
+            ax.set_title(f"{modality}{star}", fontsize=9, color="darkred" if star else "black")
+            if c == 0:
+                ax.set_ylabel(f"{end}: {sample_id}\nF {scores.get(sample_id) or 0:.2f}", fontsize=8)
+    fig.suptitle(
+        f"{task}: prediction (colour) and truth (yellow contour) on each modality", fontsize=10
+    )
+    return _png(fig)
+
+
+def _strong(value: float, limit: float | None) -> bool:
+    """Whether a heatmap cell is dark enough to need white text."""
+    if np.isnan(value):
+        return False
+    return abs(value) > 0.6 * limit if limit else value < 0.5  # viridis is dark at the low end
+
+
+def heatmap(
+    title: str,
+    rows: list[str],
+    columns: list[str],
+    values: np.ndarray,
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    centre: bool = False,
+) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(columns), 0.9 + 0.5 * len(rows)))
+    limit = np.nanmax(np.abs(values)) if centre and np.isfinite(values).any() else None
+    kwargs = {"vmin": -limit, "vmax": limit} if limit else {"vmin": 0, "vmax": 1}
+    ax.imshow(values, cmap=cmap, aspect="auto", **kwargs)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            text = "—" if np.isnan(values[i, j]) else fmt.format(values[i, j])
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if _strong(values[i, j], limit) else "black",
+            )
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

@@ -1,0 +1,143 @@
+"""The JSON Schema of ``report.json`` (documented in ``docs/report.md``; a test validates real reports)."""
+
+from __future__ import annotations
+
+_SCORE = {"type": ["number", "null"]}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+_PER_CLASS = {
+    "type": "object",
+    "required": ["tp", "fp", "fn", "support", "precision", "recall", "f", "iou", "dice", "absent"],
+    "properties": {
+        "tp": {"type": "integer", "minimum": 0},
+        "fp": {"type": "integer", "minimum": 0},
+        "fn": {"type": "integer", "minimum": 0},
+        "support": {"type": "integer", "minimum": 0},
+        "precision": _SCORE,
+        "recall": _SCORE,
+        "f": _SCORE,
+        "iou": _SCORE,
+        "dice": _SCORE,
+        "absent": {"type": "boolean"},
+        "reason": {"type": "string"},
+    },
+}
+
+_TASK = {
+    "type": "object",
+    "required": [
+        "classes",
+        "beta",
+        "confusion_matrix",
+        "per_class",
+        "macro_foreground_f",
+        "macro_f",
+        "micro_f",
+        "pixel_accuracy",
+        "annotated_on",
+    ],
+    "properties": {
+        "classes": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "beta": {"type": "number"},
+        "confusion_matrix": {
+            "type": "array",
+            "items": {"type": "array", "items": {"type": "integer"}},
+        },
+        "per_class": {"type": "object", "additionalProperties": _PER_CLASS},
+        "macro_foreground_f": _SCORE,
+        "macro_f": _SCORE,
+        "macro_iou": _SCORE,
+        "macro_foreground_iou": _SCORE,
+        "micro_f": _SCORE,
+        "pixel_accuracy": _SCORE,
+        "pixels": {"type": "integer"},
+        "annotated_on": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+_ABLATED_TASK = {
+    "type": "object",
+    "required": ["macro_foreground_f", "full", "delta", "per_class"],
+    "properties": {
+        "macro_foreground_f": _SCORE,
+        "full": _SCORE,
+        "delta": _NULLABLE_NUMBER,
+        "per_class": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["f", "full", "delta"],
+                "properties": {"f": _SCORE, "full": _SCORE, "delta": _NULLABLE_NUMBER},
+            },
+        },
+    },
+}
+
+REPORT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "mmseg_heads report.json",
+    "type": "object",
+    "required": [
+        "schema_version",
+        "split",
+        "checkpoint",
+        "data_spec",
+        "epoch",
+        "samples",
+        "tasks",
+        "per_sample",
+        "gates",
+        "examples",
+    ],
+    "properties": {
+        "schema_version": {"const": 1},
+        "split": {"type": "string"},
+        "checkpoint": {"type": "string"},
+        "run_dir": {"type": "string"},
+        "data_spec": {"type": "string"},
+        "epoch": {"type": "integer"},
+        "samples": {"type": "integer"},
+        "precision": {"enum": ["fp32", "bf16", "fp16"]},
+        "modalities": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "encoder_groups": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "fusion": {"type": "string"},
+        "heads": {"type": "object"},
+        "tasks": {"type": "object", "additionalProperties": _TASK, "minProperties": 1},
+        "per_sample": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _SCORE},
+        },
+        "gates": {
+            "type": "object",
+            "required": ["heads", "fusion"],
+            "properties": {
+                "heads": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": {"type": "number"},
+                    },
+                },
+                "fusion": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+        },
+        "examples": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "worst": {"type": "array", "items": {"type": "string"}},
+                    "best": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "ablation_path": {"type": "string"},
+        "ablation": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _ABLATED_TASK},
+        },
+    },
+}

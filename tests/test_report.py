@@ -1,0 +1,173 @@
+"""Evaluation reports: JSON schema, ablation, per-sample scores, gates, HTML in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+import yaml
+
+from mmseg_heads.cli.main import main
+from mmseg_heads.engine.evaluate import load_run
+from mmseg_heads.engine.evaluator import run_evaluation
+from mmseg_heads.engine.loaders import eval_loader
+from mmseg_heads.report.schema import REPORT_SCHEMA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, demo_spec):
+    """A 2-epoch run with attention fusion and a gated head, evaluated with the ablation."""
+    tmp = tmp_path_factory.mktemp("report")
+    config = {
+        "data": str(demo_spec),
+        "model": {
+            "encoders": {"optical": "resnet18", "thermal": "resnet18"},
+            "fusion": "attention",
+            "decoder_channels": [32, 16, 16, 8, 8],
+            "heads": {
+                "shapes": {"gate": "attention"},
+                "hotspots": {"source": "thermal", "decoder": "own"},
+            },
+        },
+        "train": {"epochs": 2, "batch_size": 4, "crop": 64, "workers": 0, "out": str(tmp / "run")},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    assert (
+        main(["evaluate", str(tmp / "run"), "--ablate-modalities", "--out", str(tmp / "report")])
+        == 0
+    )
+    report = json.loads((tmp / "report" / "report.json").read_text())
+    return tmp, report
+
+
+def test_report_json_matches_its_documented_schema(evaluated):
+    _, report = evaluated
+    jsonschema.validate(report, REPORT_SCHEMA)
+    documented = (ROOT / "docs" / "report.md").read_text()
+    assert json.dumps(REPORT_SCHEMA, indent=2) in documented
+
+
+def test_ablation_reports_each_modality_through_the_missing_modality_path(evaluated):
+    tmp, report = evaluated
+    assert set(report["ablation"]) == {"optical", "thermal"}
+    assert "attention fusion's softmax runs over the modalities present" in report["ablation_path"]
+    config, model, _, _ = load_run(tmp / "run")
+    loader = eval_loader(config.spec, "val", 4, 0)
+    for modality, per_task in report["ablation"].items():
+        independent = run_evaluation(
+            model,
+            loader,
+            config.spec,
+            device=torch.device("cpu"),
+            precision="fp32",
+            missing=(modality,),
+        )
+        for task, entry in per_task.items():
+            assert entry["full"] == report["tasks"][task]["macro_foreground_f"]
+            assert entry["delta"] == pytest.approx(entry["macro_foreground_f"] - entry["full"])
+            expected = independent.matrices[task].summary()["macro_foreground_f"]
+            assert entry["macro_foreground_f"] == pytest.approx(expected, abs=0.02)  # bf16 vs fp32
+    # The head on thermal alone has nothing to go on without thermal.
+    assert report["ablation"]["thermal"]["hotspots"]["macro_foreground_f"] in (0.0, None)
+
+
+def test_per_sample_scores_examples_and_gate_weights(evaluated):
+    _, report = evaluated
+    val_ids = [f"img{i:04d}" for i in range(16, 24)]
+    for task in ("shapes", "hotspots"):
+        assert sorted(report["per_sample"][task]) == val_ids
+        ends = report["examples"][task]
+        assert set(ends["worst"]) | set(ends["best"]) <= set(val_ids)
+        scores = report["per_sample"][task]
+        if ends["worst"] and ends["best"]:
+            assert max(scores[i] for i in ends["worst"]) <= min(scores[i] for i in ends["best"])
+    shapes_weights = report["gates"]["heads"]["shapes"]
+    assert set(shapes_weights) == {"optical", "thermal"}
+    assert sum(shapes_weights.values()) == pytest.approx(1.0, abs=1e-4)
+    assert "hotspots" not in report["gates"]["heads"]  # no gate on it
+    assert sum(report["gates"]["fusion"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_markdown_and_html_hold_every_table(evaluated):
+    tmp, report = evaluated
+    md = (tmp / "report" / "report.md").read_text()
+    assert "## shapes (annotated on optical)" in md and "## Modality ablation" in md
+    assert "| optical |" in md and "Which modality each task relies on" in md
+    page = (tmp / "report" / "report.html").read_text()
+    for task in ("shapes", "hotspots"):
+        assert f'data-task="{task}"' in page
+    # per task: class bars, confusion, curves, overlays; plus gate heatmap and ablation chart
+    assert page.count("<img ") == 2 * 4 + 2
+    assert "http://" not in page.replace("http://www.w3.org", "")  # nothing fetched from outside
+
+
+def _browser() -> str | None:
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
+
+
+def test_html_report_renders_in_a_headless_browser(evaluated):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium here (.ci/run installs Debian's chromium when it can)")
+    tmp, _ = evaluated
+    page = (tmp / "report" / "report.html").resolve().as_uri()
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+    ]  # fmt: skip
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    )
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom.stdout)
+    assert loaded, dom.stderr[-2000:]
+    assert int(loaded.group(1)) == int(loaded.group(2)) == 10
+    for task in ("shapes", "hotspots"):
+        assert f'data-task="{task}"' in dom.stdout
+    shot = tmp / "report.png"
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,3000", f"--screenshot={shot}", page],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_report_command_compares_runs_and_marks_the_best(evaluated, tmp_path, capsys):
+    tmp, report = evaluated
+    better = json.loads(json.dumps(report))
+    better["tasks"]["shapes"]["macro_foreground_f"] = 0.999
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text(json.dumps(better))
+    code = main(
+        ["report", str(tmp / "report"), str(tmp_path / "other"), "--out", str(tmp_path / "cmp")]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    row = next(
+        line
+        for line in out.splitlines()
+        if line.startswith("| macro foreground F") and "0.999" in line
+    )
+    assert "**0.999**" in row
+    assert (tmp_path / "cmp" / "comparison.html").read_text().count("<strong>") >= 1
+
+
+def test_report_command_without_a_report_exits_2(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "no report.json; run `mmseg-heads evaluate" in capsys.readouterr().err
