@@ -25,6 +25,7 @@ from mmseg_heads.models.heads import GATES, HEADS
 from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
 
 PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("cosine", "poly", "step", "constant")
 
 ENCODER_SCHEMA = OneOf(
     [
@@ -185,7 +186,54 @@ CONFIG_SCHEMA = Struct(
                 "grad_clip": Field(
                     float, default=None, minimum=0.0, doc="clip the gradient norm to this value"
                 ),
-                "schedule": Field(str, default="cosine", choices=("cosine", "constant")),
+                "schedule": Field(
+                    str,
+                    default="cosine",
+                    choices=SCHEDULES,
+                    doc="LR schedule over optimizer steps: cosine to 0, poly (power 0.9), step, constant",
+                ),
+                "warmup_epochs": Field(
+                    float,
+                    default=0.0,
+                    minimum=0.0,
+                    doc="linear LR warm-up from 0 (fractions allowed)",
+                ),
+                "step_epochs": Field(
+                    int,
+                    default=30,
+                    minimum=1,
+                    doc="`schedule: step`: multiply the LR by 0.1 every N epochs",
+                ),
+                "encoder_lr_mult": Field(
+                    float,
+                    default=1.0,
+                    minimum=0.0,
+                    doc="encoders' LR = lr × this (e.g. 0.1 for pretrained)",
+                ),
+                "accumulate": Field(
+                    int,
+                    default=1,
+                    minimum=1,
+                    doc="gradient accumulation: batches per optimizer step",
+                ),
+                "freeze_encoders_epochs": Field(
+                    int,
+                    default=0,
+                    minimum=0,
+                    doc="train the first N epochs with encoders frozen (weights and BatchNorm statistics)",
+                ),
+                "unfreeze_batch_size": Field(
+                    int,
+                    default=None,
+                    minimum=1,
+                    doc="batch size once encoders unfreeze (default: batch_size)",
+                ),
+                "checkpoint_every": Field(
+                    int,
+                    default=0,
+                    minimum=0,
+                    doc="also keep checkpoints/epoch_<N>.pt every N epochs (0: off)",
+                ),
                 "precision": Field(
                     str,
                     default="auto",

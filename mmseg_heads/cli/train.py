@@ -11,15 +11,21 @@ def add_parser(sub) -> None:
         "train",
         help="train the model a config describes",
         description="Train; writes RUN_DIR/{config.yaml, data_spec.yaml, checkpoints/, metrics.jsonl}.",
-        epilog="example: mmseg-heads train configs/demo.yaml train.epochs=5 train.out=runs/try1",
+        epilog="examples:\n  mmseg-heads train configs/demo.yaml train.epochs=5 train.out=runs/try1\n"
+        "  mmseg-heads train configs/demo.yaml --resume auto",
     )
     p.add_argument("config", help="experiment config (YAML)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
     p.add_argument("--data-root", help="folder that replaces the data spec's `root`")
+    p.add_argument(
+        "--resume",
+        metavar="auto|RUN_DIR",
+        help="continue a run from its checkpoints/last.pt (auto: the config's train.out)",
+    )
 
 
 def run(args) -> int:
     config = load_config(args.config, args.overrides, data_root=args.data_root)
-    run_dir = train(config)
+    run_dir = train(config, resume=args.resume)
     print(f"run directory: {run_dir}")
     return 0

@@ -12,13 +12,16 @@ the largest absolute difference of any logit must be within the tolerance.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -186,20 +189,19 @@ def name_dynamic_dims(path: Path, modalities: list[str]) -> None:
 def _export_torchscript(
     wrapper: PositionalSegmenter, example: tuple, path: Path, opset: int | None
 ) -> None:
-    with warnings.catch_warnings():
-        # The tracer warns about the model's Python branches on shapes and on which modalities
-        # are present; with every modality given they take one path, which the check verifies.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            example,
-            str(path),
-            input_names=wrapper.modalities,
-            output_names=wrapper.tasks,
-            dynamic_axes=_dynamic_names(wrapper.modalities, wrapper.tasks),
-            opset_version=opset,
-            dynamo=False,
-        )
+    # The tracer warns about the model's Python branches on shapes and on which modalities are
+    # present (silenced by _quiet); with every modality given they take one path, which the
+    # onnxruntime check verifies at a second size.
+    torch.onnx.export(
+        wrapper,
+        example,
+        str(path),
+        input_names=wrapper.modalities,
+        output_names=wrapper.tasks,
+        dynamic_axes=_dynamic_names(wrapper.modalities, wrapper.tasks),
+        opset_version=opset,
+        dynamo=False,
+    )
 
 
 EXPORT_FUNCTIONS: dict[str, Callable[[PositionalSegmenter, tuple, Path, int | None], None]] = {
@@ -309,6 +311,42 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[list[str]]:
+    """Capture what the exporters print, from Python and from C++ (file descriptors 1 and 2), and
+    torch's warnings: a failed export dumps its whole graph. Yields a list that holds the
+    captured text afterwards, for the caller to log at debug level."""
+    captured: list[str] = []
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
+    buffer = io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with (
+                    contextlib.redirect_stdout(buffer),
+                    contextlib.redirect_stderr(buffer),
+                    warnings.catch_warnings(),
+                ):
+                    warnings.simplefilter("ignore")
+                    yield captured
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                sink.seek(0)
+                captured.append(buffer.getvalue() + sink.read().decode(errors="replace"))
+    finally:
+        for fd in saved:
+            os.close(fd)
+        torch_log.setLevel(level)
+
+
 def _try_exporter(
     name: str,
     wrapper: PositionalSegmenter,
@@ -317,13 +355,17 @@ def _try_exporter(
     opset: int | None,
 ) -> str | None:
     """Export with one exporter; ``None`` on success, else why it failed (one line)."""
-    try:
-        EXPORT_FUNCTIONS[name](wrapper, example, tmp, opset)
-    except ImportError as exc:  # the dynamo exporter needs onnxscript
-        return f"{name} exporter unavailable ({exc.name or exc} not installed)"
-    except Exception as exc:
-        return f"{name} exporter failed ({_reason(exc)})"
-    return None
+    with _quiet() as output:
+        try:
+            EXPORT_FUNCTIONS[name](wrapper, example, tmp, opset)
+        except ImportError as exc:  # the dynamo exporter needs onnxscript
+            failure = f"{name} exporter unavailable ({exc.name or exc} not installed)"
+        except Exception as exc:
+            failure = f"{name} exporter failed ({_reason(exc)})"
+        else:
+            failure = None
+    log.debug("%s exporter output:\n%s", name, "".join(output))
+    return failure
 
 
 def export_onnx(
@@ -373,7 +415,7 @@ def export_onnx(
             failure = _try_exporter(name, wrapper, example, tmp, opset)
             if failure is not None:
                 notes.append(failure)
-                log.info("%s", failure)
+                log.debug("%s", failure)
                 continue
             onnx.checker.check_model(str(tmp))
             checks = compare(tmp, model, channels, tasks, check_sizes(size, multiple))
@@ -383,7 +425,7 @@ def export_onnx(
                     f"{name} exporter: outputs differ from PyTorch by up to {worst:.3g} > "
                     f"{tolerance:g} ({'; '.join(c.describe() for c in checks)})"
                 )
-                log.info("%s", notes[-1])
+                log.debug("%s", notes[-1])
                 continue
             if metadata:
                 add_metadata(onnx, tmp, metadata)
@@ -395,9 +437,10 @@ def export_onnx(
             tmp.unlink(missing_ok=True)
     if any("differ from PyTorch" in note for note in notes):
         raise ExportCheckError("; ".join(notes))
+    hint = "; try another --opset or leave it out" if opset is not None else ""
     raise UserError(
-        "the model could not be exported: " + "; ".join(notes),
-        field="--exporter" if exporter != "auto" else None,
+        "the model could not be exported: " + "; ".join(notes) + hint,
+        field="--opset" if opset is not None else "--exporter" if exporter != "auto" else None,
     )
 
 

@@ -10,20 +10,26 @@ from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import JointTransform
 
 
-def train_loader(spec: DataSpec, train: dict, split: str = "train") -> DataLoader:
-    dataset = MultiModalDataset(
-        spec,
-        split,
-        transform=JointTransform(crop=train["crop"], hflip=train["hflip"], vflip=train["vflip"]),
-    )
-    generator = torch.Generator().manual_seed(train["seed"])
+def train_dataset(spec: DataSpec, train: dict, split: str = "train") -> MultiModalDataset:
+    transform = JointTransform(crop=train["crop"], hflip=train["hflip"], vflip=train["vflip"])
+    return MultiModalDataset(spec, split, transform=transform)
+
+
+def train_loader(
+    dataset: MultiModalDataset, train: dict, batch_size: int, epoch: int
+) -> DataLoader:
+    """The loader of one epoch: its shuffle and its workers' seeds depend on (seed, epoch) only.
+
+    So an epoch draws the same batches and augmentations whether the run was resumed or not, and
+    every worker of every epoch gets its own seed (DataLoader derives them from the generator).
+    """
+    generator = torch.Generator().manual_seed(train["seed"] * 100_003 + epoch)
     return DataLoader(
         dataset,
-        batch_size=train["batch_size"],
+        batch_size=batch_size,
         shuffle=True,
-        drop_last=len(dataset) > train["batch_size"],
+        drop_last=len(dataset) > batch_size,
         num_workers=train["workers"],
-        persistent_workers=False,
         collate_fn=collate,
         generator=generator,
     )

@@ -18,7 +18,7 @@ import colorsys
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,10 @@ from mmseg_heads.data.readers import (
     read_array,
     read_nifti_geometry,
 )
-from mmseg_heads.data.spec import DataSpec, ModalitySpec
+from mmseg_heads.data.spec import DataSpec, ModalitySpec, load_data_spec
 from mmseg_heads.data.transforms import round_up
-from mmseg_heads.engine.evaluate import load_run
+from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from mmseg_heads.engine.evaluate import check_same_tasks, load_run, spec_from_checkpoint
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
 
@@ -97,7 +98,6 @@ class Sample:
     raw: np.ndarray
     geometry: NiftiGeometry | None = None
     slice_axis: int | None = None
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 # --- matching inputs to modalities --------------------------------------------------------------
@@ -356,7 +356,7 @@ def read_sample(item: PredictInput, spec: DataSpec) -> Sample:
         )
     first = next(iter(item.files.values()))
     geometry = read_nifti_geometry(first) if is_nifti(first) else None
-    return Sample(item.id, images, raw, geometry, axis, dict(item.files))
+    return Sample(item.id, images, raw, geometry, axis)
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -528,12 +528,50 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def run_spec(checkpoint: str | Path, data: str | Path | None = None) -> DataSpec:
+    """The data spec a prediction reads inputs with: ``data`` (checked to have the checkpoint's
+    modalities and tasks), else the checkpoint's own. Reads no weights into a model, so that
+    input errors show before the model is built."""
+    path = resolve_checkpoint(checkpoint)
+    spec = spec_from_checkpoint(load_checkpoint(path))
+    if data is None:
+        return spec
+    external = load_data_spec(data)
+    check_same_tasks(external, spec, path)
+    return external
+
+
+def resolve_inputs(
+    spec: DataSpec,
+    inputs: list[str | Path],
+    modality_files: list[str] | None,
+    *,
+    allow_missing: bool,
+) -> list[PredictInput]:
+    """The samples the command line describes (see :func:`predict`).
+
+    Raises:
+        UserError: nothing to predict, or a problem with one of the inputs.
+    """
+    if inputs:
+        given = parse_modality_args(modality_files or [], spec)
+        return inputs_from_paths(
+            [Path(p) for p in inputs], spec, given=given, allow_missing=allow_missing
+        )
+    if modality_files:
+        return [explicit_input(modality_files, spec, allow_missing=allow_missing)]
+    raise UserError(
+        "nothing to predict: give INPUT files or --modality NAME=PATH", field=INPUT_FIELD
+    )
+
+
 def predict(
     checkpoint: str | Path,
     inputs: list[str | Path],
     out: str | Path,
     *,
     modality_files: list[str] | None = None,
+    data: str | Path | None = None,
     overlay: bool = False,
     allow_missing: bool = False,
     batch_size: int = 8,
@@ -547,6 +585,8 @@ def predict(
         out: output folder; masks go to ``out/<task>/<id>.png`` or ``.nii.gz``.
         modality_files: ``["NAME=PATH", …]``: without ``inputs``, the files of one sample;
             with ``inputs``, files that replace their modality's in every input's sample.
+        data: another data spec with the same modalities and tasks, whose file patterns and
+            normalisation are used instead of the checkpoint's (another layout on disk).
         overlay: also write ``out/<task>/<id>_overlay.png``.
         allow_missing: segment without a modality whose file is missing (the trunk leaves it
             out of the fusion) instead of failing.
@@ -556,20 +596,10 @@ def predict(
     Raises:
         UserError: a problem with the checkpoint, the inputs or the arguments.
     """
-    config, model, _, _ = load_run(checkpoint)
-    spec = config.spec
-    if inputs:
-        given = parse_modality_args(modality_files or [], spec)
-        items = inputs_from_paths(
-            [Path(p) for p in inputs], spec, given=given, allow_missing=allow_missing
-        )
-    elif modality_files:
-        items = [explicit_input(modality_files, spec, allow_missing=allow_missing)]
-    else:
-        raise UserError(
-            "nothing to predict: give INPUT files or --modality NAME=PATH", field=INPUT_FIELD
-        )
+    spec = run_spec(checkpoint, data)
+    items = resolve_inputs(spec, inputs, modality_files, allow_missing=allow_missing)
     target = resolve_device(device)
+    config, model, _, _ = load_run(checkpoint, data)
     precision = resolve_precision(config.train["precision"], target)
     model = model.to(target).eval()
     written: list[Path] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 
 from mmseg_heads.config import Config, task_loss_terms
 from mmseg_heads.data.spec import IGNORE_INDEX
-from mmseg_heads.engine.checkpoint import save_checkpoint
+from mmseg_heads.engine.checkpoint import load_checkpoint, save_checkpoint
 from mmseg_heads.engine.evaluator import evaluate_model, to_device
-from mmseg_heads.engine.loaders import eval_loader, train_loader
+from mmseg_heads.engine.loaders import eval_loader, train_dataset, train_loader
 from mmseg_heads.engine.precision import autocast, resolve_precision
+from mmseg_heads.engine.schedule import lr_factor
 from mmseg_heads.errors import UserError
 from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
@@ -29,6 +30,7 @@ from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
 from mmseg_heads.metrics.functional import confusion_matrix
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.model import MultiTaskSegmenter
+from mmseg_heads.report.writers import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,6 @@ def loss_from_config(config: Config) -> MultiTaskLoss:
     )
 
 
-def cosine_lr(step: int, total: int) -> float:
-    """LR multiplier: cosine from 1 to 0 over ``total`` steps."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
 def selection_score(summaries: dict[str, dict], select_by: str) -> float:
     """The number ``best.pt`` is chosen by: a task's macro foreground F, or their mean."""
     if select_by != "mean_foreground_f":
@@ -81,13 +78,17 @@ def selection_score(summaries: dict[str, dict], select_by: str) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def holds_run(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists()
+
+
 def prepare_run_dir(config: Config) -> Path:
     """Create the run directory; one that already holds a run is never overwritten."""
     run_dir = config.run_dir()
-    if (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists():
+    if holds_run(run_dir):
         raise UserError(
-            f"run directory {run_dir} already holds a run; set another `train.out` (e.g. train.out={run_dir}_2) "
-            "or move it away",
+            f"run directory {run_dir} already holds a run; continue it with `--resume auto`, or set "
+            f"another `train.out` (e.g. train.out={run_dir}_2)",
             file=config.path,
             field="train.out",
         )
@@ -140,67 +141,111 @@ def _append_jsonl(path: Path, records: list[dict]) -> None:
         handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def _optimizer(parameters: list[torch.nn.Parameter], train_cfg: dict) -> torch.optim.Optimizer:
-    params = [p for p in parameters if p.requires_grad]
+def _optimizer(
+    model: torch.nn.Module, criterion: torch.nn.Module, train_cfg: dict
+) -> torch.optim.Optimizer:
+    """Two parameter groups: encoders at ``lr × encoder_lr_mult``, everything else at ``lr``."""
+    encoder_ids = {id(p) for p in model.trunk.encoders.parameters()}
+    encoders = [p for p in model.parameters() if id(p) in encoder_ids]
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids] + list(
+        criterion.parameters()
+    )
     lr, wd = train_cfg["lr"], train_cfg["weight_decay"]
+    groups = [
+        {"params": rest, "lr": lr},
+        {"params": encoders, "lr": lr * train_cfg["encoder_lr_mult"]},
+    ]
     if train_cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
     if train_cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
 
 
 class Trainer:
     """Owns one run: model, loss, optimizer, schedule, loaders, run directory and logs.
 
     ``fit()`` runs every epoch: training steps, validation, ``metrics.jsonl`` lines, checkpoints
-    (``last.pt`` every epoch, ``best.pt`` when ``eval.select_by`` improves).
+    (``last.pt`` every epoch, ``best.pt`` when ``eval.select_by`` improves, ``epoch_<N>.pt``
+    every ``train.checkpoint_every`` epochs). ``resume`` continues a run from its ``last.pt``
+    and reproduces the uninterrupted run exactly on the CPU.
     """
 
-    def __init__(self, config: Config, *, progress: bool = True):
+    def __init__(self, config: Config, *, progress: bool = True, resume: Path | None = None):
         self.config = config
         self.progress = progress
         train_cfg = config.train
         seed_everything(train_cfg["seed"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = resolve_precision(train_cfg["precision"], self.device)
-        self.loader = train_loader(config.spec, train_cfg)
+        self.dataset = train_dataset(config.spec, train_cfg)
         self.val_loader = eval_loader(
             config.spec, config.eval["split"], train_cfg["batch_size"], train_cfg["workers"]
         )
         # Weight-file problems surface here, before any file of the run is written.
         self.model = model_from_config(config).to(self.device)
         self.criterion = loss_from_config(config).to(self.device)
-        self.optimizer = _optimizer(
-            [*self.model.parameters(), *self.criterion.parameters()], train_cfg
+        self.optimizer = _optimizer(self.model, self.criterion, train_cfg)
+        steps_per_epoch = [self._steps_in(epoch) for epoch in range(1, train_cfg["epochs"] + 1)]
+        warmup = round(train_cfg["warmup_epochs"] * steps_per_epoch[0])
+        schedule = partial(
+            lr_factor,
+            total=sum(steps_per_epoch),
+            warmup=warmup,
+            schedule=train_cfg["schedule"],
+            step_size=train_cfg["step_epochs"] * steps_per_epoch[-1],
         )
-        total_steps = train_cfg["epochs"] * len(self.loader)
-        cosine = train_cfg["schedule"] == "cosine"
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, (lambda s: cosine_lr(s, total_steps)) if cosine else (lambda s: 1.0)
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.diagnostics = BatchDiagnostics()
         self.epoch = 0
         self.step = 0
         self.best = -1.0
-        self.run_dir = prepare_run_dir(config)
+        if resume is None:
+            self.run_dir = prepare_run_dir(config)
+        else:
+            self.run_dir = resume
+            self._resume(load_checkpoint(resume / "checkpoints" / "last.pt"))
         log.info("run directory %s; precision %s on %s", self.run_dir, self.precision, self.device)
+
+    # --- epochs, phases and batches ------------------------------------------------------------
+    def frozen(self, epoch: int) -> bool:
+        return epoch <= self.config.train["freeze_encoders_epochs"]
+
+    def batch_size(self, epoch: int) -> int:
+        train_cfg = self.config.train
+        if self.frozen(epoch) or train_cfg["unfreeze_batch_size"] is None:
+            return train_cfg["batch_size"]
+        return train_cfg["unfreeze_batch_size"]
+
+    def _steps_in(self, epoch: int) -> int:
+        size = self.batch_size(epoch)
+        batches = len(self.dataset) // size if len(self.dataset) > size else 1
+        return max(1, -(-batches // self.config.train["accumulate"]))
+
+    def _set_encoders_frozen(self, frozen: bool) -> None:
+        """Frozen encoders keep their weights *and* BatchNorm statistics (eval mode)."""
+        for encoder in self.model.trunk.encoders.values():
+            encoder.requires_grad_(not frozen)
+            encoder.train(not frozen)
 
     # --- one epoch ---------------------------------------------------------------------------
     def train_epoch(self) -> tuple[dict, list[dict]]:
         """Returns the epoch's mean losses and one diagnostics record per batch."""
         self.model.train()
+        self._set_encoders_frozen(self.frozen(self.epoch))
+        loader = train_loader(
+            self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch
+        )
+        accumulate = self.config.train["accumulate"]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         skipped: dict[str, int] = {}
         batches = []
         bar = tqdm(
-            self.loader,
-            desc=f"epoch {self.epoch}",
-            disable=None if self.progress else True,
-            leave=False,
+            loader, desc=f"epoch {self.epoch}", disable=None if self.progress else True, leave=False
         )
-        for batch in bar:
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, batch in enumerate(bar):
             batch = to_device(batch, self.device)
             with autocast(self.precision, self.device):
                 logits = self.model(batch["images"])
@@ -212,17 +257,10 @@ class Trainer:
                 )
             for task in parts["skipped"]:
                 skipped[task] = skipped.get(task, 0) + 1
-            self.optimizer.zero_grad(set_to_none=True)
-            contributed = len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits)
-            if contributed:  # no labelled, finite task in this batch: nothing to learn from
-                loss.backward()
-                if self.config.train["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(
-                        self.model.parameters(), self.config.train["grad_clip"]
-                    )
-                self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
+            if len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits):
+                (loss / accumulate).backward()  # else no labelled, finite task: nothing to learn
+            if (index + 1) % accumulate == 0 or index + 1 == len(loader):
+                self._optimizer_step()
             batches.append(self._diagnose(logits, batch))
             values = {
                 "loss": loss.detach(),
@@ -234,9 +272,23 @@ class Trainer:
             bar.set_postfix({k: f"{sums[k] / counts[k]:.3f}" for k in sums if "/" not in k})
         record = {k: sums[k] / counts[k] for k in sums}
         record["lr"] = self.scheduler.get_last_lr()[0]
+        record["frozen_encoders"] = self.frozen(self.epoch)
         if skipped:
             record["skipped_batches"] = skipped
         return record, batches
+
+    def _optimizer_step(self) -> None:
+        if any(
+            p.grad is not None for group in self.optimizer.param_groups for p in group["params"]
+        ):
+            if self.config.train["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.config.train["grad_clip"]
+                )
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
 
     @torch.no_grad()
     def _diagnose(self, logits: dict[str, torch.Tensor], batch: dict) -> dict:
@@ -288,6 +340,28 @@ class Trainer:
             "val": {task: s["macro_foreground_f"] for task, s in summaries.items()},
         }
 
+    def _resume(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        set_rng_states(state["rng"])
+        if state["data_spec_sha256"] != spec_hash(self.config.spec.path):
+            log.warning("the data spec changed since this run started (%s)", self.config.spec.path)
+        _truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
+        log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    def _save(self, summaries: dict, improved: bool) -> None:
+        state = self.checkpoint(summaries)
+        folder = self.run_dir / "checkpoints"
+        every = self.config.train["checkpoint_every"]
+        if every and self.epoch % every == 0:
+            save_checkpoint(state, folder / f"epoch_{self.epoch}.pt")
+        if improved:
+            save_checkpoint(state, folder / "best.pt")
+        save_checkpoint(state, folder / "last.pt")  # last: resume never starts before best exists
+
     # --- the run -----------------------------------------------------------------------------
     def fit(self) -> Path:
         eval_cfg = self.config.eval
@@ -309,15 +383,22 @@ class Trainer:
                     _val_record(self.epoch, eval_cfg, score, summaries),
                 ],
             )
-            state = self.checkpoint(summaries)
-            save_checkpoint(state, self.run_dir / "checkpoints" / "last.pt")
-            if improved:
-                save_checkpoint(state, self.run_dir / "checkpoints" / "best.pt")
+            self._save(summaries, improved)
             f_text = ", ".join(
                 f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
             )
             log.info("epoch %d/%d: loss %.4f; %s", self.epoch, epochs, train_record["loss"], f_text)
         return self.run_dir
+
+
+def _truncate_log(path: Path, epoch: int) -> None:
+    """Drop the lines of epochs after ``epoch`` (written before a crash); rewritten atomically."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _val_record(epoch: int, eval_cfg: dict, score: float, summaries: dict) -> dict:
@@ -334,6 +415,21 @@ def _val_record(epoch: int, eval_cfg: dict, score: float, summaries: dict) -> di
     }
 
 
-def train(config: Config, *, progress: bool = True) -> Path:
-    """Train the model a config describes; returns the run directory."""
-    return Trainer(config, progress=progress).fit()
+def train(config: Config, *, progress: bool = True, resume: str | Path | None = None) -> Path:
+    """Train the model a config describes; returns the run directory.
+
+    ``resume``: ``"auto"`` (the config's run directory) or a run directory to continue.
+    """
+    return Trainer(config, progress=progress, resume=resolve_resume(config, resume)).fit()
+
+
+def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:
+    if resume is None:
+        return None
+    run_dir = config.run_dir() if str(resume) == "auto" else Path(resume)
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(
+            f"nothing to resume in {run_dir} (no checkpoints/last.pt); start it without --resume",
+            field="--resume",
+        )
+    return run_dir
