@@ -106,9 +106,15 @@ def test_split_by_id_file(dataset_dir):
 
 
 def test_split_id_file_with_unknown_id_is_a_user_error(dataset_dir):
+    # One unknown id: the dataset names the file that is missing.
     (dataset_dir / "train.txt").write_text("a0\nnope\n")
     path = _write_spec(dataset_dir, _spec_dict(splits={"train": {"ids": "train.txt"}}))
-    with pytest.raises(UserError, match="nope") as info:
+    with pytest.raises(UserError, match=r"file not found: .*nope") as info:
+        MultiModalDataset(load_data_spec(path), "train")
+    assert "modalities." in str(info.value)
+    # No listed id has files: the list itself is wrong.
+    (dataset_dir / "train.txt").write_text("nope\nnada\n")
+    with pytest.raises(UserError, match="2 ids have no files") as info:
         load_data_spec(path).split_ids("train")
     assert "splits.train.ids" in str(info.value)
 

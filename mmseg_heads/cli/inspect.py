@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.scan import scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.trainer import model_from_config
 from mmseg_heads.models.gates import AttentionGate
@@ -138,20 +140,28 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def check_data(spec: DataSpec) -> None:
+    """Scan every file; print warnings; raise one error listing every problem found."""
+    result = scan(spec)
+    for warning in result.warnings:
+        print(
+            f"warning: {spec.path}: {warning.field + ': ' if warning.field else ''}{warning.message}",
+            file=sys.stderr,
+        )
+    result.raise_errors(spec)
+
+
 def run(args) -> int:
     path = Path(args.path)
     raw = load_yaml(path)
     if "modalities" in raw:
-        print(
-            "\n".join(
-                describe_spec(
-                    load_data_spec(path, data_root=args.data_root), counts=not args.no_counts
-                )
-            )
-        )
+        spec = load_data_spec(path, data_root=args.data_root)
+        check_data(spec)
+        print("\n".join(describe_spec(spec, counts=not args.no_counts)))
         print("\nOK")
         return 0
     config = load_config(path, data_root=args.data_root)
+    check_data(config.spec)
     print("\n".join(describe_spec(config.spec, counts=not args.no_counts)))
     # Only shapes are needed here: never download weights to describe a model.
     offline = copy.deepcopy(config.raw)

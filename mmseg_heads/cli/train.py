@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mmseg_heads.cli.inspect import check_data
 from mmseg_heads.config import load_config
 from mmseg_heads.engine.trainer import train
 
@@ -18,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
     p.add_argument("--data-root", help="folder that replaces the data spec's `root`")
     p.add_argument(
+        "--skip-scan", action="store_true", help="do not check every data file before training"
+    )
+    p.add_argument(
         "--resume",
         metavar="auto|RUN_DIR",
         help="continue a run from its checkpoints/last.pt (auto: the config's train.out)",
@@ -26,6 +30,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     config = load_config(args.config, args.overrides, data_root=args.data_root)
+    if not args.skip_scan:
+        check_data(config.spec)
     run_dir = train(config, resume=args.resume)
     print(f"run directory: {run_dir}")
     return 0

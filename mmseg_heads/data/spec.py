@@ -334,7 +334,10 @@ class DataSpec:
         if rule["ids"] is not None:
             ids = _read_id_list(self._id_list_path(rule["ids"]), self.path, f"{where}.ids")
             unknown = sorted(set(ids) - set(all_ids))
-            if unknown:
+            # A few ids without files are reported file by file (which file is missing) by the
+            # dataset and the scan; a list where nothing matches is the wrong list.
+            slice_ids = self.volume is not None and any(SLICE_SEPARATOR in i for i in unknown)
+            if unknown and (slice_ids or len(unknown) == len(set(ids))):
                 hint = (
                     f" (list case ids, not slice ids with {SLICE_SEPARATOR!r}: a split takes whole cases)"
                     if self.volume is not None and any(SLICE_SEPARATOR in i for i in unknown)
