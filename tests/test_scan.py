@@ -78,4 +78,6 @@ def test_warnings_for_ids_in_two_splits_and_a_clean_scan(tmp_path, demo_spec):
     path.write_text(yaml.safe_dump(raw))
     result = scan(load_data_spec(path))
     assert not result.errors
-    assert [w.message.split(",")[0] for w in result.warnings] == ["3 ids are in both 'also' and 'train'"]
+    assert [w.message.split(",")[0] for w in result.warnings] == [
+        "3 ids are in both 'also' and 'train'"
+    ]
