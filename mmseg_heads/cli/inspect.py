@@ -57,7 +57,8 @@ def describe_spec(spec: DataSpec, counts: bool = True) -> list[str]:
     lines += ["", "splits:"]
     for split in spec.splits:
         dataset = MultiModalDataset(spec, split)
-        lines.append(f"  {split:<12} {len(dataset)} samples")
+        cases = f" ({len(dataset.cases)} cases)" if spec.volume is not None else ""
+        lines.append(f"  {split:<12} {len(dataset)} samples{cases}")
         if counts:
             lines += _class_counts(dataset)
     return lines

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmseg_heads.data.dataset import MultiModalDataset, collate
+from mmseg_heads.data.sampling import train_sampler
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import JointTransform
 
@@ -24,10 +25,12 @@ def train_loader(
     every worker of every epoch gets its own seed (DataLoader derives them from the generator).
     """
     generator = torch.Generator().manual_seed(train["seed"] * 100_003 + epoch)
+    sampler = train_sampler(dataset, generator=generator)  # labelled slices weighted; None: uniform
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=len(dataset) > batch_size,
         num_workers=train["workers"],
         collate_fn=collate,

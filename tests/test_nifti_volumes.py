@@ -1,0 +1,417 @@
+"""NIfTI volumes read as 2-D slices (mmseg_heads.data with a `volume` section); no shared data.
+
+Small MyoPS-like cases are written with nibabel: int16 image volumes and a label volume with the
+raw values 0/200/500/600/1220/2221, in cases of different, non-multiple-of-32 sizes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mmseg_heads.data import dataset as dataset_module
+from mmseg_heads.data.dataset import MultiModalDataset, collate, keep_labelled
+from mmseg_heads.data.normalize import clip_percentiles
+from mmseg_heads.data.readers import read_array, read_nifti_geometry, read_shape
+from mmseg_heads.data.sampling import train_sampler
+from mmseg_heads.data.spec import IGNORE_INDEX, TaskSpec, load_data_spec
+from mmseg_heads.data.transforms import JointTransform
+from mmseg_heads.errors import ConfigError, UserError
+
+nib = pytest.importorskip("nibabel")
+
+MYOPS_VALUES = (200, 500, 600, 1220, 2221)
+#: case -> (X, Y, Z, labelled slices): sizes differ between cases and are not multiples of 32.
+CASES = {
+    "Case01": (20, 24, 6, (2, 3)),
+    "Case02": (37, 45, 5, (0,)),
+    "Case11": (50, 29, 4, (3,)),
+}
+AFFINE = np.diag([0.75, 0.75, 10.0, 1.0])
+
+
+def _label_volume(shape, labelled, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, dtype=np.int16)
+    for index in labelled:
+        plane = rng.choice(np.array((0, *MYOPS_VALUES), np.int16), size=shape[:2])
+        plane[0, 0] = 2221  # every labelled slice has scar (and so edema and myocardium)
+        label[:, :, index] = plane
+    return label
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, AFFINE), str(path))
+
+
+@pytest.fixture
+def volumes(tmp_path) -> Path:
+    """``{case}/{case}_C0.nii.gz``, ``_LGE.nii.gz`` (int16) and ``_gd.nii.gz`` (raw MyoPS values)."""
+    for seed, (case, (x, y, z, labelled)) in enumerate(CASES.items()):
+        rng = np.random.default_rng(seed)
+        for modality in ("C0", "LGE"):
+            image = rng.integers(0, 3000, (x, y, z)).astype(np.int16)
+            _save(image, tmp_path / case / f"{case}_{modality}.nii.gz")
+        _save(_label_volume((x, y, z), labelled, seed), tmp_path / case / f"{case}_gd.nii.gz")
+    return tmp_path
+
+
+def _spec(root: Path, volume: dict | bool | None = None, splits: dict | None = None) -> Path:
+    """A MyoPS-like spec over ``root``; ``volume=None`` slices across axis 2, ``False`` omits it."""
+    spec = {
+        "modalities": {
+            "C0": {"files": "{id}/{id}_C0.nii.gz", "clip_percentiles": [0.5, 99.5]},
+            "LGE": {"files": "{id}/{id}_LGE.nii.gz"},
+        },
+        "tasks": {
+            "anatomy": {
+                "labels": "{id}/{id}_gd.nii.gz",
+                "classes": ["background", "myocardium", "lv_blood", "rv_blood"],
+                "values": {0: 0, 200: 1, 1220: 1, 2221: 1, 500: 2, 600: 3},
+            },
+            "scar": {
+                "labels": "{id}/{id}_gd.nii.gz",
+                "classes": ["background", "scar"],
+                "values": {2221: 1, "other": 0},
+            },
+            "edema": {
+                "labels": "{id}/{id}_gd.nii.gz",
+                "classes": ["background", "edema"],
+                "values": {1220: 1, 2221: 1, "other": 0},
+            },
+        },
+        "volume": {"slice_axis": 2} if volume is None else volume,
+        "splits": splits or {"train": {"pattern": "^Case0"}, "val": {"pattern": "^Case1"}},
+    }
+    if volume is False:
+        del spec["volume"]
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _raw(root: Path, case: str, kind: str = "gd") -> np.ndarray:
+    return np.asanyarray(nib.load(str(root / case / f"{case}_{kind}.nii.gz")).dataobj)
+
+
+# --- the reader ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_nifti_reader_keeps_dtype_values_and_shape(tmp_path, dtype, ext):
+    array = np.arange(4 * 5 * 3).reshape(4, 5, 3).astype(dtype)
+    path = tmp_path / f"v{ext}"
+    _save(array, path)
+    read = read_array(path)
+    assert read.dtype == dtype and read.shape == (4, 5, 3)
+    np.testing.assert_array_equal(read, array)
+    assert read_shape(path) == (4, 5, 3)
+
+
+def test_nifti_geometry_without_decoding(volumes):
+    geometry = read_nifti_geometry(volumes / "Case01" / "Case01_C0.nii.gz")
+    assert geometry.shape == (20, 24, 6)
+    np.testing.assert_allclose(geometry.affine, AFFINE)
+    assert tuple(geometry.header.get_zooms()) == (0.75, 0.75, 10.0)
+    with pytest.raises(UserError, match="not a NIfTI file"):
+        read_nifti_geometry(volumes / "spec.yaml")
+
+
+def test_missing_nibabel_names_the_file_and_the_install_command(volumes, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # `import nibabel` now raises ImportError
+    path = volumes / "Case01" / "Case01_C0.nii.gz"
+    with pytest.raises(UserError) as info:
+        read_array(path)
+    assert info.value.file == str(path)
+    assert 'pip install "mmseg-heads[nifti]"' in str(info.value)
+
+
+def test_a_volume_without_a_volume_section_says_how_to_slice_it(volumes):
+    spec = load_data_spec(_spec(volumes, volume=False))
+    with pytest.raises(UserError, match="volume: {slice_axis: 2}") as info:
+        MultiModalDataset(spec, "train")[0]
+    assert info.value.field == "volume"
+
+
+# --- slices, keep rules and splits ---------------------------------------------------------------
+
+
+def test_every_slice_is_a_sample_with_a_case_slice_id(volumes):
+    spec = load_data_spec(_spec(volumes))
+    train = MultiModalDataset(spec, "train")
+    assert train.cases == ["Case01", "Case02"]
+    assert train.ids == [f"Case01#{k}" for k in range(6)] + [f"Case02#{k}" for k in range(5)]
+    assert spec.case_of("Case01#4") == ("Case01", 4)
+    assert spec.label_file("scar", "Case01#4") == volumes / "Case01" / "Case01_gd.nii.gz"
+
+
+@pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        ("labelled", ["Case01#2", "Case01#3", "Case02#0"]),
+        ("labelled+1", ["Case01#1", "Case01#2", "Case01#3", "Case01#4", "Case02#0", "Case02#1"]),
+        ("labelled+3", [f"Case01#{k}" for k in range(6)] + [f"Case02#{k}" for k in range(4)]),
+    ],
+)
+def test_keep_labelled_slices_and_n_on_each_side(volumes, keep, expected):
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes, {"keep": keep})), "train")
+    assert dataset.ids == expected
+    assert dataset.labelled == [i in ("Case01#2", "Case01#3", "Case02#0") for i in expected]
+
+
+def test_keep_labelled_counts_foreground_not_ignore(volumes):
+    # Slice 0 of Case02 holds 200/500/600/1220/2221; with everything but scar ignored or background,
+    # only slices holding 2221 count as labelled.
+    path = _spec(volumes, {"keep": "labelled"})
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"] = {"scar": raw["tasks"]["scar"]}
+    raw["tasks"]["scar"]["ignore"] = [2221]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match="labelled slice") as info:
+        MultiModalDataset(load_data_spec(path), "train")
+    assert info.value.field == "volume.keep"
+
+
+def test_keep_labelled_helper_clips_at_the_ends():
+    flags = np.array([True, False, False, False, True])
+    assert keep_labelled(flags, 0) == [0, 4]
+    assert keep_labelled(flags, 1) == [0, 1, 3, 4]
+    assert keep_labelled(np.zeros(3, bool), 2) == []
+
+
+def test_splits_take_whole_cases(volumes):
+    spec = load_data_spec(_spec(volumes, splits={"a": {"fraction": 0.5}, "b": {"fraction": 0.5}}))
+    a, b = MultiModalDataset(spec, "a"), MultiModalDataset(spec, "b")
+    cases_a = {spec.case_of(i)[0] for i in a.ids}
+    cases_b = {spec.case_of(i)[0] for i in b.ids}
+    assert cases_a.isdisjoint(cases_b)
+    assert cases_a | cases_b == set(CASES)
+    assert len(a) + len(b) == sum(z for _, _, z, _ in CASES.values())
+
+
+def test_an_id_list_of_slice_ids_is_an_error_that_says_why(volumes):
+    (volumes / "train.txt").write_text("Case01#0\nCase01#1\n")
+    spec = load_data_spec(_spec(volumes, splits={"train": {"ids": "train.txt"}}))
+    with pytest.raises(UserError, match="list case ids") as info:
+        spec.split_ids("train")
+    assert info.value.field == "splits.train.ids"
+
+
+def test_slice_axis_0_gives_planes_across_the_first_axis(volumes):
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes, {"slice_axis": 0})), "val")
+    assert len(dataset) == 50
+    sample = dataset[7]
+    assert sample["id"] == "Case11#7"
+    assert sample["images"]["C0"].shape == (1, 29, 4)
+    np.testing.assert_array_equal(
+        sample["labels"]["scar"].numpy(), (_raw(volumes, "Case11")[7] == 2221).astype(np.int64)
+    )
+
+
+def test_volumes_of_one_case_must_share_a_grid(volumes):
+    _save(np.zeros((20, 24, 5), np.int16), volumes / "Case01" / "Case01_LGE.nii.gz")
+    with pytest.raises(UserError, match="differ in grid size") as info:
+        MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    assert "Case01_LGE.nii.gz 20×24×5" in str(info.value)
+
+
+def test_a_2d_file_in_a_volume_spec_is_an_error(volumes):
+    _save(np.zeros((20, 24), np.int16), volumes / "Case01" / "Case01_LGE.nii.gz")
+    with pytest.raises(UserError, match="is 2-D") as info:
+        MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    assert info.value.field == "modalities.LGE.files"
+
+
+@pytest.mark.parametrize(
+    ("volume", "field"),
+    [
+        ({"keep": "labeled"}, "volume.keep"),
+        ({"keep": "all+2"}, "volume.keep"),
+        ({"keep": "labelled+x"}, "volume.keep"),
+        ({"slice_axis": 3}, "volume.slice_axis"),
+        ({"labelled_weight": 0}, "volume.labelled_weight"),
+        ({"cache": -1}, "volume.cache"),
+        ({"slices": 2}, "volume.slices"),
+    ],
+)
+def test_volume_section_is_validated(volumes, volume, field):
+    with pytest.raises(ConfigError) as info:
+        load_data_spec(_spec(volumes, volume))
+    assert [p.field for p in info.value.problems] == [field]
+
+
+# --- labels, images, shapes ----------------------------------------------------------------------
+
+
+def test_many_to_one_maps_with_other_on_int16_values():
+    raw = np.array([[0, 200, 500], [600, 1220, 2221]], dtype=np.int16)
+    scar = TaskSpec("scar", "x", ("background", "scar"), values={2221: 1, "other": 0})
+    edema = TaskSpec("edema", "x", ("background", "edema"), values={1220: 1, 2221: 1, "other": 0})
+    anatomy = TaskSpec(
+        "anatomy", "x", ("bg", "myo", "lv", "rv"), values={0: 0, 200: 1, 1220: 1, 2221: 1, 500: 2}
+    )
+    np.testing.assert_array_equal(scar.map_labels(raw, "f"), [[0, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(edema.map_labels(raw, "f"), [[0, 0, 0], [0, 1, 1]])
+    with pytest.raises(UserError, match=r"\[600\] have no class"):  # no `other`: never silent
+        anatomy.map_labels(raw, "f")
+
+
+def test_mapped_pixel_counts_match_the_raw_values(volumes):
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    counts = {t: np.zeros(n, np.int64) for t, n in (("anatomy", 4), ("scar", 2), ("edema", 2))}
+    for sample_id in dataset.ids:
+        labels, has_label = dataset.read_labels(sample_id, (0, 0))
+        assert all(has_label.values())
+        for task, label in labels.items():
+            counts[task] += np.bincount(label.ravel(), minlength=len(counts[task]))
+    raw = np.concatenate([_raw(volumes, c).ravel() for c in ("Case01", "Case02")])
+    n = {v: int((raw == v).sum()) for v in (0, *MYOPS_VALUES)}
+    assert counts["anatomy"].tolist() == [n[0], n[200] + n[1220] + n[2221], n[500], n[600]]
+    assert counts["scar"].tolist() == [raw.size - n[2221], n[2221]]
+    assert counts["edema"].tolist() == [raw.size - n[1220] - n[2221], n[1220] + n[2221]]
+
+
+def test_samples_are_slices_of_the_right_shapes(volumes):
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    sample = dataset[dataset.ids.index("Case02#0")]
+    assert sample["size"] == (37, 45)
+    assert sample["images"]["C0"].shape == (1, 37, 45)
+    assert sample["images"]["C0"].dtype == torch.float32
+    assert set(sample["labels"]) == {"anatomy", "scar", "edema"}
+    assert sample["labels"]["anatomy"].shape == (37, 45)
+    assert sample["labels"]["anatomy"].dtype == torch.int64
+    lge = _raw(volumes, "Case02", "LGE")[:, :, 0].astype(np.float32)
+    expected = (lge - lge.mean()) / lge.std()  # LGE: zscore of the slice, no clipping
+    np.testing.assert_allclose(sample["images"]["LGE"][0].numpy(), expected, atol=1e-4)
+
+
+def test_clip_percentiles_clips_each_channel_before_normalising():
+    image = np.stack([np.arange(100, dtype=np.float32), np.arange(100, dtype=np.float32) * 2])
+    image = image.reshape(2, 10, 10)
+    image[0, 9, 9] = 1e6
+    clipped = clip_percentiles(image, 1.0, 99.0)
+    assert clipped[0].max() == pytest.approx(np.percentile(image[0], 99.0))
+    assert clipped[1].min() == pytest.approx(np.percentile(image[1], 1.0))
+    assert clipped[1].max() == pytest.approx(196.02)
+
+
+@pytest.mark.parametrize(
+    ("modality", "field"),
+    [
+        ({"clip_percentiles": [99.5, 0.5]}, "modalities.C0.clip_percentiles"),
+        ({"clip_percentiles": [0.5]}, "modalities.C0.clip_percentiles"),
+        ({"clip_percentiles": [0.5, 101]}, "modalities.C0.clip_percentiles[1]"),
+        ({"normalize": {"mean": [0.0], "scale": 2.0}}, "modalities.C0.normalize"),
+    ],
+)
+def test_clip_and_normalize_are_validated(volumes, modality, field):
+    path = _spec(volumes)
+    raw = yaml.safe_load(path.read_text())
+    raw["modalities"]["C0"] |= modality
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_data_spec(path)
+    assert [p.field for p in info.value.problems] == [field]
+
+
+def test_scale_normalisation_is_accepted(volumes):
+    path = _spec(volumes)
+    raw = yaml.safe_load(path.read_text())
+    raw["modalities"]["C0"]["normalize"] = {"scale": 0.5}
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_data_spec(path)
+    assert spec.modalities["C0"].normalize == {"scale": 0.5}
+    image = MultiModalDataset(spec, "val")[0]["images"]["C0"][0].numpy()
+    raw_slice = _raw(volumes, "Case11", "C0")[:, :, 0].astype(np.float32)
+    low, high = np.percentile(raw_slice, [0.5, 99.5])
+    np.testing.assert_allclose(image, np.clip(raw_slice, low, high) * 0.5, rtol=1e-5)
+
+
+def test_sizes_that_differ_and_are_not_multiples_of_32(volumes):
+    """Training crops (padding small slices with ignore); evaluation pads batches to ×32."""
+    spec = load_data_spec(_spec(volumes))
+    evaluation = MultiModalDataset(spec, "train")
+    batch = collate([evaluation[0], evaluation[6], evaluation[7]])  # 20×24, 37×45, 37×45
+    assert batch["images"]["C0"].shape == (3, 1, 64, 64)
+    assert batch["labels"]["anatomy"].shape == (3, 64, 64)
+    assert (batch["labels"]["anatomy"][0, 20:, :] == IGNORE_INDEX).all()
+    assert (batch["labels"]["anatomy"][0, :, 24:] == IGNORE_INDEX).all()
+    assert (batch["labels"]["anatomy"][1, :37, :45] != IGNORE_INDEX).all()
+    assert (batch["images"]["C0"][1, :, 37:, :] == 0).all()
+    assert batch["size"] == [(20, 24), (37, 45), (37, 45)]
+    torch.manual_seed(0)
+    training = MultiModalDataset(spec, "train", transform=JointTransform(crop=32))
+    for index in (0, 6):
+        sample = training[index]
+        assert sample["images"]["LGE"].shape == (1, 32, 32)
+        assert sample["labels"]["scar"].shape == (32, 32)
+    small = training[0]["labels"]["anatomy"]  # a 20×24 slice in a 32×32 crop: the rest is ignore
+    assert (small == IGNORE_INDEX).sum() == 32 * 32 - 20 * 24
+
+
+# --- cache and sampling --------------------------------------------------------------------------
+
+
+def _count_reads(monkeypatch) -> list[Path]:
+    reads: list[Path] = []
+
+    def counting(path):
+        reads.append(Path(path))
+        return read_array(path)
+
+    monkeypatch.setattr(dataset_module, "read_array", counting)
+    return reads
+
+
+def test_each_volume_is_decoded_once_per_case(volumes, monkeypatch):
+    reads = _count_reads(monkeypatch)
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    assert reads == []  # keep: all reads headers only
+    for index in range(len(dataset)):
+        dataset[index]
+    assert len(reads) == len(set(reads)) == 2 * 3  # C0, LGE, gd of two cases, each once
+    assert dataset._cache.hits > 0
+
+
+def test_the_cache_is_a_small_lru(volumes, monkeypatch):
+    reads = _count_reads(monkeypatch)
+    spec = load_data_spec(_spec(volumes, {"cache": 1}, splits={"all": {"pattern": "."}}))
+    dataset = MultiModalDataset(spec, "all")
+    for sample_id in ("Case01#0", "Case02#0", "Case01#1"):
+        dataset.read_images(sample_id)
+    assert len(dataset._cache) == 1
+    assert [p.name for p in reads].count("Case01_C0.nii.gz") == 2  # evicted by Case02, read again
+    uncached = MultiModalDataset(load_data_spec(_spec(volumes, {"cache": 0})), "val")
+    reads.clear()
+    uncached.read_images("Case11#0")
+    uncached.read_images("Case11#1")
+    assert len(reads) == 4
+
+
+def test_a_worker_gets_the_dataset_without_its_cached_volumes(volumes):
+    dataset = MultiModalDataset(load_data_spec(_spec(volumes, {"keep": "labelled"})), "train")
+    assert len(dataset._cache) == 2  # the label volumes read to find labelled slices
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert len(copy._cache) == 0 and copy.ids == dataset.ids
+    assert copy[0]["id"] == dataset.ids[0]
+
+
+def test_labelled_slices_are_drawn_more_often(volumes):
+    spec = load_data_spec(_spec(volumes, {"keep": "labelled+1", "labelled_weight": 4.0}))
+    dataset = MultiModalDataset(spec, "train")
+    assert dataset.sample_weights() == [1.0, 4.0, 4.0, 1.0, 4.0, 1.0]
+    sampler = train_sampler(dataset, generator=torch.Generator().manual_seed(0))
+    assert sampler is not None and len(sampler) == len(dataset)
+    draws = np.bincount(list(sampler) + list(sampler) + list(sampler), minlength=len(dataset))
+    assert draws[[1, 2, 4]].sum() > draws[[0, 3, 5]].sum()
+    uniform = MultiModalDataset(load_data_spec(_spec(volumes, {"keep": "labelled"})), "train")
+    assert uniform.sample_weights() is None and train_sampler(uniform) is None
+    assert train_sampler(MultiModalDataset(load_data_spec(_spec(volumes)), "train")) is None
