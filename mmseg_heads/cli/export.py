@@ -27,13 +27,13 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  mmseg-heads export runs/demo --out demo.onnx\n"
+            "  mmseg-heads export runs/demo/run --out demo.onnx\n"
             "  mmseg-heads export runs/myops/checkpoints/best.pt --out myops.onnx --size 256 224"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="run directory (uses checkpoints/best.pt) or checkpoint file")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
     p.add_argument(
         "--size",
         nargs=2,
@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
         metavar=("H", "W"),
         help="example input size, multiples of the model's largest stride (default: the crop)",
     )
-    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument(
+        "--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)"
+    )
     p.add_argument(
         "--exporter",
         choices=EXPORTERS,

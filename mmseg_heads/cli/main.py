@@ -47,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     # Overrides (key=value) may follow options: argparse leaves those after an option unparsed.
-    overrides = [a for a in unknown if "=" in a and not a.startswith("-")]
-    if hasattr(args, "overrides"):
-        args.overrides += overrides
-        unknown = [a for a in unknown if a not in overrides]
+    # Likewise inputs of `predict` written after its options.
+    for name, wanted in (("overrides", lambda a: "=" in a), ("inputs", lambda a: True)):
+        if hasattr(args, name):
+            extra = [a for a in unknown if not a.startswith("-") and wanted(a)]
+            getattr(args, name).extend(extra)
+            unknown = [a for a in unknown if a not in extra]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  mmseg-heads predict runs/demo mmseg_demo/data/optical/img0100.png --out pred\n"
-            "  mmseg-heads predict runs/demo/checkpoints/best.pt --out pred \\\n"
+            "  mmseg-heads predict runs/demo/run mmseg_demo/data/optical/img0100.png --out pred\n"
+            "  mmseg-heads predict runs/demo/run/checkpoints/best.pt --out pred \\\n"
             "      --modality optical=photo.png --modality thermal=heat.png --overlay"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -32,13 +32,19 @@ def add_parser(sub) -> None:
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="a file of any modality (put these first)"
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--modality",
         action="append",
         default=[],
         metavar="NAME=PATH",
         help="one sample's file of modality NAME (repeat for each modality)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="another data spec with the same modalities and tasks: its file patterns and "
+        "normalisation are used (another layout on disk)",
     )
     p.add_argument(
         "--overlay",
@@ -50,8 +56,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="segment without a modality whose file is missing, instead of failing",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="planes per forward pass (default 8)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA where available)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="planes per forward pass (default 8)"
+    )
+    p.add_argument(
+        "--device", metavar="D", help="cpu, cuda, cuda:1 … (default: CUDA where available)"
+    )
 
 
 def run(args) -> int:
@@ -62,6 +72,7 @@ def run(args) -> int:
         args.inputs,
         Path(args.out),
         modality_files=args.modality,
+        data=args.data,
         overlay=args.overlay,
         allow_missing=args.allow_missing,
         batch_size=args.batch_size,

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from mmseg_heads.atomic import atomic_open
 from mmseg_heads.errors import UserError
 
 FORMAT = "mmseg_heads.checkpoint/1"
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Written atomically (temp file, fsync, rename): a crash leaves the previous file intact."""
+    with atomic_open(path) as handle:
+        torch.save({"format": FORMAT, **state}, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmseg_heads.atomic import publish, temp_path_beside
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.evaluate import load_run
@@ -257,31 +258,6 @@ def compare(
     return checks
 
 
-def _graph_io(onnx: ModuleType, path: Path) -> tuple[int, dict[str, list], dict[str, list]]:
-    """``(opset, {input: shape}, {output: shape})``; symbolic dimensions by name."""
-    graph = onnx.load(str(path), load_external_data=False)
-
-    def shape(value) -> list:
-        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-
-    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    return (
-        opset,
-        {v.name: shape(v) for v in graph.graph.input},
-        {v.name: shape(v) for v in graph.graph.output},
-    )
-
-
-def add_metadata(onnx: ModuleType, path: Path, metadata: dict[str, str]) -> None:
-    """Store ``metadata`` in the file's ``metadata_props`` (read back with onnxruntime's
-    ``session.get_modelmeta().custom_metadata_map``)."""
-    graph = onnx.load(str(path))
-    for key, value in metadata.items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(graph, str(path))
-
-
 def spec_metadata(spec: DataSpec, multiple: int) -> dict[str, str]:
     """What a consumer of the ONNX file needs to prepare inputs and read outputs."""
     return {
@@ -397,45 +373,38 @@ def export_onnx(
         UserError: onnx/onnxruntime missing, a bad size, or no exporter could export the model.
         ExportCheckError: every exported graph differs from PyTorch by more than ``tolerance``.
     """
-    onnx, _ = require_onnx()
+    require_onnx()
     model = model.cpu().eval()
     multiple = model.trunk.max_stride
     check_size(size, multiple)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     wrapper = PositionalSegmenter(model, list(channels), tasks).eval()
-    example = random_inputs(channels, 1, *size, seed=0)
+    sizes = check_sizes(size, multiple)
     notes: list[str] = []
-    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
-    for name in order:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+    checks_failed = False
+    for name in ["dynamo", "torchscript"] if exporter == "auto" else [exporter]:
+        tmp = temp_path_beside(out)
         try:
-            failure = _try_exporter(name, wrapper, example, tmp, opset)
+            failure = _try_exporter(name, wrapper, random_inputs(channels, 1, *size, 0), tmp, opset)
             if failure is not None:
                 notes.append(failure)
-                log.debug("%s", failure)
                 continue
-            onnx.checker.check_model(str(tmp))
-            checks = compare(tmp, model, channels, tasks, check_sizes(size, multiple))
+            opset_used, inputs, outputs = _finish_graph(tmp, metadata or {})
+            checks = compare(tmp, model, channels, tasks, sizes)
             worst = max(check.worst for check in checks)
             if not worst <= tolerance:
+                checks_failed = True
                 notes.append(
                     f"{name} exporter: outputs differ from PyTorch by up to {worst:.3g} > "
                     f"{tolerance:g} ({'; '.join(c.describe() for c in checks)})"
                 )
-                log.debug("%s", notes[-1])
                 continue
-            if metadata:
-                add_metadata(onnx, tmp, metadata)
-            opset_used, inputs, outputs = _graph_io(onnx, tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private
-            os.replace(tmp, out)
+            publish(tmp, out)
             return ExportResult(out, name, opset_used, inputs, outputs, checks, notes)
         finally:
             tmp.unlink(missing_ok=True)
-    if any("differ from PyTorch" in note for note in notes):
+    if checks_failed:
         raise ExportCheckError("; ".join(notes))
     hint = "; try another --opset or leave it out" if opset is not None else ""
     raise UserError(
@@ -444,10 +413,28 @@ def export_onnx(
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _finish_graph(
+    path: Path, metadata: dict[str, str]
+) -> tuple[int, dict[str, list], dict[str, list]]:
+    """Add ``metadata`` to the ONNX file, check it with ``onnx.checker`` and describe its I/O:
+    ``(opset, {input: shape}, {output: shape})``, symbolic dimensions by name."""
+    onnx, _ = require_onnx()
+    graph = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+
+    def shape(value) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    return (
+        opset,
+        {v.name: shape(v) for v in graph.graph.input},
+        {v.name: shape(v) for v in graph.graph.output},
+    )
 
 
 def default_size(crop: int | None, multiple: int) -> tuple[int, int]:
@@ -492,6 +479,6 @@ def export_checkpoint(
         opset=opset,
         exporter=exporter,
         tolerance=tolerance,
-        metadata=spec_metadata(spec, multiple) | {"mmseg_heads.checkpoint": str(path)},
+        metadata=spec_metadata(spec, multiple) | {"mmseg_heads.checkpoint": str(path.resolve())},
     )
     return result

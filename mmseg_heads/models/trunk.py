@@ -137,12 +137,20 @@ class FusionTrunk(nn.Module):
             dropped = dropped | (restore & empty.unsqueeze(1))
         return {g: dropped[:, i] for i, g in enumerate(present)}
 
-    def encode(self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict:
+    def encode(
+        self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
+    ) -> dict:
+        """Per-group features; a group absent from the whole batch gets zeros and no encoder run.
+
+        ``present`` (per-sample masks) only matters when given: without it every group in
+        ``images`` is encoded, a branch that depends on no tensor value (ONNX export traces it).
+        """
         reference = next(iter(images.values()))
         n, (h, w) = reference.shape[0], reference.shape[-2:]
         out = {}
         for group, members in self.groups.items():
-            if all(m in images for m in members) and bool(present[group].any()):
+            someone_has_it = present is None or bool(present[group].any())
+            if all(m in images for m in members) and someone_has_it:
                 x = (
                     images[members[0]]
                     if len(members) == 1
@@ -160,7 +168,7 @@ class FusionTrunk(nn.Module):
         self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
     ) -> TrunkOutput:
         available = self.group_presence(images, present)
-        per_group = self.encode(images, available)
+        per_group = self.encode(images, available if present is not None else None)
         fusion_present = available
         if self.training and self.modality_dropout > 0:
             fusion_present = self.drop_modalities(available)

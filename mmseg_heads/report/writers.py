@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from mmseg_heads.atomic import write_atomic
 from mmseg_heads.report import tables
 
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Temp file in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["json_report", "markdown_report", "write_atomic", "write_report"]
 
 
 def markdown_report(report: dict) -> str:

@@ -1,0 +1,382 @@
+"""`mmseg-heads predict` and `mmseg-heads export` end to end, on a run trained once per module.
+
+The run is the demo data set (optical RGB + thermal grey; tasks `shapes`, 4 classes, and
+`hotspots`, 2 classes) trained for one epoch with two ResNet-18 encoders.
+"""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from mmseg_heads.cli.main import main
+from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.spec import load_data_spec
+from mmseg_heads.engine import export as export_module
+from mmseg_heads.engine import predict as predict_module
+from mmseg_heads.engine.checkpoint import resolve_checkpoint
+from mmseg_heads.engine.evaluate import load_run
+from mmseg_heads.engine.export import ExportCheckError, export_onnx
+from mmseg_heads.engine.predict import (
+    PredictInput,
+    default_palette,
+    match_input,
+    match_pattern,
+    read_sample,
+)
+from mmseg_heads.errors import UserError
+
+CLASSES = {"shapes": 4, "hotspots": 2}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, demo_spec) -> Path:
+    """A run trained for one epoch on the demo data (tiny decoder, 64×64 crops, no workers)."""
+    root = tmp_path_factory.mktemp("predict_run")
+    config = {
+        "data": str(demo_spec),
+        "model": {
+            "encoders": {"optical": "resnet18", "thermal": "resnet18"},
+            "decoder_channels": [32, 16, 16, 8, 8],
+        },
+        "train": {"epochs": 1, "batch_size": 4, "crop": 64, "workers": 0, "seed": 0},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), f"train.out={root / 'run'}"]) == 0
+    return root / "run"
+
+
+@pytest.fixture(autouse=True)
+def build_each_model_once(monkeypatch):
+    """Building the model (smp encoders, a probe forward pass) is most of a command's time here:
+    `predict` and `export` get one model per (checkpoint, data spec) for the whole module.
+    Neither changes the model (eval mode, no gradients)."""
+    for module in (predict_module, export_module):
+        monkeypatch.setattr(module, "load_run", cached_load_run)
+
+
+_RUNS: dict[tuple[str, str | None], tuple] = {}
+
+
+def cached_load_run(checkpoint, data=None):
+    key = (str(resolve_checkpoint(checkpoint)), None if data is None else str(data))
+    if key not in _RUNS:
+        _RUNS[key] = load_run(checkpoint, data)
+    return _RUNS[key]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_pair(root: Path, sample_id: str, height: int, width: int, seed: int = 0) -> None:
+    """``root/optical/<id>.png`` (RGB) and ``root/thermal/<id>.png`` (grey), as the spec has."""
+    rng = np.random.default_rng(seed)
+    (root / "optical").mkdir(parents=True, exist_ok=True)
+    (root / "thermal").mkdir(parents=True, exist_ok=True)
+    optical = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(optical, "RGB").save(root / "optical" / f"{sample_id}.png")
+    thermal = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    Image.fromarray(thermal, "L").save(root / "thermal" / f"{sample_id}.png")
+
+
+def read_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert image.getpalette()[:3] == [0, 0, 0]  # class 0 is black
+        return np.asarray(image)
+
+
+# --- matching inputs (no model) -----------------------------------------------------------------
+def test_patterns_give_id_and_root_from_the_end_of_the_path():
+    assert match_pattern(Path("/data/in/optical/img7.png"), "optical/{id}.png") == (
+        "img7",
+        Path("/data/in"),
+    )
+    assert match_pattern(Path("/d/Case3/Case3_LGE.nii.gz"), "{id}/{id}_LGE.nii.gz") == (
+        "Case3",
+        Path("/d"),
+    )
+    assert match_pattern(Path("/d/Case3/Case4_LGE.nii.gz"), "{id}/{id}_LGE.nii.gz") is None
+    assert match_pattern(Path("/d/thermal/img7.png"), "optical/{id}.png") is None
+    assert match_pattern(Path("x_optical.png"), "{id}_optical.png") == ("x", Path("."))
+
+
+def test_input_matches_its_modality(demo_spec):
+    spec = load_data_spec(demo_spec)
+    assert match_input(Path("a/b/thermal/img1.png"), spec) == ("thermal", "img1", Path("a/b"))
+
+
+def test_inputs_are_read_and_normalised_as_training_reads_them(demo_spec):
+    spec = load_data_spec(demo_spec)
+    dataset = MultiModalDataset(spec, "val")
+    sample_id = dataset.ids[0]
+    files = {m: spec.modality_file(m, sample_id) for m in spec.modalities}
+    sample = read_sample(PredictInput(sample_id, files), spec)
+    expected = dataset.read_images(sample_id)
+    for modality, image in expected.items():
+        np.testing.assert_array_equal(sample.images[modality][0], image)
+
+
+def test_default_palette_is_distinct_with_black_background():
+    palette = default_palette(40)
+    assert palette[0] == (0, 0, 0) and len(set(palette)) == 40
+
+
+# --- predict ------------------------------------------------------------------------------------
+def test_predict_png_of_any_size_writes_one_mask_per_task(run_dir, tmp_path, capsys):
+    write_pair(tmp_path / "in", "odd", height=50, width=70)
+    out = tmp_path / "pred"
+    code, stdout, err = run_cli(
+        capsys,
+        "predict",
+        run_dir,
+        tmp_path / "in" / "optical" / "odd.png",
+        "--out",
+        out,
+        "--overlay",
+    )
+    assert code == 0, err
+    for task, classes in CLASSES.items():
+        mask = read_mask(out / task / "odd.png")
+        assert mask.shape == (50, 70)
+        assert mask.max() < classes
+        with Image.open(out / task / "odd_overlay.png") as overlay:
+            assert overlay.mode == "RGB" and overlay.size == (70, 50)
+        assert str(out / task / "odd.png") in stdout
+
+
+def test_predict_with_explicit_modality_files(run_dir, tmp_path, capsys):
+    write_pair(tmp_path, "pic", height=40, width=33, seed=1)
+    out = tmp_path / "pred"
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        run_dir / "checkpoints" / "best.pt",
+        "--out",
+        out,
+        "--modality",
+        f"optical={tmp_path / 'optical' / 'pic.png'}",
+        "--modality",
+        f"thermal={tmp_path / 'thermal' / 'pic.png'}",
+    )
+    assert code == 0, err
+    assert read_mask(out / "shapes" / "pic.png").shape == (40, 33)
+    assert read_mask(out / "hotspots" / "pic.png").max() < CLASSES["hotspots"]
+
+
+def test_predict_missing_second_modality_exits_2_naming_the_file(run_dir, tmp_path, capsys):
+    write_pair(tmp_path, "lone", height=32, width=32)
+    (tmp_path / "thermal" / "lone.png").unlink()
+    code, _, err = run_cli(
+        capsys, "predict", run_dir, tmp_path / "optical" / "lone.png", "--out", tmp_path / "p"
+    )
+    assert code == 2
+    assert str(tmp_path / "thermal" / "lone.png") in err
+    assert "modalities.thermal.files" in err and "Traceback" not in err
+
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        run_dir,
+        "--out",
+        tmp_path / "p",
+        "--modality",
+        f"optical={tmp_path / 'optical' / 'lone.png'}",
+    )
+    assert code == 2 and "--modality" in err and "thermal" in err
+
+    # --allow-missing: the trunk leaves the missing modality out of the fusion.
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        run_dir,
+        tmp_path / "optical" / "lone.png",
+        "--out",
+        tmp_path / "p",
+        "--allow-missing",
+    )
+    assert code == 0, err
+    assert read_mask(tmp_path / "p" / "hotspots" / "lone.png").shape == (32, 32)
+
+
+def test_predict_nifti_volume_keeps_shape_and_affine(run_dir, demo_spec, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    # The demo model, reading another layout (--data): same modalities, channels and tasks.
+    spec = yaml.safe_load(demo_spec.read_text())
+    spec["modalities"]["optical"]["files"] = "{id}/{id}_optical.nii.gz"
+    spec["modalities"]["thermal"]["files"] = "{id}/{id}_thermal.nii.gz"
+    spec["volume"] = {"slice_axis": 2}
+    spec["splits"] = {"test": {"pattern": "."}}
+    spec_path = tmp_path / "nifti.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    affine = np.array(
+        [[0.0, -0.8, 0.0, 12.0], [0.9, 0.0, 0.0, -30.0], [0.0, 0.0, 2.5, 4.0], [0, 0, 0, 1]]
+    )
+    rng = np.random.default_rng(0)
+    case = tmp_path / "Case01"
+    case.mkdir()
+    optical = rng.integers(0, 3000, (64, 48, 3, 3)).astype(np.int16)  # X×Y×Z×channels
+    thermal = rng.normal(100, 20, (64, 48, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(optical, affine), str(case / "Case01_optical.nii.gz"))
+    nib.save(nib.Nifti1Image(thermal, affine), str(case / "Case01_thermal.nii.gz"))
+
+    out = tmp_path / "pred"
+    code, _, err = run_cli(
+        capsys,
+        "predict",
+        run_dir,
+        case / "Case01_thermal.nii.gz",
+        "--out",
+        out,
+        "--data",
+        spec_path,
+    )
+    assert code == 0, err
+    for task, classes in CLASSES.items():
+        mask = nib.load(str(out / task / "Case01.nii.gz"))
+        assert mask.shape == (64, 48, 3)
+        assert np.allclose(mask.affine, affine)
+        assert np.asanyarray(mask.dataobj).max() < classes
+
+
+# --- export -------------------------------------------------------------------------------------
+def test_export_matches_pytorch_at_two_sizes(run_dir, tmp_path, capsys):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="pip install 'mmseg-heads[export]'")
+    out = tmp_path / "model.onnx"
+    # The TorchScript exporter is the one `auto` ends with for this model (see the fallback test).
+    code, stdout, err = run_cli(
+        capsys, "export", run_dir, "--out", out, "--size", 64, 96, "--exporter", "torchscript"
+    )
+    assert code == 0, err
+    assert "check 1×64×96" in stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temp file left
+
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["optical", "thermal"]
+    assert [o.name for o in session.get_outputs()] == ["shapes", "hotspots"]
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    _, model, _, _ = cached_load_run(run_dir)
+    model.eval()
+    generator = torch.Generator().manual_seed(1)
+    # The self-check's sizes (export size, then +32 and +64 with a batch of 2), other inputs.
+    for batch, height, width in ((1, 64, 96), (2, 96, 160)):
+        images = {
+            "optical": torch.randn(batch, 3, height, width, generator=generator),
+            "thermal": torch.randn(batch, 1, height, width, generator=generator),
+        }
+        with torch.inference_mode():
+            expected = model(images)
+        got = session.run(["shapes", "hotspots"], {k: v.numpy() for k, v in images.items()})
+        for task, value in zip(("shapes", "hotspots"), got, strict=True):
+            assert value.shape == (batch, CLASSES[task], height, width)
+            assert np.abs(value - expected[task].numpy()).max() <= 1e-4
+
+
+def test_export_without_onnxruntime_exits_2_with_the_install_command(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'", name="onnxruntime")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    code, _, err = run_cli(capsys, "export", run_dir, "--out", tmp_path / "m.onnx")
+    assert code == 2 and 'pip install "mmseg-heads[export]"' in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+class TinySegmenter(nn.Module):
+    """Two modalities in, two tasks out, stride 4: enough of a MultiTaskSegmenter to export."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = SimpleNamespace(max_stride=4)
+        self.optical = nn.Conv2d(3, 4, 3, padding=1)
+        self.thermal = nn.Conv2d(1, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 4, 4, stride=4)
+
+    def forward(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = self.optical(images["optical"]) + self.thermal(images["thermal"])
+        y = F.interpolate(self.down(x), scale_factor=4.0)
+        return {"shapes": x + y, "hotspots": (x - y)[:, :2]}
+
+
+class DriftingSegmenter(TinySegmenter):
+    """Adds a Python counter: an exporter freezes its value, so the graph disagrees later."""
+
+    calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        return {task: value + self.calls for task, value in super().forward(images).items()}
+
+
+class BranchingSegmenter(TinySegmenter):
+    """Branches on a tensor's value, as the trunk does on which modalities are present."""
+
+    def forward(self, images):
+        logits = super().forward(images)
+        if bool(images["thermal"].abs().sum() >= 0):  # always true, but data-dependent
+            return logits
+        return {task: -value for task, value in logits.items()}
+
+
+TINY = {"channels": {"optical": 3, "thermal": 1}, "tasks": ["shapes", "hotspots"]}
+
+
+def test_default_exporter_names_dims_when_torch_export_works(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript")
+    result = export_onnx(TinySegmenter(), tmp_path / "tiny.onnx", size=(8, 12), **TINY)
+    assert result.exporter == "dynamo" and not result.notes
+    assert result.inputs == {
+        "optical": ["batch", 3, "height", "width"],
+        "thermal": ["batch", 1, "height", "width"],
+    }
+    assert result.outputs["hotspots"] == ["batch", 2, "height", "width"]
+    assert all(check.worst <= 1e-5 for check in result.checks)
+    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["shapes", "hotspots"]
+
+
+def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ExportCheckError, match=r"differ from PyTorch by up to .*1×8×12"):
+        export_onnx(
+            DriftingSegmenter(),
+            tmp_path / "drift.onnx",
+            size=(8, 12),
+            exporter="torchscript",
+            **TINY,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_size_must_be_a_multiple_of_the_stride(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(UserError, match=r"--size: 6 9: .* multiples of 4 .* e\.g\. 8 12"):
+        export_onnx(TinySegmenter(), tmp_path / "m.onnx", size=(6, 9), **TINY)
+
+
+def test_default_exporter_falls_back_to_torchscript_on_data_dependent_branches(tmp_path):
+    pytest.importorskip("onnxruntime")
+    result = export_onnx(BranchingSegmenter(), tmp_path / "b.onnx", size=(8, 12), **TINY)
+    assert result.exporter == "torchscript"
+    assert len(result.notes) == 1 and result.notes[0].startswith("dynamo exporter")
+    assert all(check.worst <= 1e-5 for check in result.checks)
