@@ -457,7 +457,7 @@ def test_dataset_rejects_wrong_channel_count(dataset_dir):
     spec = _spec_dict()
     spec["modalities"]["rgb"]["channels"] = 1
     dataset = MultiModalDataset(load_data_spec(_write_spec(dataset_dir, spec)), "all")
-    with pytest.raises(UserError, match="has 3 channels but the spec says 1") as info:
+    with pytest.raises(UserError, match="has 3 channels but the data spec says 1") as info:
         dataset[0]
     assert info.value.field == "modalities.rgb.channels"
 

@@ -18,7 +18,14 @@ from torch.utils.data import Dataset
 
 from mmseg_heads.data.normalize import clip_percentiles, normalize
 from mmseg_heads.data.readers import NIFTI_EXTENSIONS, extension_of, read_array, read_shape
-from mmseg_heads.data.spec import IGNORE_INDEX, SLICE_SEPARATOR, DataSpec, TaskSpec, unique_values
+from mmseg_heads.data.spec import (
+    IGNORE_INDEX,
+    SLICE_SEPARATOR,
+    DataSpec,
+    ModalitySpec,
+    TaskSpec,
+    unique_values,
+)
 from mmseg_heads.data.transforms import JointTransform, pad_to, round_up
 from mmseg_heads.errors import UserError
 
@@ -226,22 +233,14 @@ class MultiModalDataset(Dataset):
 
     # --- samples -----------------------------------------------------------------------------
     def read_images(self, sample_id: str) -> dict[str, np.ndarray]:
-        images = {}
-        for name, modality in self.spec.modalities.items():
-            path = self.spec.modality_file(name, sample_id)
-            array = self._read_plane(path, sample_id)
-            array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
-            if array.shape[0] != modality.channels:
-                raise UserError(
-                    f"{path} has {array.shape[0]} channels but the spec says {modality.channels}",
-                    file=self.spec.path,
-                    field=f"modalities.{name}.channels",
-                )
-            image = array.astype(np.float32)
-            if modality.clip_percentiles is not None:
-                image = clip_percentiles(image, *modality.clip_percentiles)
-            images[name] = normalize(image, modality.normalize)
-        return images
+        return {
+            name: prepare_image(
+                self._read_plane(self.spec.modality_file(name, sample_id), sample_id),
+                modality,
+                self.spec.modality_file(name, sample_id),
+            )
+            for name, modality in self.spec.modalities.items()
+        }
 
     def read_labels(self, sample_id: str, size: tuple[int, int]) -> tuple[dict, dict]:
         labels, has_label = {}, {}
@@ -282,6 +281,27 @@ class MultiModalDataset(Dataset):
             "id": sample_id,
             "size": tuple(int(s) for s in size),
         }
+
+
+def prepare_image(plane: np.ndarray, modality: ModalitySpec, path: Path) -> np.ndarray:
+    """One plane as read (``H×W`` or ``H×W×C``) -> ``C×H×W`` float32, clipped and normalised.
+
+    The one place images become network input: training, evaluation and ``predict`` all use it.
+
+    Raises:
+        UserError: naming ``path``, when the channel count differs from the spec's.
+    """
+    array = plane[None] if plane.ndim == 2 else np.moveaxis(plane, -1, 0)
+    if array.shape[0] != modality.channels:
+        raise UserError(
+            f"has {array.shape[0]} channels but the data spec says {modality.channels}",
+            file=path,
+            field=f"modalities.{modality.name}.channels",
+        )
+    image = array.astype(np.float32)
+    if modality.clip_percentiles is not None:
+        image = clip_percentiles(image, *modality.clip_percentiles)
+    return normalize(image, modality.normalize)
 
 
 def keep_labelled(flags: np.ndarray, margin: int) -> list[int]:

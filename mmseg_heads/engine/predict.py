@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from mmseg_heads.data.normalize import clip_percentiles, normalize
+from mmseg_heads.data.dataset import prepare_image
 from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
     NiftiGeometry,
@@ -312,26 +312,13 @@ def read_planes(path: Path, slice_axis: int) -> tuple[np.ndarray, int | None]:
 
 
 def prepare_planes(planes: np.ndarray, modality: ModalitySpec, path: Path) -> np.ndarray:
-    """``S×H×W(×C)`` planes as read -> ``S×C×H×W`` float32, clipped and normalised per plane.
-
-    The same steps as ``MultiModalDataset.read_images`` for each plane.
+    """``S×H×W(×C)`` planes as read -> ``S×C×H×W`` float32, clipped and normalised per plane
+    exactly as in training (:func:`~mmseg_heads.data.dataset.prepare_image`).
 
     Raises:
         UserError: the channel count differs from the spec's.
     """
-    images = planes[:, None] if planes.ndim == 3 else np.moveaxis(planes, -1, 1)
-    if images.shape[1] != modality.channels:
-        raise UserError(
-            f"has {images.shape[1]} channels but the model's data spec says {modality.channels}",
-            file=path,
-            field=f"modalities.{modality.name}.channels",
-        )
-    out = []
-    for image in images.astype(np.float32):
-        if modality.clip_percentiles is not None:
-            image = clip_percentiles(image, *modality.clip_percentiles)
-        out.append(normalize(image, modality.normalize))
-    return np.stack(out)
+    return np.stack([prepare_image(plane, modality, path) for plane in planes])
 
 
 def read_sample(item: PredictInput, spec: DataSpec) -> Sample:
