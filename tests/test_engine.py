@@ -181,3 +181,24 @@ def test_encoder_lr_multiplier_and_accumulation(tmp_path, demo_spec):
     trainer.epoch = 1
     trainer.train_epoch()
     assert trainer.step == 2  # 16 samples / batch 4 = 4 batches, 2 per optimizer step
+
+
+def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_continue(tmp_path, demo_spec):
+    config = write_config(tmp_path, demo_spec, "interrupted", epochs=6)
+    command = [sys.executable, "-m", "mmseg_heads", "train", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "interrupted" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (last.is_file() and _epoch_of(last) >= 1):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    epoch = _epoch_of(last)
+    assert 1 <= epoch < 6
+    resumed = subprocess.run(
+        [*command, "--resume", "auto", "train.epochs=6"], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _epoch_of(last) == 6

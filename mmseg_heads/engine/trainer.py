@@ -79,7 +79,8 @@ def selection_score(summaries: dict[str, dict], select_by: str) -> float:
 
 
 def holds_run(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists()
+    """A run has started once it logged an epoch or saved a checkpoint."""
+    return (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*.pt"))
 
 
 def prepare_run_dir(config: Config) -> Path:
@@ -341,9 +342,17 @@ class Trainer:
         }
 
     def _resume(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.criterion.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.criterion.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(
+                "the run's checkpoint does not fit the model this config describes (was `model` or "
+                f"`loss` changed since the run started?): {str(exc)[:200]}",
+                file=self.config.path,
+                field="--resume",
+            ) from exc
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         set_rng_states(state["rng"])
@@ -364,6 +373,21 @@ class Trainer:
 
     # --- the run -----------------------------------------------------------------------------
     def fit(self) -> Path:
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            done = self.epoch - 1
+            if done >= 1:
+                log.warning(
+                    "interrupted in epoch %d: %s holds epoch %d; continue with "
+                    "`mmseg-heads train %s --resume %s`",
+                    self.epoch, self.run_dir / "checkpoints" / "last.pt", done, self.config.path, self.run_dir,
+                )  # fmt: skip
+            else:
+                log.warning("interrupted in epoch 1, before any checkpoint: start again to train")
+            raise
+
+    def _fit(self) -> Path:
         eval_cfg = self.config.eval
         epochs = self.config.train["epochs"]
         while self.epoch < epochs:
