@@ -148,7 +148,7 @@ fails at once with a message when offline. How levels of different
 encoders are fused: [architecture.md](architecture.md). Loss terms: [losses.md](losses.md). Scores:
 [metrics.md](metrics.md).
 
-Not accepted yet (planned): encoder freezing, resuming a run.
+Training options in context (freezing, schedules, resuming): [training.md](training.md).
 """
 
 DATA_SPEC_INTRO = """\

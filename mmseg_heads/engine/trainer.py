@@ -16,6 +16,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from mmseg_heads.atomic import write_atomic
 from mmseg_heads.config import Config, task_loss_terms
 from mmseg_heads.data.spec import IGNORE_INDEX
 from mmseg_heads.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -30,7 +31,6 @@ from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
 from mmseg_heads.metrics.functional import confusion_matrix
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.model import MultiTaskSegmenter
-from mmseg_heads.report.writers import write_atomic
 
 log = logging.getLogger(__name__)
 
