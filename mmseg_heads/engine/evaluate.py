@@ -47,6 +47,13 @@ def check_same_tasks(spec: DataSpec, reference: DataSpec, checkpoint: Path) -> N
             )
 
 
+def load_external_spec(data: str | Path) -> DataSpec:
+    """The data spec of ``--data``, read instead of the checkpoint's own."""
+    if not Path(data).exists():
+        raise UserError("data spec not found", file=data, field="--data")
+    return load_data_spec(data)
+
+
 def load_run(
     checkpoint: str | Path, data: str | Path | None = None
 ) -> tuple[Config, torch.nn.Module, dict, Path]:
@@ -55,7 +62,7 @@ def load_run(
     state = load_checkpoint(path)
     spec = spec_from_checkpoint(state)
     if data is not None:
-        external = load_data_spec(data)
+        external = load_external_spec(data)
         check_same_tasks(external, spec, path)
         spec = external
     config = config_from_dict(state["config"], spec, Path(state["config_path"]))
@@ -162,7 +169,7 @@ def evaluate(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.train["precision"], device)
     loader = eval_loader(config.spec, split, config.train["batch_size"], config.train["workers"])
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)
     beta = config.eval["beta"]
     common = {"device": device, "precision": precision, "progress": progress}
     result = run_evaluation(model, loader, config.spec, per_sample=True, gates=True, **common)

@@ -23,7 +23,11 @@ from mmseg_heads.metrics.confusion import ConfusionMatrix
 def to_device(batch: dict, device: torch.device) -> dict:
     return {
         **batch,
-        "images": {k: v.to(device, non_blocking=True) for k, v in batch["images"].items()},
+        # channels_last: oneDNN's convolutions run ~1.3× faster on it (bench/whatif.py)
+        "images": {
+            k: v.to(device, non_blocking=True, memory_format=torch.channels_last)
+            for k, v in batch["images"].items()
+        },
         "labels": {k: v.to(device, non_blocking=True) for k, v in batch["labels"].items()},
         "has_label": {k: v.to(device) for k, v in batch["has_label"].items()},
     }
@@ -103,7 +107,8 @@ def run_evaluation(
             labelled = batch["has_label"][task]
             if not labelled.any():
                 continue
-            pred, target = logits[task][labelled].argmax(1), batch["labels"][task][labelled]
+            # max().indices: the same class as argmax, several times faster on the CPU
+            pred, target = logits[task][labelled].max(1).indices, batch["labels"][task][labelled]
             matrix.update(pred, target)
             if per_sample:
                 ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]

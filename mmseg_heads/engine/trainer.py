@@ -158,9 +158,10 @@ def _optimizer(
     ]
     if train_cfg["optimizer"] == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+    # fused: one kernel for all parameters (measured 1.4× faster steps on the CPU, bench/whatif.py)
     if train_cfg["optimizer"] == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)
 
 
 class Trainer:
@@ -184,7 +185,7 @@ class Trainer:
             config.spec, config.eval["split"], train_cfg["batch_size"], train_cfg["workers"]
         )
         # Weight-file problems surface here, before any file of the run is written.
-        self.model = model_from_config(config).to(self.device)
+        self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
         self.criterion = loss_from_config(config).to(self.device)
         self.optimizer = _optimizer(self.model, self.criterion, train_cfg)
         steps_per_epoch = [self._steps_in(epoch) for epoch in range(1, train_cfg["epochs"] + 1)]
@@ -299,7 +300,7 @@ class Trainer:
             labelled = batch["has_label"][task]
             spec = self.config.spec.tasks[task]
             matrix = confusion_matrix(
-                value[labelled].argmax(1),
+                value[labelled].max(1).indices,
                 batch["labels"][task][labelled],
                 spec.num_classes,
                 IGNORE_INDEX,

@@ -19,13 +19,14 @@ def confusion_matrix(
     ``[0, num_classes)`` that is not ``ignore_index`` is an error, never a silent drop.
     """
     valid = target != ignore_index
-    target = target[valid]
-    pred = pred[valid]
-    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
-        bad = target[(target < 0) | (target >= num_classes)].unique()[:5].tolist()
+    outside = valid & ((target < 0) | (target >= num_classes))
+    if bool(outside.any()):
+        bad = target[outside].unique()[:5].tolist()
         raise ValueError(f"label values {bad} are outside the {num_classes} classes")
-    index = target * num_classes + pred
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(
+    # One bincount, no boolean indexing (which copies): ignored pixels go to an extra last bin.
+    size = num_classes * num_classes
+    index = torch.where(valid, target * num_classes + pred, size)
+    return torch.bincount(index.reshape(-1), minlength=size + 1)[:size].reshape(
         num_classes, num_classes
     )
 

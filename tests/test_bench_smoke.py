@@ -1,0 +1,67 @@
+"""Every benchmark runs in ``--quick`` mode and writes the JSON its docs promise.
+
+The scripts run as subprocesses, as a user runs them (``python bench/x.py --quick --json PATH``),
+two at a time with one thread each so the whole file stays well under a minute on 2 cores. Quick
+mode uses tiny sizes: its numbers are smoke, not measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+EXPECTED = {  # script: ratio keys its JSON must hold (every one a positive number)
+    "trunk": [
+        "per-modality/fp32", "shared/fp32", "early/fp32",
+        "per-modality/bf16", "shared/bf16", "early/bf16",
+    ],
+    "heads": ["+shared/fp32", "+own/fp32", "+shared/bf16", "+own/bf16"],
+    "losses": ["share/fp32", "share/bf16", "speedup/C=2", "speedup/C=4", "speedup/C=21"],
+    "vs_seed": ["equal_precision_fp32"],
+    "loader": ["loader_vs_train/fp32"],
+    "roofline": ["ours/fp32", "ours/bf16", "seed VGG16 U-Net/fp32"],
+    "scaling": ["modalities=1", "modalities=2", "tasks=2", "own tasks=2"],
+    "whatif": ["channels_last/fp32", "fused AdamW/fp32", "base/bf16"],
+}  # fmt: skip
+TOP_KEYS = {"benchmark", "quick", "device", "machine", "settings", "rows", "ratios", "targets"}
+
+
+def _run(name: str, out: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    path = out / f"{name}.json"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--threads", "1"]
+    done = subprocess.run(
+        [*command, "--json", str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    return done, path
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run, name, out) for name in EXPECTED}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_quick_run_writes_positive_ratios(quick_runs, name):
+    done, path = quick_runs[name]
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(path.read_text())
+    assert TOP_KEYS <= set(result), set(result)
+    assert result["benchmark"] == name and result["quick"] is True
+    missing = [key for key in EXPECTED[name] if key not in result["ratios"]]
+    assert not missing, f"missing ratios {missing}; has {sorted(result['ratios'])}"
+    bad = {k: v for k, v in result["ratios"].items() if not (isinstance(v, float) and v > 0)}
+    assert not bad, bad
+    for check in result["targets"].values():
+        assert set(check) == {"value", "target", "met"}
+    assert "|" in done.stdout  # the Markdown table
