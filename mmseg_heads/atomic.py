@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from mmseg_heads.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -52,3 +54,28 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     with atomic_open(path) as handle:
         handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def check_output_path(path: str | Path, *, field: str, folder: bool = True) -> None:
+    """Fail before any work when ``path`` cannot be written: a file where a folder is wanted
+    (``folder``), a folder where a file is wanted, or a file among its parents.
+
+    Raises:
+        UserError: naming ``path`` and the argument ``field`` (``--out``).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(
+            "is a file, not a folder; choose a folder for the output", file=path, field=field
+        )
+    if not folder and path.is_dir():
+        raise UserError(
+            f"is a folder; give a file name, e.g. {path / 'model.onnx'}", file=path, field=field
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(
+                    f"{parent} is a file, not a folder; choose another path", file=path, field=field
+                )
+            break

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml
+from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml, yaml_problem
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
@@ -298,7 +298,12 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise UserError(f"override {item!r} must look like key.sub=value", file=file)
+            example = f"{key or 'train.lr'}=VALUE"
+            raise UserError(
+                f"override {item!r} must look like key.sub=value, e.g. {example}",
+                file=file,
+                field=key or item,
+            )
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
@@ -311,7 +316,10 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
             node[parts[-1]] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise UserError(
-                f"override {item!r}: value is not valid YAML ({exc})", file=file, field=key
+                f"override {item!r}: value is not valid YAML ({yaml_problem(exc)[1]}); write a "
+                "YAML value, e.g. train.lr=3e-4, model.fusion=sum or 'loss.shapes={ce: 1.0}'",
+                file=file,
+                field=key,
             ) from exc
     return raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mmseg_heads.atomic import check_output_path
 from mmseg_heads.config import load_config
 from mmseg_heads.data.synthetic import write_demo_dataset
 from mmseg_heads.engine.evaluate import evaluate
@@ -51,8 +52,15 @@ def add_parser(sub) -> None:
 def _fresh_out(requested: str | None) -> Path:
     if requested is not None:
         out = Path(requested)
-        if (out / "run").exists():
-            raise UserError(f"{out} already holds a demo run; choose another --out", field="--out")
+        check_output_path(out, field="--out")
+        taken = [name for name in ("run", "data", "demo.yaml") if (out / name).exists()]
+        if taken:  # the demo writes these: never over the user's files
+            raise UserError(
+                f"already holds {', '.join(taken)}; choose another --out (the demo writes "
+                "run/, data/ and demo.yaml there)",
+                file=out,
+                field="--out",
+            )
         return out
     out, n = Path(DEFAULT_OUT), 1
     while out.exists():  # never overwrite an earlier demo

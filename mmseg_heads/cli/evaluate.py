@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.checkpoint import resolve_checkpoint
 from mmseg_heads.engine.evaluate import evaluate
 from mmseg_heads.report.writers import markdown_report, write_report
@@ -37,6 +38,8 @@ def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
 
 
 def run(args) -> int:
+    if args.out:
+        check_output_path(args.out, field="--out")  # before the evaluation, not after it
     checkpoint = resolve_checkpoint(args.run)
     report = evaluate(
         checkpoint,

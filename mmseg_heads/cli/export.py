@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.export import (
     DEFAULT_TOLERANCE,
     EXPORTERS,
@@ -70,6 +71,7 @@ def summary(result: ExportResult) -> str:
 
 
 def run(args) -> int:
+    check_output_path(args.out, field="--out", folder=False)
     try:
         result = export_checkpoint(
             args.checkpoint,

@@ -155,7 +155,9 @@ def check_data(spec: DataSpec) -> None:
 def run(args) -> int:
     path = Path(args.path)
     raw = load_yaml(path)
-    if "modalities" in raw:
+    # A data spec names modalities, tasks or splits (a config never does): one that lacks
+    # `modalities` is still a spec, reported as such, not as a config with six unknown keys.
+    if {"modalities", "tasks", "splits"} & set(raw):
         spec = load_data_spec(path, data_root=args.data_root)
         check_data(spec)
         print("\n".join(describe_spec(spec, counts=not args.no_counts)))

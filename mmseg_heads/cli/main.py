@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug works anywhere on the line, not only before the command.
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args, unknown = parser.parse_known_args(argv)
+    args.debug = debug
     # Overrides (key=value) may follow options: argparse leaves those after an option unparsed.
     # Likewise inputs of `predict` written after its options.
     for name, wanted in (("overrides", lambda a: "=" in a), ("inputs", lambda a: True)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.predict import predict
 from mmseg_heads.errors import UserError
 
@@ -67,6 +68,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"must be at least 1, got {args.batch_size}", field="--batch-size")
+    check_output_path(args.out, field="--out")
     written = predict(
         args.checkpoint,
         args.inputs,

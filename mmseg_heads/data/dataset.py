@@ -8,7 +8,7 @@ files once.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -257,10 +257,16 @@ class MultiModalDataset(Dataset):
     def _check_sizes(self, sample_id: str, images: dict, labels: dict) -> tuple[int, int]:
         sizes = {f"modality {k}": v.shape[-2:] for k, v in images.items()}
         sizes |= {f"task {k}": v.shape for k, v in labels.items()}
+        fields = [f"modalities.{k}.files" for k in images] + [f"tasks.{k}.labels" for k in labels]
         if len(set(sizes.values())) > 1:
-            listing = ", ".join(f"{k} {h}×{w}" for k, (h, w) in sizes.items())
+            listing = ", ".join(f"{k} {'×'.join(map(str, s))}" for k, s in sizes.items())
+            # The field of the first file whose size differs from the most common one.
+            common = Counter(sizes.values()).most_common(1)[0][0]
+            odd = next(f for f, s in zip(fields, sizes.values(), strict=True) if s != common)
             raise UserError(
-                f"id {sample_id!r}: files differ in size: {listing}", file=self.spec.path
+                f"id {sample_id!r}: files differ in size: {listing}",
+                file=self.spec.path,
+                field=odd,
             )
         return tuple(next(iter(sizes.values())))
 

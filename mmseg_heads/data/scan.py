@@ -64,7 +64,9 @@ def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
         try:
             ids[split] = spec.split_ids(split)
         except UserError as exc:
-            problems.append(Problem(exc.message, exc.field))
+            problem = Problem(exc.message, exc.field)
+            if problem not in problems:  # e.g. "no files match", the same for every split
+                problems.append(problem)
             continue
         duplicated = sorted(i for i, n in Counter(ids[split]).items() if n > 1)
         if duplicated:
@@ -98,6 +100,7 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
     """Every check of one file id; collects problems instead of stopping at the first."""
     report = _IdReport()
     sizes: dict[str, tuple] = {}
+    fields: dict[str, str] = {}  # sizes' key -> the spec field of that file
     for name, modality in spec.modalities.items():
         path, where = spec.modality_file(name, sample_id), f"modalities.{name}.files"
         if not path.is_file():
@@ -105,6 +108,9 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
             continue
         array = _read(path, where, report)
         if array is None:
+            continue
+        if spec.volume is not None and array.ndim < 3:
+            report.problems.append(_flat_in_volume(path, array, where))
             continue
         image_shape = array.shape if spec.volume is not None else array.shape[:2]
         channels = 1 if array.ndim == (3 if spec.volume is not None else 2) else array.shape[-1]
@@ -120,6 +126,7 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
         sizes[f"{name} ({path.name})"] = tuple(
             image_shape[:3] if spec.volume is not None else image_shape
         )
+        fields[f"{name} ({path.name})"] = where
     for name, task in spec.tasks.items():
         path, where = spec.label_file(name, sample_id), f"tasks.{name}.labels"
         if not path.is_file():
@@ -131,14 +138,22 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
         raw = _read(path, where, report)
         if raw is None:
             continue
+        if spec.volume is not None and raw.ndim < 3:
+            report.problems.append(_flat_in_volume(path, raw, where))
+            continue
         report.labelled.add(name)
         sizes[f"{name} labels ({path.name})"] = tuple(
             raw.shape[:3] if spec.volume is not None else raw.shape[:2]
         )
-        if spec.volume is None and raw.ndim == 3 and raw.shape[2] in (3, 4):
+        fields[f"{name} labels ({path.name})"] = where
+        if spec.volume is None and raw.ndim > 2 and np.squeeze(raw).ndim != 2:
+            colour = raw.ndim == 3 and raw.shape[2] in (3, 4)
+            what = "a colour image" if colour else f"an array of shape {raw.shape}"
             report.problems.append(
                 Problem(
-                    f"{path} is a colour image; labels must be single-channel index maps", where
+                    f"{path} is {what}; labels must be single-channel index maps (save a palette "
+                    "or grayscale PNG)",
+                    where,
                 )
             )
             continue
@@ -150,8 +165,19 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
                     report.unmapped_files.setdefault(name, set()).add(str(path))
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in sizes.items())
-        report.problems.append(Problem(f"id {sample_id!r}: files differ in size: {listing}"))
+        # Name the field of the first file whose size differs from the most common one.
+        common = Counter(sizes.values()).most_common(1)[0][0]
+        odd = next(fields[k] for k, v in sizes.items() if v != common)
+        report.problems.append(Problem(f"id {sample_id!r}: files differ in size: {listing}", odd))
     return report
+
+
+def _flat_in_volume(path: Path, array: np.ndarray, where: str) -> Problem:
+    return Problem(
+        f"{path} is 2-D (shape {array.shape}) but the `volume` section slices 3-D files "
+        "(remove `volume` for 2-D images)",
+        where,
+    )
 
 
 def scan(spec: DataSpec, *, threads: int | None = None) -> ScanResult:

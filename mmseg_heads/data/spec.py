@@ -221,9 +221,17 @@ class TaskSpec:
                 f"task {self.name!r}: label image has {raw.shape[2]} colour channels; labels must be "
                 "single-channel index maps (save a palette or grayscale PNG)",
                 file=file,
+                field=f"tasks.{self.name}.labels",
             )
         if raw.ndim != 2:
             raw = np.squeeze(raw)
+        if raw.ndim > 2:  # e.g. an H×W×2 array: extra channels, not an index map
+            raise UserError(
+                f"task {self.name!r}: label array has shape {raw.shape}; labels must be "
+                "single-channel H×W index maps",
+                file=file,
+                field=f"tasks.{self.name}.labels",
+            )
         return self.map_values(raw, file)
 
     def map_values(self, raw: np.ndarray, file: str | Path) -> np.ndarray:
@@ -261,14 +269,17 @@ class TaskSpec:
                 f"task {self.name!r}: raw label values {unmapped} have no class "
                 f"(classes 0..{self.num_classes - 1}); {hint}",
                 file=file,
+                field=f"tasks.{self.name}.values",
             )
         return table
 
     def _lookup(self, value) -> int | None:
+        # NaN, infinities and fractions (float label files) are never a class index; int() would
+        # fail on the first two and round the last.
+        whole = int(value) if float(value).is_integer() else None
         if self.values is None:
-            index = int(value) if float(value).is_integer() else None
-            return index if index is not None and 0 <= index < self.num_classes else None
-        target = self.values.get(value, self.values.get(int(value), self.values.get("other")))
+            return whole if whole is not None and 0 <= whole < self.num_classes else None
+        target = self.values.get(value, self.values.get(whole, self.values.get("other")))
         if target is None:
             return None
         return IGNORE_INDEX if target == "ignore" else int(target)
@@ -317,7 +328,8 @@ class DataSpec:
         case always fall in the same split (the dataset expands them to slice ids)."""
         if split not in self.splits:
             raise UserError(
-                f"no split {split!r}; the spec has: {', '.join(self.splits)}",
+                f"no split {split!r}; the spec has: {', '.join(self.splits)} (name one in the "
+                "config's `eval.split` or with --split, or add the split here)",
                 file=self.path,
                 field="splits",
             )
@@ -564,15 +576,37 @@ def _check_value_map(values, num_classes: int, where: str) -> list[UserError]:
     return problems
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str | None, str]:
+    """``("line L, column C", one-line reason)`` of a YAML syntax error (1-based, as editors)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if mark is None or problem is None:
+        return None, " ".join(str(exc).split())
+    reason = f"{problem} ({context})" if context else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}", reason
+
+
 def load_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise UserError("is a folder; give a YAML file (a config or a data spec)", file=path)
     if not path.is_file():
         raise UserError("file not found", file=path)
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"not a text file ({exc.reason} at byte {exc.start}); give a YAML config or data spec",
+            file=path,
+        ) from exc
     except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML: {exc}", file=path) from exc
+        where, message = yaml_problem(exc)
+        raise UserError(f"not valid YAML: {message}", file=path, field=where) from exc
     if not isinstance(data, dict):
-        raise UserError("expected a YAML mapping at the top level", file=path)
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise UserError(
+            f"expected a YAML mapping at the top level (`key: value` lines), got {got}", file=path
+        )
     return data
 
 

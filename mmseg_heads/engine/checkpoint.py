@@ -7,9 +7,13 @@ from pathlib import Path
 import torch
 
 from mmseg_heads.atomic import atomic_open
-from mmseg_heads.errors import UserError
+from mmseg_heads.errors import UserError, load_failure
 
 FORMAT = "mmseg_heads.checkpoint/1"
+#: How to fix a wrong checkpoint argument, appended to every checkpoint error.
+GIVE_A_RUN = (
+    "give a run directory or its checkpoints/best.pt or last.pt, as `mmseg-heads train` writes them"
+)
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -22,15 +26,18 @@ def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint of ours; anything else is a user error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError("checkpoint not found", file=path)
+        raise UserError(f"checkpoint not found; {GIVE_A_RUN}", file=path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(
-            f"not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})", file=path
+            f"not a readable checkpoint ({load_failure(exc)}); {GIVE_A_RUN}", file=path
         ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError("not an mmseg_heads checkpoint (no format marker)", file=path)
+        raise UserError(
+            f"a PyTorch file but not an mmseg_heads checkpoint (no format marker); {GIVE_A_RUN}",
+            file=path,
+        )
     return state
 
 
@@ -42,6 +49,8 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
         raise UserError(
-            "no checkpoints/best.pt or checkpoints/last.pt in this run directory", file=path
+            "no checkpoints/best.pt or checkpoints/last.pt in this run directory (has its training "
+            "finished an epoch?); give another run directory or a checkpoint file",
+            file=path,
         )
     return path

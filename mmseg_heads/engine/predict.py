@@ -35,10 +35,15 @@ from mmseg_heads.data.readers import (
     read_array,
     read_nifti_geometry,
 )
-from mmseg_heads.data.spec import DataSpec, ModalitySpec, load_data_spec
+from mmseg_heads.data.spec import DataSpec, ModalitySpec
 from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from mmseg_heads.engine.evaluate import check_same_tasks, load_run, spec_from_checkpoint
+from mmseg_heads.engine.evaluate import (
+    check_same_tasks,
+    load_external_spec,
+    load_run,
+    spec_from_checkpoint,
+)
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
 
@@ -340,6 +345,7 @@ def read_sample(item: PredictInput, spec: DataSpec) -> Sample:
         raise UserError(
             f"id {item.id!r}: modalities differ in size (planes×H×W): {listing}",
             file=next(iter(item.files.values())),
+            field=INPUT_FIELD,
         )
     first = next(iter(item.files.values()))
     geometry = read_nifti_geometry(first) if is_nifti(first) else None
@@ -523,7 +529,7 @@ def run_spec(checkpoint: str | Path, data: str | Path | None = None) -> DataSpec
     spec = spec_from_checkpoint(load_checkpoint(path))
     if data is None:
         return spec
-    external = load_data_spec(data)
+    external = load_external_spec(data)
     check_same_tasks(external, spec, path)
     return external
 

@@ -348,9 +348,12 @@ class Trainer:
             self.criterion.load_state_dict(state["loss"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
+            first_line = (
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            )
             raise UserError(
                 "the run's checkpoint does not fit the model this config describes (was `model` or "
-                f"`loss` changed since the run started?): {str(exc)[:200]}",
+                f"`loss` changed since the run started?): {first_line}",
                 file=self.config.path,
                 field="--resume",
             ) from exc
@@ -455,6 +458,7 @@ def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(
             f"nothing to resume in {run_dir} (no checkpoints/last.pt); start it without --resume",
+            file=config.path,
             field="--resume",
         )
     return run_dir

@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from mmseg_heads.errors import UserError
+from mmseg_heads.errors import UserError, load_failure
 from mmseg_heads.models.levels import LevelSpec
 
 #: Size of the probe image used to read the strides of an encoder's levels.
@@ -169,7 +169,10 @@ def _load_local_weights(backbone: nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(
-            f"not a PyTorch weights file ({exc})", file=path, field="pretrained"
+            f"not a PyTorch weights file ({load_failure(exc)}); give a state dict saved with "
+            "torch.save(model.state_dict(), path)",
+            file=path,
+            field="pretrained",
         ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
