@@ -57,7 +57,7 @@ def class_scores(task: str, summary: dict) -> bytes:
     ax.set_xticks(x, classes, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{task}: per-class scores (F-beta, beta={summary['beta']:g})")
-    ax.legend(fontsize=8, ncol=3, loc="lower right")
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     return _png(fig)
 
 
