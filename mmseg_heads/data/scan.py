@@ -96,6 +96,11 @@ def _read(path: Path, where: str, report: _IdReport) -> np.ndarray | None:
         return None
 
 
+def _grid(shape: tuple, spec: DataSpec) -> tuple:
+    """The size files of one id must share: H×W of an image, or the volume's 3-D grid."""
+    return tuple(shape[:3] if spec.volume is not None else shape[:2])
+
+
 def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
     """Every check of one file id; collects problems instead of stopping at the first."""
     report = _IdReport()
@@ -112,7 +117,6 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
         if spec.volume is not None and array.ndim < 3:
             report.problems.append(_flat_in_volume(path, array, where))
             continue
-        image_shape = array.shape if spec.volume is not None else array.shape[:2]
         channels = 1 if array.ndim == (3 if spec.volume is not None else 2) else array.shape[-1]
         if channels != modality.channels:
             report.problems.append(
@@ -123,9 +127,7 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
             )
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             report.problems.append(Problem(f"{path} holds NaN or infinite values", where))
-        sizes[f"{name} ({path.name})"] = tuple(
-            image_shape[:3] if spec.volume is not None else image_shape
-        )
+        sizes[f"{name} ({path.name})"] = _grid(array.shape, spec)
         fields[f"{name} ({path.name})"] = where
     for name, task in spec.tasks.items():
         path, where = spec.label_file(name, sample_id), f"tasks.{name}.labels"
@@ -142,9 +144,7 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
             report.problems.append(_flat_in_volume(path, raw, where))
             continue
         report.labelled.add(name)
-        sizes[f"{name} labels ({path.name})"] = tuple(
-            raw.shape[:3] if spec.volume is not None else raw.shape[:2]
-        )
+        sizes[f"{name} labels ({path.name})"] = _grid(raw.shape, spec)
         fields[f"{name} labels ({path.name})"] = where
         if spec.volume is None and raw.ndim > 2 and np.squeeze(raw).ndim != 2:
             colour = raw.ndim == 3 and raw.shape[2] in (3, 4)
