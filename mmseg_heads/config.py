@@ -24,7 +24,7 @@ from mmseg_heads.models.fusion import FUSIONS
 from mmseg_heads.models.heads import GATES, HEADS
 from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "poly", "step", "constant")
 
 ENCODER_SCHEMA = OneOf(
@@ -174,7 +174,12 @@ CONFIG_SCHEMA = Struct(
         "train": Struct(
             {
                 "epochs": Field(int, default=40, minimum=1, doc="passes over the training split"),
-                "batch_size": Field(int, default=8, minimum=1),
+                "batch_size": OneOf(
+                    [Field(int, minimum=1), Field(str, choices=("auto",))],
+                    default=8,
+                    doc="samples per step and process; `auto`: the largest that fits the GPU's "
+                    "memory budget, or the fastest per sample on the CPU (printed)",
+                ),
                 "crop": Field(
                     int, default=256, minimum=32, doc="side of the random square training crop"
                 ),
@@ -238,9 +243,20 @@ CONFIG_SCHEMA = Struct(
                     str,
                     default="auto",
                     choices=PRECISIONS,
-                    doc="auto: bf16 autocast where the CPU/GPU supports it",
+                    doc="auto: bf16 autocast where the CPU/GPU supports it, else fp16 + loss "
+                    "scaling on CUDA, else fp32",
                 ),
                 "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
+                "sync_batchnorm": Field(
+                    bool,
+                    default=False,
+                    doc="under torchrun: BatchNorm statistics over all processes (CUDA only)",
+                ),
+                "tensorboard": Field(
+                    bool,
+                    default=False,
+                    doc="also log to RUN_DIR/tensorboard (needs the `tensorboard` extra)",
+                ),
                 "seed": Field(int, default=0),
                 "out": Field(str, default=None, doc="run directory (default `runs/<config name>`)"),
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mmseg_heads.cli.inspect import check_data
 from mmseg_heads.config import load_config
+from mmseg_heads.engine.distributed import rank_from_env
 from mmseg_heads.engine.trainer import train
 
 
@@ -13,7 +14,8 @@ def add_parser(sub) -> None:
         help="train the model a config describes",
         description="Train; writes RUN_DIR/{config.yaml, data_spec.yaml, checkpoints/, metrics.jsonl}.",
         epilog="examples:\n  mmseg-heads train configs/demo.yaml train.epochs=5 train.out=runs/try1\n"
-        "  mmseg-heads train configs/demo.yaml --resume auto",
+        "  mmseg-heads train configs/demo.yaml --resume auto\n"
+        "  torchrun --nproc_per_node 2 -m mmseg_heads train configs/demo.yaml   # one process per GPU",
     )
     p.add_argument("config", help="experiment config (YAML)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
@@ -30,8 +32,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     config = load_config(args.config, args.overrides, data_root=args.data_root)
-    if not args.skip_scan:
+    main_process = rank_from_env() == 0  # under torchrun, rank 0 scans and speaks for all
+    if main_process and not args.skip_scan:
         check_data(config.spec)
     run_dir = train(config, resume=args.resume)
-    print(f"run directory: {run_dir}")
+    if main_process:
+        print(f"run directory: {run_dir}")
     return 0

@@ -168,7 +168,7 @@ def evaluate(
     split = split or config.eval["split"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.train["precision"], device)
-    loader = eval_loader(config.spec, split, config.train["batch_size"], config.train["workers"])
+    loader = eval_loader(config.spec, split, run_batch_size(config, state), config.train["workers"])
     model = model.to(device, memory_format=torch.channels_last)
     beta = config.eval["beta"]
     common = {"device": device, "precision": precision, "progress": progress}
@@ -207,6 +207,13 @@ def evaluate(
         )
         report["_examples"] = predict_samples(model, loader.dataset, ids, device, precision)
     return report
+
+
+def run_batch_size(config: Config, state: dict) -> int:
+    """The run's batch size; ``auto`` means the one measured when it started (kept in each
+    checkpoint), or 8 for checkpoints from before ``auto`` existed."""
+    size = config.train["batch_size"]
+    return state.get("batch_size", 8) if size == "auto" else size
 
 
 def model_head_config(config: Config, task: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,14 +20,27 @@ from tqdm.auto import tqdm
 from mmseg_heads.atomic import write_atomic
 from mmseg_heads.config import Config, task_loss_terms
 from mmseg_heads.data.spec import IGNORE_INDEX
+from mmseg_heads.engine.batch_size import Shapes, choose_batch_size
 from mmseg_heads.engine.checkpoint import load_checkpoint, save_checkpoint
+from mmseg_heads.engine.distributed import (
+    SINGLE_PROCESS,
+    World,
+    all_reduce_min,
+    barrier,
+    broadcast_buffers,
+    close_world,
+    gather_objects,
+    init_world,
+)
 from mmseg_heads.engine.evaluator import evaluate_model, to_device
 from mmseg_heads.engine.loaders import eval_loader, train_dataset, train_loader
-from mmseg_heads.engine.precision import autocast, resolve_precision
+from mmseg_heads.engine.precision import autocast, check_precision, grad_scaler, resolve_precision
 from mmseg_heads.engine.schedule import lr_factor
+from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
 from mmseg_heads.errors import UserError
 from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
+from mmseg_heads.metrics.confusion import ConfusionMatrix
 from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
 from mmseg_heads.metrics.functional import confusion_matrix
 from mmseg_heads.models.build import build_model
@@ -83,8 +97,11 @@ def holds_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*.pt"))
 
 
-def prepare_run_dir(config: Config) -> Path:
-    """Create the run directory; one that already holds a run is never overwritten."""
+def prepare_run_dir(config: Config, world: World = SINGLE_PROCESS) -> Path:
+    """Create the run directory; one that already holds a run is never overwritten.
+
+    Every process checks (so all stop with the same message); rank 0 alone writes.
+    """
     run_dir = config.run_dir()
     if holds_run(run_dir):
         raise UserError(
@@ -99,10 +116,12 @@ def prepare_run_dir(config: Config) -> Path:
         raise UserError(
             f"cannot create run directory {run_dir}: {exc}", file=config.path, field="train.out"
         ) from exc
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False)
-    )
-    shutil.copyfile(config.spec.path, run_dir / "data_spec.yaml")
+    if world.is_main:
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False)
+        )
+        shutil.copyfile(config.spec.path, run_dir / "data_spec.yaml")
+    barrier(world)
     return run_dir
 
 
@@ -171,23 +190,38 @@ class Trainer:
     (``last.pt`` every epoch, ``best.pt`` when ``eval.select_by`` improves, ``epoch_<N>.pt``
     every ``train.checkpoint_every`` epochs). ``resume`` continues a run from its ``last.pt``
     and reproduces the uninterrupted run exactly on the CPU.
+
+    Under ``torchrun`` every process runs this same code on its shard of each epoch; the model is
+    wrapped in DistributedDataParallel, validation confusion matrices are summed over processes,
+    and rank 0 alone writes the run directory.
     """
 
     def __init__(self, config: Config, *, progress: bool = True, resume: Path | None = None):
         self.config = config
-        self.progress = progress
         train_cfg = config.train
-        seed_everything(train_cfg["seed"])
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.world = init_world()
+        if not self.world.is_main:
+            logging.getLogger("mmseg_heads").setLevel(logging.WARNING)  # one log, rank 0's
+        self.progress = progress and self.world.is_main
+        self.device = self.world.device
+        state = load_checkpoint(resume / "checkpoints" / "last.pt") if resume else None
         self.precision = resolve_precision(train_cfg["precision"], self.device)
+        check_precision(self.precision, self.device, file=str(config.path), field="train.precision")
+        # Processes differ in augmentation and dropout draws; DDP gives all rank 0's weights.
+        seed_everything(train_cfg["seed"] + self.world.rank)
         self.dataset = train_dataset(config.spec, train_cfg)
-        self.val_loader = eval_loader(
-            config.spec, config.eval["split"], train_cfg["batch_size"], train_cfg["workers"]
-        )
+        self._check_world_fits_data()
         # Weight-file problems surface here, before any file of the run is written.
         self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
+        self.model = self._maybe_sync_batchnorm(self.model)
         self.criterion = loss_from_config(config).to(self.device)
+        self.batch = self._resolve_batch_size(state)
+        self.val_loader = eval_loader(
+            config.spec, config.eval["split"], self.batch, train_cfg["workers"], self.world
+        )
+        self.trained = self._wrap(self.model)
         self.optimizer = _optimizer(self.model, self.criterion, train_cfg)
+        self.scaler = grad_scaler(self.precision, self.device)
         steps_per_epoch = [self._steps_in(epoch) for epoch in range(1, train_cfg["epochs"] + 1)]
         warmup = round(train_cfg["warmup_epochs"] * steps_per_epoch[0])
         schedule = partial(
@@ -202,26 +236,94 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.best = -1.0
+        # A missing TensorBoard stops the run before any file of it is written.
+        tensorboard = writer_class(
+            train_cfg["tensorboard"] and self.world.is_main, file=str(config.path)
+        )
         if resume is None:
-            self.run_dir = prepare_run_dir(config)
+            self.run_dir = prepare_run_dir(config, self.world)
         else:
             self.run_dir = resume
-            self._resume(load_checkpoint(resume / "checkpoints" / "last.pt"))
-        log.info("run directory %s; precision %s on %s", self.run_dir, self.precision, self.device)
+            self._resume(state)
+        self.writer = open_writer(tensorboard, self.run_dir, self.epoch)
+        log.info(
+            "run directory %s; precision %s on %s; batch size %d%s",
+            self.run_dir, self.precision, self.device, self.batch,
+            f" per process × {self.world.size} processes" if self.world.distributed else "",
+        )  # fmt: skip
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _check_world_fits_data(self) -> None:
+        if len(self.dataset) < self.world.size:
+            raise UserError(
+                f"the training split has {len(self.dataset)} samples, fewer than the "
+                f"{self.world.size} processes torchrun started",
+                file=self.config.path,
+                field="train",
+            )
+
+    def _maybe_sync_batchnorm(self, model: MultiTaskSegmenter) -> MultiTaskSegmenter:
+        if not self.config.train["sync_batchnorm"]:
+            return model
+        if not self.world.distributed:
+            log.info("train.sync_batchnorm has no effect in a single process")
+            return model
+        if self.device.type != "cuda":
+            raise UserError(
+                "SyncBatchNorm runs only on CUDA devices (torch has no CPU version); set it false "
+                "for CPU training (each process then normalises over its own batch)",
+                file=self.config.path,
+                field="train.sync_batchnorm",
+            )
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP under torchrun, the model itself otherwise.
+
+        ``find_unused_parameters``: heads of tasks without a label in a batch, encoders of
+        modalities dropped by ``modality_dropout`` and frozen encoders take no part in some steps.
+        """
+        if not self.world.distributed:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=True
+        )
+
+    def _resolve_batch_size(self, state: dict | None) -> int:
+        """``train.batch_size``, measured on this machine when it is ``auto`` (and printed)."""
+        requested = self.config.train["batch_size"]
+        if requested != "auto":
+            return requested
+        if state is not None and "batch_size" in state:
+            log.info("batch_size auto: %d, as chosen when this run started", state["batch_size"])
+            return state["batch_size"]
+        spec = self.config.spec
+        shapes = Shapes(
+            {m.name: m.channels for m in spec.modalities.values()},
+            {t.name: t.num_classes for t in spec.tasks.values()},
+            self.config.train["crop"],
+        )
+        limit = len(self.dataset) // self.world.size
+        size, reason = choose_batch_size(
+            self.model, shapes, self.device, self.precision, limit=limit
+        )
+        size = all_reduce_min(size, self.world)  # every process steps with the same batch size
+        log.info("batch_size auto: %d per process; %s", size, reason)
+        return size
 
     # --- epochs, phases and batches ------------------------------------------------------------
     def frozen(self, epoch: int) -> bool:
         return epoch <= self.config.train["freeze_encoders_epochs"]
 
     def batch_size(self, epoch: int) -> int:
-        train_cfg = self.config.train
-        if self.frozen(epoch) or train_cfg["unfreeze_batch_size"] is None:
-            return train_cfg["batch_size"]
-        return train_cfg["unfreeze_batch_size"]
+        unfreeze = self.config.train["unfreeze_batch_size"]
+        return self.batch if self.frozen(epoch) or unfreeze is None else unfreeze
 
     def _steps_in(self, epoch: int) -> int:
         size = self.batch_size(epoch)
-        batches = len(self.dataset) // size if len(self.dataset) > size else 1
+        samples = len(self.dataset) // self.world.size  # this process's shard of the epoch
+        batches = samples // size if samples > size else 1
         return max(1, -(-batches // self.config.train["accumulate"]))
 
     def _set_encoders_frozen(self, frozen: bool) -> None:
@@ -233,10 +335,10 @@ class Trainer:
     # --- one epoch ---------------------------------------------------------------------------
     def train_epoch(self) -> tuple[dict, list[dict]]:
         """Returns the epoch's mean losses and one diagnostics record per batch."""
-        self.model.train()
+        self.trained.train()
         self._set_encoders_frozen(self.frozen(self.epoch))
         loader = train_loader(
-            self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch
+            self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch, self.world
         )
         accumulate = self.config.train["accumulate"]
         sums: dict[str, float] = {}
@@ -249,20 +351,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(bar):
             batch = to_device(batch, self.device)
-            with autocast(self.precision, self.device):
-                logits = self.model(batch["images"])
-            logits = {k: v.float() for k, v in logits.items()}
-            loss, parts = self.criterion(logits, batch["labels"], batch["has_label"])
-            for task in parts["nonfinite"]:
-                log.warning(
-                    "step %d: task %r has a non-finite loss; left out of this step", self.step, task
-                )
+            boundary = (index + 1) % accumulate == 0 or index + 1 == len(loader)
+            with self._gradient_sync(boundary):
+                logits, loss, parts = self._forward_backward(batch, accumulate)
+            if boundary:
+                self._optimizer_step()
             for task in parts["skipped"]:
                 skipped[task] = skipped.get(task, 0) + 1
-            if len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits):
-                (loss / accumulate).backward()  # else no labelled, finite task: nothing to learn
-            if (index + 1) % accumulate == 0 or index + 1 == len(loader):
-                self._optimizer_step()
             batches.append(self._diagnose(logits, batch))
             values = {
                 "loss": loss.detach(),
@@ -272,6 +367,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + float(value)
                 counts[name] = counts.get(name, 0) + 1
             bar.set_postfix({k: f"{sums[k] / counts[k]:.3f}" for k in sums if "/" not in k})
+        sums, counts, skipped = self._summed_over_processes(sums, counts, skipped)
         record = {k: sums[k] / counts[k] for k in sums}
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["frozen_encoders"] = self.frozen(self.epoch)
@@ -279,22 +375,60 @@ class Trainer:
             record["skipped_batches"] = skipped
         return record, batches
 
+    def _forward_backward(self, batch: dict, accumulate: int) -> tuple[dict, torch.Tensor, dict]:
+        with autocast(self.precision, self.device):
+            logits = self.trained(batch["images"])
+        logits = {k: v.float() for k, v in logits.items()}
+        loss, parts = self.criterion(logits, batch["labels"], batch["has_label"])
+        for task in parts["nonfinite"]:
+            log.warning(
+                "step %d: task %r has a non-finite loss; left out of this step", self.step, task
+            )
+        if len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits):
+            self.scaler.scale(loss / accumulate).backward()
+        elif self.world.distributed:
+            # Nothing to learn here, but every process must join each step's gradient all-reduce.
+            sum(v.sum() for v in logits.values()).mul(0.0).backward()
+        return logits, loss, parts
+
+    def _gradient_sync(self, boundary: bool):
+        """DDP all-reduces gradients only on the micro-batch that ends an accumulation."""
+        if self.world.distributed and not boundary:
+            return self.trained.no_sync()
+        return contextlib.nullcontext()
+
+    def _summed_over_processes(self, sums: dict, counts: dict, skipped: dict) -> tuple:
+        """The epoch's loss sums, counts and skipped batches of every process, merged."""
+        if not self.world.distributed:
+            return sums, counts, skipped
+        merged: tuple[dict, dict, dict] = ({}, {}, {})
+        for parts in gather_objects((sums, counts, skipped), self.world):
+            for into, part in zip(merged, parts, strict=True):
+                for key, value in part.items():
+                    into[key] = into.get(key, 0) + value
+        return merged
+
     def _optimizer_step(self) -> None:
         if any(
             p.grad is not None for group in self.optimizer.param_groups for p in group["params"]
         ):
             if self.config.train["grad_clip"]:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
                 torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), self.config.train["grad_clip"]
                 )
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: skipped when a gradient overflowed
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
 
     @torch.no_grad()
     def _diagnose(self, logits: dict[str, torch.Tensor], batch: dict) -> dict:
-        """Per-task foreground TP/FP/FN of this training batch; warns on collapse."""
+        """Per-task foreground TP/FP/FN of this training batch; warns on collapse.
+
+        Under torchrun these are rank 0's batches (gathering them would sync every step).
+        """
         tasks = {}
         for task, value in logits.items():
             labelled = batch["has_label"][task]
@@ -310,7 +444,9 @@ class Trainer:
                 log.warning("step %d: %s", self.step, warning)
         return {"epoch": self.epoch, "split": "train_batch", "step": self.step, "tasks": tasks}
 
-    def validate(self) -> dict[str, dict]:
+    def validate(self) -> dict[str, ConfusionMatrix]:
+        """Confusion matrices of the validation split, summed over every process's shard."""
+        broadcast_buffers(self.model, self.world)  # evaluate rank 0's BatchNorm statistics
         matrices = evaluate_model(
             self.model,
             self.val_loader,
@@ -318,20 +454,24 @@ class Trainer:
             device=self.device,
             precision=self.precision,
         )
-        return {task: matrix.summary(self.config.eval["beta"]) for task, matrix in matrices.items()}
+        return {task: matrix.all_reduce() for task, matrix in matrices.items()}
 
     # --- checkpoints -------------------------------------------------------------------------
-    def checkpoint(self, summaries: dict) -> dict:
+    def checkpoint(self, summaries: dict, rng_per_rank: list[dict]) -> dict:
         config, spec = self.config, self.config.spec
         return {
             "model": self.model.state_dict(),
             "loss": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
-            "rng": rng_states(),
+            "batch_size": self.batch,
+            "world_size": self.world.size,
+            "rng": rng_per_rank[0],
+            "rng_per_rank": rng_per_rank,
             "config": config.raw,
             "config_path": str(config.path.resolve()),
             "data_spec": spec.raw,
@@ -358,15 +498,33 @@ class Trainer:
                 field="--resume",
             ) from exc
         self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
-        set_rng_states(state["rng"])
+        set_rng_states(self._own_rng_state(state))
         if state["data_spec_sha256"] != spec_hash(self.config.spec.path):
             log.warning("the data spec changed since this run started (%s)", self.config.spec.path)
-        _truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
+        if self.world.is_main:
+            _truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
+        barrier(self.world)
         log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
+    def _own_rng_state(self, state: dict) -> dict:
+        """This process's RNG state; with another number of processes, the run goes on inexactly."""
+        per_rank = state.get("rng_per_rank", [state["rng"]])
+        if len(per_rank) != self.world.size:
+            log.warning(
+                "this run was trained by %d process(es) and resumes with %d: it continues, but "
+                "its random draws differ from an uninterrupted run",
+                len(per_rank), self.world.size,
+            )  # fmt: skip
+        return per_rank[min(self.world.rank, len(per_rank) - 1)]
+
     def _save(self, summaries: dict, improved: bool) -> None:
-        state = self.checkpoint(summaries)
+        rng_per_rank = gather_objects(rng_states(), self.world)  # a collective: every process
+        if not self.world.is_main:
+            return
+        state = self.checkpoint(summaries, rng_per_rank)
         folder = self.run_dir / "checkpoints"
         every = self.config.train["checkpoint_every"]
         if every and self.epoch % every == 0:
@@ -391,6 +549,12 @@ class Trainer:
                 log.warning("interrupted in epoch 1, before any checkpoint: start again to train")
             raise
 
+    def close(self) -> None:
+        """Flush TensorBoard and leave the process group (torchrun waits for every process)."""
+        if self.writer is not None:
+            self.writer.close()
+        close_world(self.world)
+
     def _fit(self) -> Path:
         eval_cfg = self.config.eval
         epochs = self.config.train["epochs"]
@@ -398,19 +562,23 @@ class Trainer:
             self.epoch += 1
             started = time.perf_counter()
             train_record, batch_records = self.train_epoch()
-            summaries = self.validate()
+            matrices = self.validate()
+            summaries = {t: m.summary(eval_cfg["beta"]) for t, m in matrices.items()}
             score = selection_score(summaries, eval_cfg["select_by"])
             improved = score > self.best
             self.best = max(self.best, score)
             seconds = time.perf_counter() - started
-            _append_jsonl(
-                self.run_dir / "metrics.jsonl",
-                [
-                    *batch_records,
-                    {"epoch": self.epoch, "split": "train", **train_record, "seconds": seconds},
-                    _val_record(self.epoch, eval_cfg, score, summaries),
-                ],
-            )
+            val_record = _val_record(self.epoch, eval_cfg, score, summaries, matrices)
+            if self.world.is_main:
+                _append_jsonl(
+                    self.run_dir / "metrics.jsonl",
+                    [
+                        *batch_records,
+                        {"epoch": self.epoch, "split": "train", **train_record, "seconds": seconds},
+                        val_record,
+                    ],
+                )
+                log_epoch(self.writer, self.epoch, train_record, val_record)
             self._save(summaries, improved)
             f_text = ", ".join(
                 f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
@@ -429,7 +597,10 @@ def _truncate_log(path: Path, epoch: int) -> None:
         write_atomic(path, "".join(line + "\n" for line in kept))
 
 
-def _val_record(epoch: int, eval_cfg: dict, score: float, summaries: dict) -> dict:
+def _val_record(
+    epoch: int, eval_cfg: dict, score: float, summaries: dict, matrices: dict[str, ConfusionMatrix]
+) -> dict:
+    """The epoch's validation line: headline scores, F per class and the confusion matrices."""
     headline = ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
     return {
         "epoch": epoch,
@@ -437,7 +608,9 @@ def _val_record(epoch: int, eval_cfg: dict, score: float, summaries: dict) -> di
         "select_by": eval_cfg["select_by"],
         "score": score,
         "tasks": {
-            t: {k: s[k] for k in headline} | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
+            t: {k: s[k] for k in headline}
+            | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
+            | {"confusion": matrices[t].matrix.cpu().tolist()}
             for t, s in summaries.items()
         },
     }
@@ -448,7 +621,11 @@ def train(config: Config, *, progress: bool = True, resume: str | Path | None = 
 
     ``resume``: ``"auto"`` (the config's run directory) or a run directory to continue.
     """
-    return Trainer(config, progress=progress, resume=resolve_resume(config, resume)).fit()
+    trainer = Trainer(config, progress=progress, resume=resolve_resume(config, resume))
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
 
 
 def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:

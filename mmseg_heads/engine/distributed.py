@@ -1,0 +1,151 @@
+"""Data-parallel training under ``torchrun``: who this process is, and the few collectives we need.
+
+One process per device; ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. Without
+them (a plain ``mmseg-heads train``) everything here is a no-op on a world of one, so the trainer
+has a single code path::
+
+    torchrun --nproc_per_node 2 -m mmseg_heads train configs/demo.yaml
+
+Backends: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (``rank`` 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes the run directory, checkpoints, logs and progress bars."""
+        return self.rank == 0
+
+
+#: A plain ``mmseg-heads train``: rank 0 of 1.
+SINGLE_PROCESS = World()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_from_env() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def init_world() -> World:
+    """Join the process group torchrun set up (once), or describe a single process."""
+    cuda = torch.cuda.is_available()
+    if not launched_by_torchrun():
+        return World(device=torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return World(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+def close_world(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(values: dict[str, float], world: World) -> dict[str, float]:
+    """Sum scalars over processes in one collective (the epoch's loss sums and counts)."""
+    if not world.distributed or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor(
+        [float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device(world)
+    )
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, tensor.cpu().tolist(), strict=True))
+
+
+def all_reduce_min(value: int, world: World) -> int:
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device(world))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def gather_objects(value, world: World) -> list:
+    """Every process's ``value`` in rank order (e.g. the RNG states a checkpoint must hold).
+
+    ``value`` may hold tensors: it travels as ``torch.save`` bytes (all_gather_object's own
+    unpickler fails on tensors in torch 2.14) and is read back with ``weights_only=True``.
+    """
+    if not world.distributed:
+        return [value]
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    out: list = [None] * world.size
+    dist.all_gather_object(out, buffer.getvalue())
+    return [torch.load(io.BytesIO(data), weights_only=True) for data in out]
+
+
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every
+    process holds its own last update; evaluation and checkpoints must agree on rank 0's.
+    """
+    if world.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def _collective_device(world: World) -> torch.device:
+    # NCCL reduces only CUDA tensors; gloo only CPU tensors.
+    return world.device if world.device.type == "cuda" else torch.device("cpu")
+
+
+class ShardSampler(Sampler[int]):
+    """This process's share of a sequence of indices that is the same on every process.
+
+    ``indices`` is drawn once per epoch from a generator seeded identically on every rank (the
+    shuffled or weighted order of the single-process run); rank ``r`` takes ``indices[r::size]``.
+    Training drops the tail that does not divide evenly (every process must take the same number
+    of steps); evaluation keeps every sample exactly once, so shards may differ by one.
+    """
+
+    def __init__(self, indices: list[int], world: World, *, even: bool):
+        if even:
+            indices = indices[: len(indices) - len(indices) % world.size]
+        self.indices = indices[world.rank :: world.size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
