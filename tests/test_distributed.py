@@ -71,6 +71,19 @@ def test_torchrun_two_processes_match_a_single_process_evaluation(tmp_path, demo
     assert epoch_2["world_size"] == 2 and len(epoch_2["rng_per_rank"]) == 2
     assert not torch.equal(epoch_2["rng_per_rank"][0]["torch"], epoch_2["rng_per_rank"][1]["torch"])
 
+    # A crash after epoch 1, resumed under torchrun, ends in the uninterrupted run's weights.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(run_dir, crashed)
+    shutil.copyfile(crashed / "checkpoints" / "epoch_1.pt", crashed / "checkpoints" / "last.pt")
+    resumed = subprocess.run(
+        [*command, "--resume", str(crashed)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(crashed / "checkpoints" / "last.pt", weights_only=True)
+    assert final["epoch"] == 2
+    for key, value in epoch_2["model"].items():
+        assert torch.equal(final["model"][key], value), key
+
 
 def test_shards_split_indices_without_overlap():
     indices = list(range(11))

@@ -114,6 +114,27 @@ def gather_objects(value, world: World) -> list:
     return [torch.load(io.BytesIO(data), weights_only=True) for data in out]
 
 
+def average_gradients(module: torch.nn.Module, world: World) -> None:
+    """Average the gradients of parameters DDP does not own (the loss's learned task weights).
+
+    As in DDP, a parameter no process has a gradient for keeps none (the optimizer skips it);
+    one that only some processes have joins with zeros from the others.
+    """
+    if not world.distributed:
+        return
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    if not parameters:
+        return
+    device = _collective_device(world)
+    present = torch.tensor([p.grad is not None for p in parameters], device=device).int()
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    for parameter, anywhere in zip(parameters, present.tolist(), strict=True):
+        if anywhere:
+            grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            parameter.grad = grad / world.size
+
+
 def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
     """Give every process rank 0's buffers (BatchNorm running statistics).
 

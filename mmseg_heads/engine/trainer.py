@@ -26,6 +26,7 @@ from mmseg_heads.engine.distributed import (
     SINGLE_PROCESS,
     World,
     all_reduce_min,
+    average_gradients,
     barrier,
     broadcast_buffers,
     close_world,
@@ -409,6 +410,7 @@ class Trainer:
         return merged
 
     def _optimizer_step(self) -> None:
+        average_gradients(self.criterion, self.world)  # outside DDP: learned task weights
         if any(
             p.grad is not None for group in self.optimizer.param_groups for p in group["params"]
         ):
