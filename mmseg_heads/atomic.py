@@ -1,19 +1,25 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
 
 A crash, a full disk or an exception while writing leaves the previous file intact and no half
-file behind. Files get the usual permissions (``0o666`` less the umask), not mkstemp's private ones.
+file behind; a failed write (``OSError``: no space, quota, permission) is reported as a
+:class:`~mmseg_heads.errors.WriteError` naming the file. Files get the usual permissions
+(``0o666`` less the umask), not mkstemp's private ones. :func:`check_free_space` lets a command
+stop before any work when the outputs it will write cannot fit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from mmseg_heads.errors import UserError
+from mmseg_heads.errors import UserError, WriteError
 
 
 def _umask() -> int:
@@ -36,19 +42,53 @@ def publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: What to do about a failed write, by errno.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some space, or choose another output folder",
+    errno.EDQUOT: "free some space within your quota, or choose another output folder",
+    errno.EACCES: "choose an output folder you may write to",
+    errno.EPERM: "choose an output folder you may write to",
+    errno.EROFS: "choose an output folder on a writable disk",
+}
+
+
+def write_failure(path: Path, exc: OSError) -> WriteError:
+    """The user error for a failed write of ``path``: the system's reason and what to do."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    code = f" ({errno.errorcode[exc.errno]})" if exc.errno in errno.errorcode else ""
+    fix = _WRITE_FIXES.get(exc.errno, "check the output folder")
+    return WriteError(
+        f"cannot write: {reason}{code}; {fix} (a previous version of the file is unchanged)",
+        file=path,
+        errno=exc.errno,
+    )
+
+
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all."""
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all.
+
+    Raises:
+        WriteError: an ``OSError`` while writing (e.g. ``ENOSPC`` from a write, the fsync or the
+            close): the temp file is removed, a previous ``p`` is left as it was.
+    """
     path = Path(path)
-    tmp = temp_path_beside(path)
+    tmp: Path | None = None
     try:
+        tmp = temp_path_beside(path)
         with tmp.open("wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(handle.fileno())  # a full disk may only show here (delayed allocation)
         publish(tmp, path)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # never hide the write's own error behind this
+                tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -79,3 +119,55 @@ def check_output_path(path: str | Path, *, field: str, folder: bool = True) -> N
                     f"{parent} is a file, not a folder; choose another path", file=path, field=field
                 )
             break
+
+
+def checkpoint_bytes(num_parameters: int, optimizer_slots: int) -> int:
+    """About how large one checkpoint of a model with ``num_parameters`` is on disk.
+
+    fp32 weights plus ``optimizer_slots`` fp32 tensors per weight (Adam and AdamW: 2, their two
+    moments; SGD with momentum: 1), plus 5 % and 1 MiB for BatchNorm statistics, the scheduler,
+    RNG states, the config and the pickle's own overhead.
+    """
+    return int(4 * num_parameters * (1 + optimizer_slots) * 1.05) + (1 << 20)
+
+
+def format_bytes(size: float) -> str:
+    """``1.2 GiB``, ``340 MiB``: one decimal in GiB, whole MiB below that."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
+    return f"{size / (1 << 20):.0f} MiB"
+
+
+def check_free_space(
+    folder: str | Path, needed_bytes: int, *, file: str | Path | None, field: str, what: str = ""
+) -> None:
+    """Fail before any work when ``folder`` lacks ``needed_bytes`` of free space.
+
+    A folder that does not exist yet is measured on the disk of its nearest existing parent.
+    When the free space cannot be measured, nothing is raised: the writes themselves then report
+    a full disk (:func:`atomic_open`).
+
+    Args:
+        folder: where the outputs go.
+        needed_bytes: about how much they take.
+        file, field: the config file and key (or ``None`` and the argument) that chose ``folder``.
+        what: what the outputs are, for the message, e.g. ``3 checkpoints of 25 M parameters``.
+
+    Raises:
+        UserError: ``not enough free space in runs/x: 1.2 GiB free, about 3.4 GiB needed (…)``.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(existing).free  # what this user may fill, less root's reserve
+    except OSError:
+        return
+    if free >= needed_bytes:
+        return
+    detail = f" ({what})" if what else ""
+    raise UserError(
+        f"not enough free space in {folder}: {format_bytes(free)} free, about "
+        f"{format_bytes(needed_bytes)} needed{detail}; free some space or choose another folder",
+        file=file,
+        field=field,
+    )

@@ -53,6 +53,16 @@ class UserError(Exception):
         return ": ".join([*parts, self.message])
 
 
+class WriteError(UserError, OSError):
+    """An output file could not be written (a full disk, a quota, no permission): the user's to
+    fix, so it prints one line and exits with status 2. Still an :class:`OSError`, with the
+    original ``errno``, for code that handles failed writes as such."""
+
+    def __init__(self, message: str, *, file: str | Path, errno: int | None = None):
+        super().__init__(message, file=file)
+        self.errno = errno
+
+
 class ConfigError(UserError):
     """One or more problems in a config or data spec, all collected before raising."""
 

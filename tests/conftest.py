@@ -18,6 +18,18 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The scan cache of the test session goes to a temporary folder, never to ~/.cache."""
+    previous = os.environ.get("MMSEG_HEADS_CACHE_DIR")
+    os.environ["MMSEG_HEADS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MMSEG_HEADS_CACHE_DIR", None)
+    else:
+        os.environ["MMSEG_HEADS_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def demo_spec(tmp_path_factory) -> Path:
     """A small demo data set (16 train, 8 val, 64×64) written once per session; returns its spec."""

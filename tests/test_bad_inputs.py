@@ -421,16 +421,76 @@ def test_data_spec_problem(tmp_path, demo_spec, capsys, edit, field, message):
     assert err.count(f"{field}: {message}") == 1  # reported once, not once per split
 
 
-def test_volume_section_on_2d_images(tmp_path, demo_spec, capsys):
-    spec = write_spec(tmp_path, demo_spec, lambda s: s.update(volume={"slice_axis": 2}))
-    thermal = demo_spec.parent / "thermal/img0000.png"
-    expect_user_error(
+def _nifti_images(spec: dict) -> None:
+    for name, modality in spec["modalities"].items():
+        modality["files"] = f"{name}/{{id}}.nii.gz"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(
+            lambda s: None,
+            "modalities.optical.files 'optical/{id}.png' names 2-D images (PNG), not volumes "
+            "(so do 3 other patterns)",
+            id="rgb-and-grey-png",
+        ),
+        pytest.param(
+            _nifti_images,
+            "tasks.shapes.labels 'labels/shapes/{id}.png' names 2-D images (PNG), not volumes "
+            "(so does 1 other pattern)",
+            id="png-labels-of-nifti-images",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["inspect", "train"])
+def test_volume_section_on_2d_images(tmp_path, demo_spec, capsys, edit, message, command):
+    """One message for the spec, not one per file: an RGB PNG (H×W×3) once passed for a volume
+    of 3 slices and failed every file's channel check."""
+
+    def add_volume(spec: dict) -> None:
+        edit(spec)
+        spec["volume"] = {"slice_axis": 2}
+
+    spec = write_spec(tmp_path, demo_spec, add_volume)
+    target = write_config(tmp_path, spec) if command == "train" else spec
+    err = expect_user_error(
         capsys,
-        ["inspect", spec],
-        f"{spec}: modalities.thermal.files: {thermal} is 2-D (shape (64, 64)) but the `volume` "
-        "section slices 3-D files (remove `volume` for 2-D images)",
+        [command, target],
+        f"{spec}: volume: set, but {message}; remove `volume` for 2-D images (it slices NIfTI "
+        "or .npy volumes)",
         watch=[tmp_path, demo_spec.parent],
     )
+    assert len(err.strip().splitlines()) == 1 and "channels" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_volume_section_on_2d_arrays(tmp_path, demo_spec, capsys):
+    """.npy (or NIfTI) files can hold volumes, so they are looked at: every 2-D file of a field is
+    one line, not one line per file."""
+    spec = copy_demo(demo_spec, tmp_path)
+    data = spec.parent
+    for folder in ("thermal", "labels/hotspots"):
+        for png in sorted((data / folder).glob("*.png")):
+            np.save(png.with_suffix(".npy"), np.asarray(Image.open(png)))
+    raw = yaml.safe_load(spec.read_text())
+    raw["modalities"] = {"thermal": raw["modalities"]["thermal"] | {"files": "thermal/{id}.npy"}}
+    raw["tasks"] = {
+        "hotspots": raw["tasks"]["hotspots"] | {"labels": "labels/hotspots/{id}.npy"},
+    }
+    raw["volume"] = {"slice_axis": 2}
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    tail = "but the `volume` section slices 3-D files (remove `volume` for 2-D images)"
+    err = expect_user_error(
+        capsys,
+        ["inspect", spec],
+        f"{spec}: modalities.thermal.files: 24 files are 2-D, e.g. "
+        f"{data / 'thermal/img0000.npy'} (shape (64, 64)), {tail}",
+        f"{spec}: tasks.hotspots.labels: 24 files are 2-D, e.g. "
+        f"{data / 'labels/hotspots/img0000.npy'} (shape (64, 64)), {tail}",
+        watch=[tmp_path],
+    )
+    assert err.startswith("error: 2 problems:") and len(err.strip().splitlines()) == 3
 
 
 def test_imagenet_normalisation_on_one_channel_stops_train(tmp_path, demo_spec, capsys):

@@ -12,7 +12,7 @@ from torch import nn
 
 from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
-from mmseg_heads.data.scan import scan
+from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.trainer import model_from_config
 from mmseg_heads.models.gates import AttentionGate
@@ -39,9 +39,19 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--no-counts", action="store_true", help="skip reading label files for class pixel counts"
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every data file again, ignoring and not writing the scan cache "
+        "(~/.cache/mmseg_heads/scan; see docs/troubleshooting.md)",
+    )
 
 
-def describe_spec(spec: DataSpec, counts: bool = True) -> list[str]:
+def describe_spec(
+    spec: DataSpec, counts: bool = True, scanned: ScanResult | None = None
+) -> list[str]:
+    """Lines describing ``spec``; class pixel counts come from ``scanned``'s label histograms
+    where they can (no file is read again), else from reading the label files."""
     lines = [f"data spec {spec.path} (name {spec.name!r}, root {spec.root})", "", "modalities:"]
     for m in spec.modalities.values():
         lines.append(
@@ -60,29 +70,36 @@ def describe_spec(spec: DataSpec, counts: bool = True) -> list[str]:
         cases = f" ({len(dataset.cases)} cases)" if spec.volume is not None else ""
         lines.append(f"  {split:<12} {len(dataset)} samples{cases}")
         if counts:
-            lines += _class_counts(dataset)
+            lines += _class_counts(dataset, scanned)
     return lines
 
 
-def _class_counts(dataset: MultiModalDataset) -> list[str]:
+def _class_counts(dataset: MultiModalDataset, scanned: ScanResult | None = None) -> list[str]:
     lines = []
     for task in dataset.spec.tasks.values():
-        counter: Counter = Counter()
-        labelled = 0
-        for sample_id in dataset.ids:
-            path = dataset.spec.label_file(task.name, sample_id)
-            if not path.is_file():
-                continue
-            labelled += 1
-            labels, _ = dataset.read_labels(sample_id, (0, 0))
-            values, numbers = np.unique(labels[task.name], return_counts=True)
-            counter.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
+        known = scanned.class_pixels(dataset.spec, task.name, dataset.cases) if scanned else None
+        labelled, counter = known if known is not None else _read_class_counts(dataset, task.name)
         names = [*task.classes]
         parts = [
             f"{names[i] if i != IGNORE_INDEX else 'ignore'} {counter[i]}" for i in sorted(counter)
         ]
         lines.append(f"    {task.name}: {labelled} labelled; pixels: {', '.join(parts)}")
     return lines
+
+
+def _read_class_counts(dataset: MultiModalDataset, task: str) -> tuple[int, Counter]:
+    """``(labelled samples, pixels per class index)`` of ``task``, reading every label file."""
+    counter: Counter = Counter()
+    labelled = 0
+    for sample_id in dataset.ids:
+        path = dataset.spec.label_file(task, sample_id)
+        if not path.is_file():
+            continue
+        labelled += 1
+        labels, _ = dataset.read_labels(sample_id, (0, 0))
+        values, numbers = np.unique(labels[task], return_counts=True)
+        counter.update(dict(zip(values.tolist(), numbers.tolist(), strict=True)))
+    return labelled, counter
 
 
 def describe_model(model: MultiTaskSegmenter, size: int) -> list[str]:
@@ -141,15 +158,17 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def check_data(spec: DataSpec) -> None:
-    """Scan every file; print warnings; raise one error listing every problem found."""
-    result = scan(spec)
+def check_data(spec: DataSpec, *, cache: bool = True) -> ScanResult:
+    """Scan every file (``cache``: through the scan cache); print warnings; raise one error
+    listing every problem found."""
+    result = scan(spec, cache=cache)
     for warning in result.warnings:
         print(
             f"warning: {spec.path}: {warning.field + ': ' if warning.field else ''}{warning.message}",
             file=sys.stderr,
         )
     result.raise_errors(spec)
+    return result
 
 
 def run(args) -> int:
@@ -159,13 +178,13 @@ def run(args) -> int:
     # `modalities` is still a spec, reported as such, not as a config with six unknown keys.
     if {"modalities", "tasks", "splits"} & set(raw):
         spec = load_data_spec(path, data_root=args.data_root)
-        check_data(spec)
-        print("\n".join(describe_spec(spec, counts=not args.no_counts)))
+        scanned = check_data(spec, cache=not args.no_cache)
+        print("\n".join(describe_spec(spec, counts=not args.no_counts, scanned=scanned)))
         print("\nOK")
         return 0
     config = load_config(path, data_root=args.data_root)
-    check_data(config.spec)
-    print("\n".join(describe_spec(config.spec, counts=not args.no_counts)))
+    scanned = check_data(config.spec, cache=not args.no_cache)
+    print("\n".join(describe_spec(config.spec, counts=not args.no_counts, scanned=scanned)))
     # Only shapes are needed here: never download weights to describe a model.
     offline = copy.deepcopy(config.raw)
     offline["model"]["pretrained"] = "none"

@@ -29,7 +29,10 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
-for _ext in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+#: Formats read as one 2-D image: never a volume to slice (a multi-page TIFF gives its first page).
+PLANAR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+for _ext in PLANAR_EXTENSIONS:
     READERS.register(_ext)(_read_with_pillow)
 
 

@@ -4,12 +4,19 @@
 decodes; channels match the spec; all modalities and labels of one id have one size; every raw
 label value has a class (unmapped values listed with pixel counts and the files holding them);
 float images hold no NaN/Inf; splits are not empty; ids are not duplicated or shared between
-splits (a warning); every task has a labelled sample. Files are read in parallel threads.
+splits (a warning); every task has a labelled sample.
+
+Each file is read once (a label file that several tasks share too), in parallel threads, into a
+few facts (:class:`~mmseg_heads.data.scan_cache.FileFacts`: shape, dtype, finiteness, label
+value histogram); the checks run on those facts. The facts are cached between runs
+(:mod:`mmseg_heads.data.scan_cache`), so a second scan of unchanged files reads none of them.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,8 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from mmseg_heads.data.readers import read_array
+from mmseg_heads.data.scan_cache import FileFacts, FileStamp, Histogram, ScanCache, open_cache
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.errors import ConfigError, UserError
+
+#: What reading one file gave: its facts, a problem message (it does not decode), or ``None`` (no
+#: such file).
+Read = FileFacts | str | None
 
 
 @dataclass
@@ -35,12 +47,14 @@ class _IdReport:
     unmapped: dict[str, Counter] = field(default_factory=dict)  # task -> raw value -> pixels
     unmapped_files: dict[str, set] = field(default_factory=dict)
     labelled: set[str] = field(default_factory=set)
+    flat: dict[str, list] = field(default_factory=dict)  # field -> [(2-D file, shape)] (volumes)
 
 
 @dataclass
 class ScanResult:
     problems: list[Problem]
     ids: dict[str, list[str]]  # split -> file ids
+    facts: dict[Path, FileFacts] = field(default_factory=dict)  # every file that was read
 
     @property
     def errors(self) -> list[Problem]:
@@ -56,6 +70,33 @@ class ScanResult:
             raise ConfigError(
                 [UserError(p.message, file=spec.path, field=p.field) for p in self.errors]
             )
+
+    def class_pixels(self, spec: DataSpec, task: str, ids: list[str]) -> tuple[int, Counter] | None:
+        """``(labelled samples, pixels per class index)`` of ``task`` over the files of ``ids``
+        (case ids for volumes, each giving one sample per slice), from the label histograms the
+        scan took, without reading a file.
+
+        ``None`` when the histograms cannot give it: a spec that keeps only some slices of each
+        volume (``keep: labelled``), or a label file whose histogram was not kept.
+        """
+        if spec.volume is not None and spec.volume.keep != "all":
+            return None
+        spec_task = spec.tasks[task]
+        counter: Counter = Counter()
+        labelled = 0
+        for sample_id in ids:
+            path = spec.label_file(task, sample_id)
+            if not path.is_file():
+                continue
+            facts = self.facts.get(path)
+            if facts is None or facts.values is None:
+                return None
+            labelled += 1 if spec.volume is None else facts.shape[spec.volume.slice_axis]
+            raw = np.array([value for value, _ in facts.values])
+            classes = spec_task.class_table(raw, path)
+            for index, (_, pixels) in zip(classes.tolist(), facts.values, strict=True):
+                counter[index] += pixels
+        return labelled, counter
 
 
 def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
@@ -88,12 +129,91 @@ def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
     return ids, problems
 
 
-def _read(path: Path, where: str, report: _IdReport) -> np.ndarray | None:
+#: Integer label arrays whose values span less than this are counted with a bincount (no sort).
+_DENSE_RANGE = 1 << 16
+
+
+def value_histogram(raw: np.ndarray) -> Histogram:
+    """``((raw value, pixels), ...)`` of an array, ascending by value (NaN last, counted once)."""
+    if raw.size and np.issubdtype(raw.dtype, np.integer):
+        low, high = int(raw.min()), int(raw.max())
+        if high - low < _DENSE_RANGE:
+            counts = np.bincount(raw.ravel().astype(np.int64) - low)
+            present = np.flatnonzero(counts)
+            return tuple(zip((present + low).tolist(), counts[present].tolist(), strict=True))
+    values, counts = np.unique(raw, return_counts=True)
+    return tuple(zip(values.tolist(), counts.tolist(), strict=True))
+
+
+def file_facts(path: Path, *, values: bool) -> FileFacts:
+    """Decode the whole file and keep what the checks need (``values``: a raw value histogram).
+
+    Why not only the header, which would give shape and dtype for a fraction of the time (PIL's
+    ``Image.open`` and nibabel's ``load`` read no pixels): a PNG's size and mode sit in its first
+    33 bytes and a NIfTI header in its first 348, so a header read passes a file whose pixel data
+    is truncated or corrupt, and that file would stop training halfway. Only decoding every pixel
+    proves a file decodes; NaN/Inf and label values are in the pixels too. The cache makes it a
+    cost paid once per version of a file.
+
+    Raises:
+        UserError: the file does not decode (naming it).
+    """
+    array = read_array(path)
+    floating = np.issubdtype(array.dtype, np.floating)
+    return FileFacts(
+        shape=tuple(int(s) for s in array.shape),
+        dtype=str(array.dtype),
+        finite=bool(np.isfinite(array).all()) if floating else None,
+        values=value_histogram(array) if values else None,
+    )
+
+
+def _files_to_read(spec: DataSpec, ids: list[str]) -> dict[Path, bool]:
+    """``{file: whether its value histogram is needed}``: every modality and label file of
+    ``ids``, each once (tasks often share one label file)."""
+    files: dict[Path, bool] = {}
+    for sample_id in ids:
+        for name in spec.modalities:
+            files.setdefault(spec.modality_file(name, sample_id), False)
+        for name in spec.tasks:
+            files[spec.label_file(name, sample_id)] = True
+    return files
+
+
+def _read_one(path: Path, values: bool, store: ScanCache | None) -> tuple[Read, tuple | None]:
+    """``(what reading gave, (stamp, read time) to cache it under, or None)``."""
     try:
-        return read_array(path)
+        status = path.stat()
+    except OSError:
+        return None, None
+    if not stat.S_ISREG(status.st_mode):  # a folder or a device where a file is wanted
+        return None, None
+    stamp = FileStamp.of(status)
+    cached = store.get(path, stamp, values=values) if store is not None else None
+    if cached is not None:
+        return cached, None
+    started = time.time_ns()
+    try:
+        facts = file_facts(path, values=values)
     except UserError as exc:
-        report.problems.append(Problem(f"{path}: {exc.message}", where))
-        return None
+        return f"{path}: {exc.message}", None  # not cached: a broken file is read again next time
+    try:
+        unchanged = FileStamp.of(path.stat()) == stamp
+    except OSError:
+        unchanged = False
+    # A file that changed while it was read is not cached: the facts may mix two versions.
+    return facts, ((stamp, started) if unchanged else None)
+
+
+def _read_all(files: dict[Path, bool], store: ScanCache | None, threads: int) -> dict[Path, Read]:
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda item: _read_one(*item, store), files.items()))
+    read: dict[Path, Read] = {}
+    for path, (result, stamp) in zip(files, results, strict=True):
+        read[path] = result
+        if store is not None and stamp is not None:
+            store.put(path, stamp[0], result, stamp[1])
+    return read
 
 
 def _grid(shape: tuple, spec: DataSpec) -> tuple:
@@ -101,23 +221,35 @@ def _grid(shape: tuple, spec: DataSpec) -> tuple:
     return tuple(shape[:3] if spec.volume is not None else shape[:2])
 
 
-def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
-    """Every check of one file id; collects problems instead of stopping at the first."""
+def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdReport:
+    """Every check of one file id, on the facts read; collects problems instead of stopping."""
     report = _IdReport()
     sizes: dict[str, tuple] = {}
     fields: dict[str, str] = {}  # sizes' key -> the spec field of that file
+    undecodable: set[Path] = set()  # reported once, under the first field that names the file
+
+    def decoded(path: Path, where: str) -> FileFacts | None:
+        result = read[path]
+        if isinstance(result, str):
+            if path not in undecodable:
+                report.problems.append(Problem(result, where))
+                undecodable.add(path)
+            return None
+        return result
+
     for name, modality in spec.modalities.items():
         path, where = spec.modality_file(name, sample_id), f"modalities.{name}.files"
-        if not path.is_file():
+        if read[path] is None:
             report.problems.append(Problem(f"file not found: {path} (id {sample_id!r})", where))
             continue
-        array = _read(path, where, report)
-        if array is None:
+        facts = decoded(path, where)
+        if facts is None:
             continue
-        if spec.volume is not None and array.ndim < 3:
-            report.problems.append(_flat_in_volume(path, array, where))
+        shape = facts.shape
+        if spec.volume is not None and len(shape) < 3:
+            report.flat.setdefault(where, []).append((path, shape))
             continue
-        channels = 1 if array.ndim == (3 if spec.volume is not None else 2) else array.shape[-1]
+        channels = 1 if len(shape) == (3 if spec.volume is not None else 2) else shape[-1]
         if channels != modality.channels:
             report.problems.append(
                 Problem(
@@ -125,30 +257,32 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
                     f"modalities.{name}.channels",
                 )
             )
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        if facts.finite is False:
             report.problems.append(Problem(f"{path} holds NaN or infinite values", where))
-        sizes[f"{name} ({path.name})"] = _grid(array.shape, spec)
+        sizes[f"{name} ({path.name})"] = _grid(shape, spec)
         fields[f"{name} ({path.name})"] = where
     for name, task in spec.tasks.items():
         path, where = spec.label_file(name, sample_id), f"tasks.{name}.labels"
-        if not path.is_file():
+        if read[path] is None:
             if not task.optional:
                 report.problems.append(
                     Problem(f"label file not found: {path} (id {sample_id!r})", where)
                 )
             continue
-        raw = _read(path, where, report)
-        if raw is None:
+        facts = decoded(path, where)
+        if facts is None:
             continue
-        if spec.volume is not None and raw.ndim < 3:
-            report.problems.append(_flat_in_volume(path, raw, where))
+        shape = facts.shape
+        report.labelled.add(name)  # a label file of the wrong shape is reported on its own
+        if spec.volume is not None and len(shape) < 3:
+            report.flat.setdefault(where, []).append((path, shape))
             continue
-        report.labelled.add(name)
-        sizes[f"{name} labels ({path.name})"] = _grid(raw.shape, spec)
+        sizes[f"{name} labels ({path.name})"] = _grid(shape, spec)
         fields[f"{name} labels ({path.name})"] = where
-        if spec.volume is None and raw.ndim > 2 and np.squeeze(raw).ndim != 2:
-            colour = raw.ndim == 3 and raw.shape[2] in (3, 4)
-            what = "a colour image" if colour else f"an array of shape {raw.shape}"
+        squeezed = sum(1 for s in shape if s != 1)  # np.squeeze(raw).ndim
+        if spec.volume is None and len(shape) > 2 and squeezed != 2:
+            colour = len(shape) == 3 and shape[2] in (3, 4)
+            what = "a colour image" if colour else f"an array of shape {shape}"
             report.problems.append(
                 Problem(
                     f"{path} is {what}; labels must be single-channel index maps (save a palette "
@@ -158,8 +292,7 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
             )
             continue
         if task.threshold is None:
-            values, counts = np.unique(raw, return_counts=True)
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            for value, count in facts.values:
                 if value not in task.ignore and task._lookup(value) is None:
                     report.unmapped.setdefault(name, Counter())[value] += count
                     report.unmapped_files.setdefault(name, set()).add(str(path))
@@ -172,31 +305,51 @@ def _scan_id(spec: DataSpec, sample_id: str) -> _IdReport:
     return report
 
 
-def _flat_in_volume(path: Path, array: np.ndarray, where: str) -> Problem:
+def _flat_in_volume(files: list[tuple[Path, tuple]], where: str) -> Problem:
+    """One problem per spec field for its 2-D files in a volume spec: usually every file of the
+    field is 2-D, and one line per file would bury the fix."""
+    path, shape = files[0]
+    what = (
+        f"{path} is 2-D (shape {shape})"
+        if len(files) == 1
+        else f"{len(files)} files are 2-D, e.g. {path} (shape {shape}),"
+    )
     return Problem(
-        f"{path} is 2-D (shape {array.shape}) but the `volume` section slices 3-D files "
-        "(remove `volume` for 2-D images)",
-        where,
+        f"{what} but the `volume` section slices 3-D files (remove `volume` for 2-D images)", where
     )
 
 
-def scan(spec: DataSpec, *, threads: int | None = None) -> ScanResult:
-    """Check every id of every split; returns all problems (errors and warnings)."""
+def scan(spec: DataSpec, *, threads: int | None = None, cache: bool = True) -> ScanResult:
+    """Check every id of every split; returns all problems (errors and warnings).
+
+    Args:
+        spec: the data spec.
+        threads: files read at once (default: twice the CPUs, at most 8).
+        cache: use and update the cache of file facts (:mod:`mmseg_heads.data.scan_cache`);
+            ``False`` reads every file and writes no cache.
+    """
     ids, problems = _split_ids(spec)
     every_id = sorted({i for split_ids in ids.values() for i in split_ids})
     threads = threads or min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(threads) as pool:
-        reports = list(pool.map(lambda i: _scan_id(spec, i), every_id))
+    store = open_cache(spec.root) if cache else None
+    read = _read_all(_files_to_read(spec, every_id), store, threads)
+    if store is not None:
+        store.save()
+    reports = [_scan_id(spec, i, read) for i in every_id]
     unmapped: dict[str, Counter] = defaultdict(Counter)
     files: dict[str, set] = defaultdict(set)
     labelled: dict[str, set] = defaultdict(set)
+    flat: dict[str, list] = defaultdict(list)
     for sample_id, report in zip(every_id, reports, strict=True):
         problems += report.problems
+        for where, files in report.flat.items():
+            flat[where] += files
         for task, counter in report.unmapped.items():
             unmapped[task].update(counter)
             files[task] |= report.unmapped_files[task]
         for task in report.labelled:
             labelled[task].add(sample_id)
+    problems += [_flat_in_volume(files, where) for where, files in flat.items()]
     for task, counter in unmapped.items():
         spec_task = spec.tasks[task]
         values = ", ".join(f"{v} ({n} px)" for v, n in sorted(counter.items()))
@@ -220,4 +373,5 @@ def scan(spec: DataSpec, *, threads: int | None = None) -> ScanResult:
                         f"tasks.{task}.labels",
                     )
                 )
-    return ScanResult(problems, ids)
+    facts = {path: result for path, result in read.items() if isinstance(result, FileFacts)}
+    return ScanResult(problems, ids, facts)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mmseg_heads.data.readers import PLANAR_EXTENSIONS, extension_of
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, validate
 
@@ -514,6 +515,30 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
         problems.append(UserError(f"split fractions add up to {fractions:g} > 1", field="splits"))
 
 
+def _check_volume_formats(raw: dict) -> list[UserError]:
+    """A ``volume`` section on PNG, JPEG, … files: one message for the spec, from the patterns
+    alone, not one per file (an RGB image's H×W×3 would pass for a volume of 3 slices and then
+    fail every file's channel check)."""
+    if raw["volume"] is None:
+        return []
+    patterns = {f"modalities.{n}.files": m["files"] for n, m in raw["modalities"].items()}
+    patterns |= {f"tasks.{n}.labels": t["labels"] for n, t in raw["tasks"].items()}
+    planar = [(k, p) for k, p in patterns.items() if extension_of(p) in PLANAR_EXTENSIONS]
+    if not planar:
+        return []
+    where, pattern = planar[0]
+    others = len(planar) - 1
+    more = {0: "", 1: " (so does 1 other pattern)"}.get(others, f" (so do {others} other patterns)")
+    kind = extension_of(pattern).lstrip(".").upper()
+    return [
+        UserError(
+            f"set, but {where} {pattern!r} names 2-D images ({kind}), not volumes{more}; "
+            "remove `volume` for 2-D images (it slices NIfTI or .npy volumes)",
+            field="volume",
+        )
+    ]
+
+
 def _check_normalization(name: str, modality: dict) -> list[UserError]:
     how, channels = modality["normalize"], modality["channels"]
     where = f"modalities.{name}.normalize"
@@ -622,6 +647,7 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
     raw = validate(DATA_SPEC_SCHEMA, raw, file=str(path))
     problems: list[UserError] = []
     _check_cross_references(raw, problems)
+    problems += _check_volume_formats(raw)
     if problems:
         for problem in problems:
             problem.file = str(path)
