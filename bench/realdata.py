@@ -245,7 +245,9 @@ def main() -> None:
     task_classes = {t: spec.tasks[t].num_classes for t in SEQUENCE_OF}
     modalities = {m: 1 for m in ORDER}
     results: dict[str, dict] = {}
-    print(f"budget {budget:.0f} CPU s per model, crop {args.crop}, {args.threads} threads", flush=True)
+    print(
+        f"budget {budget:.0f} CPU s per model, crop {args.crop}, {args.threads} threads", flush=True
+    )
     for name, model_cfg in OURS.items():
         cfg = {
             "pretrained": "none",
@@ -335,7 +337,9 @@ def markdown(results: dict, meta: dict) -> str:
             else " / ".join(str(v) for v in r["steps"].values())
         )
         lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {steps} | {r['seconds'] / 60:.1f} min | {r['wall_seconds'] / 60:.1f} min |"
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {steps} | {r['seconds'] / 60:.1f} min | {r['wall_seconds'] / 60:.1f} min |"
         )
     return "\n".join(lines) + "\n"
 

@@ -507,6 +507,25 @@ def test_imagenet_normalisation_on_one_channel_stops_train(tmp_path, demo_spec, 
     )
 
 
+def test_a_disk_too_full_for_the_checkpoints_stops_train_before_the_run(
+    tmp_path, demo_spec, capsys, monkeypatch
+):
+    import shutil as shutil_module
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        "mmseg_heads.atomic.shutil.disk_usage", lambda path: usage._replace(free=5 << 20)
+    )
+    config = write_config(tmp_path, demo_spec)
+    expect_user_error(
+        capsys,
+        ["train", config, "--skip-scan"],
+        f"{config}: train.out: not enough free space in {tmp_path / 'run' / 'checkpoints'}: 5 MiB free",
+        "checkpoints of",
+        watch=[tmp_path, demo_spec.parent],
+    )
+
+
 # --- image and label files ------------------------------------------------------------------------
 def rgb_label(data: Path, spec: dict) -> tuple[str, str]:
     path = data / "labels/shapes/img0001.png"

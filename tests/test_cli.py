@@ -198,6 +198,11 @@ def test_inspect_config_prints_the_seed_level_table(tmp_path, demo_spec, capsys)
     assert rows["16"] == ["512@32×32", "1024@32×32", "1024@32×32"]
     assert rows["32"] == ["512@16×16", "2048@16×16", "2048@16×16"]
     assert "train        16 samples" in out and "val          8 samples" in out
+    # batch-size guidance: measured activations per sample, and what a batch of 8 needs in all
+    guidance = out[out.index("batch size (train.batch_size") :]
+    per_sample = float(guidance.split("activations per sample")[1].split("MiB")[0])
+    assert 0.5 < per_sample < 100  # 64² crops of two encoders: a few MiB per sample
+    assert "batch 8    needs about" in guidance and "train.batch_size: auto" in guidance
 
 
 def test_console_script_and_module_entry_point_report_usage_errors(tmp_path):

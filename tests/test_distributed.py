@@ -262,3 +262,24 @@ def test_sync_batchnorm_on_cpu_processes_is_a_user_error(tmp_path, demo_spec, mo
         Trainer(config, progress=False)
     assert error.value.field == "train.sync_batchnorm"
     assert not (tmp_path / "config").exists()
+
+
+def test_memory_guidance_adds_weights_and_activations():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU())
+
+    class Segmenter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, images):
+            return {"t": self.body(images["x"])}
+
+    lines = auto.memory_guidance(Segmenter(), auto.Shapes({"x": 1}, {"t": 8}, 256), 12)
+    text = "\n".join(lines)
+    # 4 bytes × 256² × (1 input + 8 ReLU outputs) = 2.25 MiB per sample in fp32
+    assert "activations per sample      2 MiB fp32" in text
+    assert [line.split()[1] for line in lines if "needs about" in line] == [
+        "8", "12", "16", "32",
+    ]  # fmt: skip
+    assert "batch 32   needs about   72 MiB fp32" in text  # 32 × 2.25 MiB + 80 params × 16 B

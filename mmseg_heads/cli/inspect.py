@@ -14,6 +14,7 @@ from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
+from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.trainer import model_from_config
 from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.heads import TaskModalityAttention
@@ -193,5 +194,15 @@ def run(args) -> int:
     }
     model = model_from_config(Config(path=config.path, raw=offline, spec=config.spec))
     print("\n".join(describe_model(model, args.size)))
+    print("\n".join(memory_guidance(model, _shapes(config), config.train["batch_size"])))
     print("\nOK")
     return 0
+
+
+def _shapes(config: Config) -> Shapes:
+    spec = config.spec
+    return Shapes(
+        {m.name: m.channels for m in spec.modalities.values()},
+        {t.name: t.num_classes for t in spec.tasks.values()},
+        config.train["crop"],
+    )

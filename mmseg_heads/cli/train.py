@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
         "--skip-scan", action="store_true", help="do not check every data file before training"
     )
     p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every data file again, ignoring the scan cache",
+    )
+    p.add_argument(
         "--resume",
         metavar="auto|RUN_DIR",
         help="continue a run from its checkpoints/last.pt (auto: the config's train.out)",
@@ -34,7 +39,7 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides, data_root=args.data_root)
     main_process = rank_from_env() == 0  # under torchrun, rank 0 scans and speaks for all
     if main_process and not args.skip_scan:
-        check_data(config.spec)
+        check_data(config.spec, cache=not args.no_cache)
     run_dir = train(config, resume=args.resume)
     if main_process:
         print(f"run directory: {run_dir}")

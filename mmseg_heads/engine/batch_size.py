@@ -172,3 +172,35 @@ def _available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume plenty
         return 2**40
+
+
+def memory_guidance(model: nn.Module, shapes: Shapes, batch_size: int | str) -> list[str]:
+    """What ``inspect`` prints about the batch size: measured activation memory per sample.
+
+    Measured on the CPU for fp32 and bf16 (a GPU's autocast keeps about the same tensors), plus
+    weights, gradients and AdamW's two moments (16 bytes per parameter).
+    """
+    cpu = torch.device("cpu")
+    per_sample = {p: activation_bytes_per_sample(model, shapes, cpu, p) for p in ("fp32", "bf16")}
+    fixed = 16 * sum(p.numel() for p in model.parameters())
+    lines = [
+        "",
+        f"batch size (train.batch_size {batch_size}, crop {shapes.crop}):",
+        f"  activations per sample      {_gib(per_sample['fp32'])} fp32, "
+        f"{_gib(per_sample['bf16'])} bf16",
+        f"  weights, gradients, AdamW   {_gib(fixed)}",
+    ]
+    for size in sorted({8, 16, 32} | ({batch_size} if isinstance(batch_size, int) else set())):
+        need = {p: fixed + size * b for p, b in per_sample.items()}
+        lines.append(
+            f"  batch {size:<4} needs about   {_gib(need['fp32'])} fp32, {_gib(need['bf16'])} bf16"
+        )
+    lines.append(
+        "  `train.batch_size: auto` measures it on the training machine: the largest batch that "
+        "fits a GPU, the fastest per sample on a CPU"
+    )
+    return lines
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"

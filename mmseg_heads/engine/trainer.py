@@ -17,7 +17,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from mmseg_heads.atomic import write_atomic
+from mmseg_heads.atomic import check_free_space, checkpoint_bytes, write_atomic
 from mmseg_heads.config import Config, task_loss_terms
 from mmseg_heads.data.spec import IGNORE_INDEX
 from mmseg_heads.engine.batch_size import Shapes, choose_batch_size
@@ -241,6 +241,7 @@ class Trainer:
         tensorboard = writer_class(
             train_cfg["tensorboard"] and self.world.is_main, file=str(config.path)
         )
+        self._check_free_space(resume or config.run_dir(), done=state["epoch"] if state else 0)
         if resume is None:
             self.run_dir = prepare_run_dir(config, self.world)
         else:
@@ -262,6 +263,29 @@ class Trainer:
                 file=self.config.path,
                 field="train",
             )
+
+    def _check_free_space(self, run_dir: Path, *, done: int) -> None:
+        """Stop before the first epoch when the checkpoints still to come will not fit.
+
+        ``done``: epochs already trained (a resumed run needs only the rest).
+        """
+        train_cfg = self.config.train
+        params = sum(p.numel() for p in self.model.parameters()) + sum(
+            p.numel() for p in self.criterion.parameters()
+        )
+        slots = 1 if train_cfg["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
+        every = train_cfg["checkpoint_every"]
+        numbered = (train_cfg["epochs"] // every - done // every) if every else 0
+        folder = run_dir / "checkpoints"
+        new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
+        files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
+        check_free_space(
+            folder,
+            files * checkpoint_bytes(params, slots),
+            file=self.config.path,
+            field="train.out",
+            what=f"{files} checkpoints of {params / 1e6:.1f} M parameters: model + optimizer state",
+        )
 
     def _maybe_sync_batchnorm(self, model: MultiTaskSegmenter) -> MultiTaskSegmenter:
         if not self.config.train["sync_batchnorm"]:

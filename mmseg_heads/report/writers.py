@@ -18,7 +18,8 @@ def markdown_report(report: dict) -> str:
         "",
         f"Checkpoint `{report['checkpoint']}` (epoch {report['epoch']}), data spec "
         f"`{report['data_spec']}`, {report['samples']} samples. F is F-beta with beta = {beta:g}; "
-        "— marks a score that is undefined (a class absent from labels and predictions).",
+        "— marks a score that is undefined (0/0: e.g. precision of a class never predicted, "
+        "or every score of a class absent from labels and predictions).",
         "",
         *tables.markdown(tables.summary_table(report)),
     ]
