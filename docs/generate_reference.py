@@ -44,7 +44,7 @@ NOTES: dict[str, str] = {
     "model.encoders": "Every modality must have exactly one encoder.",
     "model.encoders.<name>.name": "Any smp encoder or `tu-<timm name>`.",
     "model.encoders.<name>.pretrained": "Unset: `model.pretrained`.",
-    "model.pretrained": "`imagenet`: the local cache first, else a download; offline it fails at once with a message. A PATH is a local 3-channel state dict (a `state_dict` entry is unwrapped), loaded by name and shape (at least one tensor must match; the others keep their initial values, with a warning); the first convolution is then adapted to the modality's channels as smp does for ImageNet weights. A relative PATH is relative to the working directory.",
+    "model.pretrained": "`imagenet`: the local cache first, else a download; offline it fails at once with a message. A PATH is a local 3-channel state dict (a `state_dict` entry is unwrapped; a whole-model file works too: the key prefix such as `vgg.` or `module.` that matches most tensors is dropped), loaded by name and shape (at least one tensor must match; the others keep their initial values, with a warning); the first convolution is then adapted to the modality's channels as smp does for ImageNet weights. A relative PATH is relative to the working directory.",
     "model.depth": "3, 4 or 5 stages give a deepest stride of 8, 16 or 32.",
     "model.fusion": "`sum` rescales by sources / sources present; `attention` weights the sources per channel (softmax over the sources present in each sample). See architecture.md.",
     "model.modality_dropout": "Per encoder group. A dropped group's features are masked out of the fusion (never replaced by an encoding of a zero image); at least one group stays per sample. Not applied in evaluation.",

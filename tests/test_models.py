@@ -156,6 +156,23 @@ def test_local_pretrained_weights_are_loaded(tmp_path):
     assert torch.equal(loaded.backbone.conv1.weight, source.backbone.conv1.weight)
 
 
+@pytest.mark.parametrize("prefix", ["vgg.", "module.encoder."])
+def test_whole_model_weight_files_load_from_under_their_prefix(tmp_path, prefix):
+    """unet-pytorch saves whole U-Nets: its VGG16 tensors are named ``vgg.features.0.weight``."""
+    source = build_encoder("vgg16", in_channels=3)
+    with torch.no_grad():
+        for index, p in enumerate(source.backbone.parameters()):
+            p.fill_(index / 100)
+    whole_model = {prefix + k: v for k, v in source.backbone.state_dict().items()}
+    whole_model["final.weight"] = torch.ones(21, 64, 1, 1)  # the rest of their U-Net
+    whole_model["up_concat4.conv1.weight"] = torch.ones(512, 1024, 3, 3)
+    path = tmp_path / "unet_vgg_voc.pth"
+    torch.save(whole_model, path)
+    loaded = build_encoder("vgg16", in_channels=3, pretrained=str(path))
+    for name, value in source.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[name], value), name
+
+
 def test_local_weights_adapt_the_first_conv_to_one_channel(tmp_path):
     source = build_encoder("resnet18", in_channels=3)
     path = tmp_path / "weights.pt"

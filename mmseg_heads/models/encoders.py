@@ -162,6 +162,35 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _matching_tensors(state: dict, own: dict) -> tuple[dict, str]:
+    """The file's tensors that fit the encoder by name and shape, and the key prefix dropped.
+
+    Whole-model files name the encoder's tensors under a prefix (unet-pytorch's ``vgg.`` and
+    ``resnet.``, DDP's ``module.``, ``encoder.``); the prefix that matches most tensors wins.
+    """
+
+    def fitting(prefix: str) -> dict:
+        return {
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix)
+            and k[len(prefix) :] in own
+            and torch.is_tensor(v)
+            and v.shape == own[k[len(prefix) :]].shape
+        }
+
+    # the first one or two dotted parts of every key ("vgg.", "model.encoder.")
+    prefixes = {""} | {
+        ".".join(k.split(".")[:depth]) + "."
+        for k in state
+        if isinstance(k, str)
+        for depth in (1, 2)
+        if k.count(".") >= depth
+    }
+    best = max(sorted(prefixes), key=lambda prefix: len(fitting(prefix)))
+    return fitting(best), best
+
+
 def _load_local_weights(backbone: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise UserError("weights file not found", file=path, field="pretrained")
@@ -179,11 +208,11 @@ def _load_local_weights(backbone: nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise UserError("expected a state dict (name -> tensor)", file=path, field="pretrained")
     own = backbone.state_dict()
-    matching = {
-        k: v
-        for k, v in state.items()
-        if k in own and torch.is_tensor(v) and v.shape == own[k].shape
-    }
+    matching, prefix = _matching_tensors(state, own)
+    if prefix:
+        logging.getLogger(__name__).info(
+            "%s: encoder weights read from the keys under %r", path, prefix
+        )
     if not matching:
         raise UserError(
             f"no tensor matches the encoder's parameters by name and shape (file keys e.g. {list(state)[:3]})",
