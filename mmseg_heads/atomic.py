@@ -76,7 +76,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     tmp: Path | None = None
     try:
         tmp = temp_path_beside(path)
-        with tmp.open("wb") as handle:
+        with open(tmp, "wb") as handle:  # tests shadow `atomic.open` to fill the disk mid-file
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # a full disk may only show here (delayed allocation)

@@ -7,6 +7,8 @@ The run is the demo data set (optical RGB + thermal grey; tasks `shapes`, 4 clas
 from __future__ import annotations
 
 import builtins
+import errno
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from mmseg_heads import atomic
 from mmseg_heads.cli.main import main
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.spec import load_data_spec
@@ -28,12 +31,17 @@ from mmseg_heads.engine.evaluate import load_run
 from mmseg_heads.engine.export import ExportCheckError, export_onnx
 from mmseg_heads.engine.predict import (
     PredictInput,
+    Sample,
     default_palette,
     match_input,
     match_pattern,
+    overlay,
     read_sample,
+    write_nifti_mask,
+    write_overlay,
+    write_png_mask,
 )
-from mmseg_heads.errors import UserError
+from mmseg_heads.errors import UserError, WriteError
 
 CLASSES = {"shapes": 4, "hotspots": 2}
 
@@ -90,6 +98,63 @@ def write_pair(root: Path, sample_id: str, height: int, width: int, seed: int = 
     Image.fromarray(optical, "RGB").save(root / "optical" / f"{sample_id}.png")
     thermal = rng.integers(0, 256, (height, width), dtype=np.uint8)
     Image.fromarray(thermal, "L").save(root / "thermal" / f"{sample_id}.png")
+
+
+class FullDisk:
+    """``atomic.open`` on a disk with ``free`` bytes left for each file: a write that goes beyond
+    gets its first part into the file, then ENOSPC, as a real disk filling up mid-file does.
+
+    Attributes:
+        cut: ``(file, bytes on disk when the write failed, bytes the writer tried to put there)``
+            for each failed write.
+    """
+
+    def __init__(self, free: int):
+        self.free = free
+        self.cut: list[tuple[Path, int, int]] = []
+
+    def open(self, path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        return _FillingFile(handle, Path(path), self) if "w" in mode else handle
+
+
+class _FillingFile:
+    def __init__(self, handle, path: Path, disk: FullDisk):
+        self.handle, self.path, self.disk, self.written = handle, path, disk, 0
+
+    def write(self, data) -> int:
+        room = self.disk.free - self.written
+        if len(data) > room:
+            self.handle.write(data[:room])
+            self.handle.flush()
+            self.disk.cut.append((self.path, self.path.stat().st_size, self.written + len(data)))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (relative): a file's bytes, ``None`` for a folder."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def full_disk_message(path: Path) -> str:
+    return (
+        f"error: {path}: cannot write: No space left on device (ENOSPC); free some space, or "
+        "choose another output folder (a previous version of the file is unchanged)"
+    )
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -218,6 +283,8 @@ def test_predict_nifti_volume_keeps_shape_and_affine(run_dir, demo_spec, tmp_pat
     spec = yaml.safe_load(demo_spec.read_text())
     spec["modalities"]["optical"]["files"] = "{id}/{id}_optical.nii.gz"
     spec["modalities"]["thermal"]["files"] = "{id}/{id}_thermal.nii.gz"
+    for task in spec["tasks"]:  # `volume` wants every pattern to name volumes (none is read)
+        spec["tasks"][task]["labels"] = f"{{id}}/{{id}}_{task}.nii.gz"
     spec["volume"] = {"slice_axis": 2}
     spec["splits"] = {"test": {"pattern": "."}}
     spec_path = tmp_path / "nifti.yaml"
@@ -250,6 +317,114 @@ def test_predict_nifti_volume_keeps_shape_and_affine(run_dir, demo_spec, tmp_pat
         assert mask.shape == (64, 48, 3)
         assert np.allclose(mask.affine, affine)
         assert np.asanyarray(mask.dataobj).max() < classes
+
+
+def test_png_masks_and_overlays_are_the_files_pil_wrote_before(tmp_path):
+    """Written atomically (encoded in memory, temp file, rename): the same bytes as
+    ``Image.save(path)``, which predict used before; the indices and palette read back."""
+    rng = np.random.default_rng(3)
+    mask = rng.integers(0, 5, (37, 53)).astype(np.uint8)
+    palette = default_palette(5)
+    flat = [channel for colour in palette for channel in colour]
+    path = write_png_mask(mask, palette, tmp_path / "shapes" / "a.png")  # creates the folder
+    reference = Image.fromarray(mask, "P")
+    reference.putpalette(flat)
+    reference.save(tmp_path / "reference.png")
+    assert path.read_bytes() == (tmp_path / "reference.png").read_bytes()
+    with Image.open(path) as image:
+        assert image.mode == "P" and image.getpalette()[: len(flat)] == flat
+        np.testing.assert_array_equal(np.asarray(image), mask)
+
+    raw = rng.integers(0, 256, (1, 37, 53, 3)).astype(np.uint8)
+    sample = Sample("a", images={}, raw=raw)
+    path = write_overlay(sample, mask[None], palette, tmp_path / "shapes" / "a_overlay.png")
+    expected = overlay(raw[0], mask, palette)
+    Image.fromarray(expected, "RGB").save(tmp_path / "reference_overlay.png")
+    assert path.read_bytes() == (tmp_path / "reference_overlay.png").read_bytes()
+    with Image.open(path) as image:
+        np.testing.assert_array_equal(np.asarray(image), expected)
+    assert sorted(p.name for p in (tmp_path / "shapes").iterdir()) == ["a.png", "a_overlay.png"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "suffix"),
+    [("Nifti1Image", ".nii.gz"), ("Nifti2Image", ".nii.gz"), ("Nifti1Image", ".nii")],
+)
+def test_nifti_masks_are_the_files_nibabel_wrote_before(tmp_path, kind, suffix):
+    """The same bytes as ``nibabel.save(image, path)`` (gzipped as nibabel gzips), so the mask
+    reads back with the values predict produced and the input's affine, zooms and header."""
+    nib = pytest.importorskip("nibabel")
+    from mmseg_heads.data.readers import read_nifti_geometry
+
+    affine = np.array(
+        [[0.0, -0.8, 0.0, 12.0], [0.9, 0.0, 0.0, -30.0], [0.0, 0.0, 2.5, 4.0], [0, 0, 0, 1]]
+    )
+    rng = np.random.default_rng(4)
+    source = tmp_path / f"case{suffix}"
+    nib.save(getattr(nib, kind)(rng.normal(size=(20, 16, 5)).astype(np.float32), affine), source)
+    geometry = read_nifti_geometry(source)
+    mask = rng.integers(0, 4, (20, 16, 5)).astype(np.uint8)
+
+    path = write_nifti_mask(mask, geometry, 4, tmp_path / "out" / f"mask{suffix}")
+    reference = getattr(nib, kind)(mask, geometry.affine, header=geometry.header.copy())
+    reference.set_data_dtype(np.uint8)
+    reference.header.set_slope_inter(1.0, 0.0)
+    reference.header["cal_min"], reference.header["cal_max"] = 0, 3
+    nib.save(reference, tmp_path / f"reference{suffix}")
+    assert path.read_bytes() == (tmp_path / f"reference{suffix}").read_bytes()
+
+    written = nib.load(path)
+    assert type(written).__name__ == kind
+    assert written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj), mask)
+    np.testing.assert_allclose(written.affine, affine, atol=1e-6)
+    assert written.header.get_zooms() == geometry.header.get_zooms()
+    assert float(written.header["cal_max"]) == 3.0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"mask{suffix}"]
+
+
+def test_predict_on_a_full_disk_exits_2_and_keeps_the_previous_masks(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    """The disk fills in the middle of the first mask file: one line naming that file and
+    ENOSPC, no traceback, the masks of an earlier run byte for byte, no temp file left."""
+    write_pair(tmp_path / "in", "full", height=40, width=36)
+    out = tmp_path / "pred"
+    for task in CLASSES:  # masks of an earlier prediction, in another palette
+        (out / task).mkdir(parents=True)
+        Image.fromarray(np.ones((40, 36), np.uint8), "P").save(out / task / "full.png")
+    before = tree(out)
+    disk = FullDisk(free=40)  # a mask PNG of 40×36 takes about 100 bytes
+    monkeypatch.setattr(atomic, "open", disk.open, raising=False)
+    image = tmp_path / "in" / "optical" / "full.png"
+    code, stdout, err = run_cli(capsys, "predict", run_dir, image, "--out", out, "--overlay")
+    assert code == 2, err
+    target = out / "shapes" / "full.png"
+    assert err.strip() == full_disk_message(target), err
+    assert stdout == ""
+    ((temp, on_disk, tried),) = disk.cut  # the PNG was half written into a temp file beside it
+    assert temp.parent == out / "shapes" and temp.name.startswith(".full.png.")
+    assert on_disk == 40 < tried
+    assert tree(out) == before  # no temp file, no new file, the old masks unchanged
+
+
+def test_a_full_disk_while_writing_a_nifti_mask_keeps_the_previous_one(tmp_path, monkeypatch):
+    nib = pytest.importorskip("nibabel")
+    from mmseg_heads.data.readers import read_nifti_geometry
+
+    source = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((30, 20, 4), np.float32), np.diag([2.0, 2, 3, 1])), source)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case.nii.gz").write_bytes(b"an earlier mask")
+    disk = FullDisk(free=200)
+    monkeypatch.setattr(atomic, "open", disk.open, raising=False)
+    mask = np.random.default_rng(5).integers(0, 3, (30, 20, 4))
+    with pytest.raises(WriteError) as info:
+        write_nifti_mask(mask, read_nifti_geometry(source), 3, out / "case.nii.gz")
+    assert f"error: {info.value}" == full_disk_message(out / "case.nii.gz")
+    assert len(disk.cut) == 1 and disk.cut[0][1] == 200 < disk.cut[0][2]
+    assert tree(out) == {"case.nii.gz": b"an earlier mask"}
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -299,6 +474,29 @@ def test_export_without_onnxruntime_exits_2_with_the_install_command(
     code, _, err = run_cli(capsys, "export", run_dir, "--out", tmp_path / "m.onnx")
     assert code == 2 and 'pip install "mmseg-heads[export]"' in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_on_a_full_disk_exits_2_and_keeps_the_previous_file(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    """The disk fills in the middle of the .onnx file: one line naming it and ENOSPC, no
+    traceback, the earlier export byte for byte, no temp file left."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export\n" * 1000)
+    before = tree(tmp_path)
+    disk = FullDisk(free=4096)
+    monkeypatch.setattr(atomic, "open", disk.open, raising=False)
+    code, stdout, err = run_cli(
+        capsys, "export", run_dir, "--out", out, "--size", 32, 32, "--exporter", "torchscript"
+    )
+    assert code == 2, err
+    assert err.strip() == full_disk_message(out), err
+    assert stdout == ""
+    ((temp, on_disk, tried),) = disk.cut  # two ResNet-18 encoders: tens of MB, 4 KiB written
+    assert temp.parent == tmp_path and temp.name.startswith(".model.onnx.")
+    assert on_disk == 4096 and tried > 1_000_000
+    assert tree(tmp_path) == before
 
 
 class TinySegmenter(nn.Module):
@@ -380,3 +578,35 @@ def test_default_exporter_falls_back_to_torchscript_on_data_dependent_branches(t
     assert result.exporter == "torchscript"
     assert len(result.notes) == 1 and result.notes[0].startswith("dynamo exporter")
     assert all(check.worst <= 1e-5 for check in result.checks)
+
+
+def _fail(error: int):
+    def fail(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "reason"),
+    [
+        ("mkstemp", errno.EACCES, "Permission denied (EACCES); choose an output folder you may"),
+        ("fsync", errno.ENOSPC, "No space left on device (ENOSPC); free some space"),
+        ("replace", errno.EDQUOT, "Disk quota exceeded (EDQUOT); free some space within your"),
+    ],
+)
+def test_export_write_failures_are_write_errors(tmp_path, monkeypatch, where, error, reason):
+    """Creating the temp file, flushing it to disk, renaming it: each failure is a WriteError
+    naming the file, after the check, with the earlier export untouched and nothing left over."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "tiny.onnx"
+    out.write_bytes(b"an earlier export")
+    # Only atomic.py's view of the module fails: the exporters may use tempfile and os freely.
+    name = "tempfile" if where == "mkstemp" else "os"
+    failing = SimpleNamespace(**{**vars(getattr(atomic, name)), where: _fail(error)})
+    monkeypatch.setattr(atomic, name, failing)
+    with pytest.raises(WriteError) as info:
+        export_onnx(TinySegmenter(), out, size=(8, 12), exporter="torchscript", **TINY)
+    assert str(info.value).startswith(f"{out}: cannot write: {reason}")
+    assert info.value.errno == error
+    assert tree(tmp_path) == {"tiny.onnx": b"an earlier export"}

@@ -8,6 +8,11 @@ Exporters are tried in order: torch's default (``dynamo=True``, ``torch.export``
 TorchScript tracer (``dynamo=False``). Whichever succeeds is checked before the file is kept:
 onnxruntime and PyTorch run the same random inputs at the export size and at a second size, and
 the largest absolute difference of any logit must be within the tolerance.
+
+The whole export happens in memory (the exporter's graph, the metadata, the onnxruntime check);
+the file is written once, at the end, with :func:`mmseg_heads.atomic.write_atomic`: a full disk
+is a :class:`~mmseg_heads.errors.WriteError` naming the file, with no temp file left and an
+older export left as it was.
 """
 
 from __future__ import annotations
@@ -25,16 +30,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from mmseg_heads.atomic import publish, temp_path_beside
+from mmseg_heads.atomic import write_atomic
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.evaluate import load_run
 from mmseg_heads.errors import UserError
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +154,7 @@ def _dynamic_names(modalities: list[str], tasks: list[str]) -> dict[str, dict[in
     return {name: {0: "batch", 2: "height", 3: "width"} for name in [*modalities, *tasks]}
 
 
-def _export_dynamo(
-    wrapper: PositionalSegmenter, example: tuple, path: Path, opset: int | None
-) -> None:
+def _export_dynamo(wrapper: PositionalSegmenter, example: tuple, opset: int | None) -> ModelProto:
     dynamic = torch.export.Dim.AUTO
     # ``forward(*images)``: torch.export sees one argument, a tuple with one tensor per modality.
     shapes = (tuple({0: dynamic, 2: dynamic, 3: dynamic} for _ in example),)
@@ -162,16 +169,14 @@ def _export_dynamo(
         external_data=False,
         verbose=False,
     )
-    program.save(str(path), external_data=False)
-    name_dynamic_dims(path, wrapper.modalities)
+    graph = program.model_proto  # what program.save(path, external_data=False) writes
+    name_dynamic_dims(graph, wrapper.modalities)
+    return graph
 
 
-def name_dynamic_dims(path: Path, modalities: list[str]) -> None:
+def name_dynamic_dims(graph: ModelProto, modalities: list[str]) -> None:
     """Rename the symbols torch.export gives the inputs' batch, height and width (``s19``…) to
-    ``batch``, ``height`` and ``width``, everywhere in the graph."""
-    import onnx
-
-    graph = onnx.load(str(path))
+    ``batch``, ``height`` and ``width``, everywhere in ``graph`` (in place)."""
     names = {0: "batch", 2: "height", 3: "width"}
     renames = {}
     for value in graph.graph.input:
@@ -184,28 +189,32 @@ def name_dynamic_dims(path: Path, modalities: list[str]) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
-    onnx.save(graph, str(path))
 
 
 def _export_torchscript(
-    wrapper: PositionalSegmenter, example: tuple, path: Path, opset: int | None
-) -> None:
+    wrapper: PositionalSegmenter, example: tuple, opset: int | None
+) -> ModelProto:
     # The tracer warns about the model's Python branches on shapes and on which modalities are
     # present (silenced by _quiet); with every modality given they take one path, which the
     # onnxruntime check verifies at a second size.
+    import onnx
+
+    buffer = io.BytesIO()
     torch.onnx.export(
         wrapper,
         example,
-        str(path),
+        buffer,
         input_names=wrapper.modalities,
         output_names=wrapper.tasks,
         dynamic_axes=_dynamic_names(wrapper.modalities, wrapper.tasks),
         opset_version=opset,
         dynamo=False,
     )
+    return onnx.load_model_from_string(buffer.getvalue())
 
 
-EXPORT_FUNCTIONS: dict[str, Callable[[PositionalSegmenter, tuple, Path, int | None], None]] = {
+#: Each exporter gives the graph in memory: nothing is written before the check has passed.
+EXPORT_FUNCTIONS: dict[str, Callable[[PositionalSegmenter, tuple, int | None], ModelProto]] = {
     "dynamo": _export_dynamo,
     "torchscript": _export_torchscript,
 }
@@ -231,16 +240,18 @@ def check_sizes(size: tuple[int, int], multiple: int) -> list[tuple[int, int, in
 
 
 def compare(
-    path: Path,
+    onnx_model: bytes | str | Path,
     model: nn.Module,
     channels: dict[str, int],
     tasks: list[str],
     sizes: list[tuple[int, int, int]],
     seed: int = 0,
 ) -> list[SizeCheck]:
-    """Run the ONNX file with onnxruntime and the model with PyTorch (fp32) on the same inputs."""
+    """Run the ONNX graph (a serialised model, or a file) with onnxruntime and the model with
+    PyTorch (fp32) on the same inputs."""
     _, onnxruntime = require_onnx()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
     checks = []
     for index, (batch, height, width) in enumerate(sizes):
         images = random_inputs(channels, batch, height, width, seed + index)
@@ -327,13 +338,13 @@ def _try_exporter(
     name: str,
     wrapper: PositionalSegmenter,
     example: tuple,
-    tmp: Path,
     opset: int | None,
-) -> str | None:
-    """Export with one exporter; ``None`` on success, else why it failed (one line)."""
+) -> tuple[ModelProto | None, str | None]:
+    """Export with one exporter: ``(graph, None)``, or ``(None, why it failed)`` (one line)."""
+    graph = None
     with _quiet() as output:
         try:
-            EXPORT_FUNCTIONS[name](wrapper, example, tmp, opset)
+            graph = EXPORT_FUNCTIONS[name](wrapper, example, opset)
         except ImportError as exc:  # the dynamo exporter needs onnxscript
             failure = f"{name} exporter unavailable ({exc.name or exc} not installed)"
         except Exception as exc:
@@ -341,7 +352,7 @@ def _try_exporter(
         else:
             failure = None
     log.debug("%s exporter output:\n%s", name, "".join(output))
-    return failure
+    return graph, failure
 
 
 def export_onnx(
@@ -371,6 +382,8 @@ def export_onnx(
 
     Raises:
         UserError: onnx/onnxruntime missing, a bad size, or no exporter could export the model.
+        WriteError: ``out`` could not be written (a full disk, no permission): no temp file is
+            left, an older ``out`` is unchanged.
         ExportCheckError: every exported graph differs from PyTorch by more than ``tolerance``.
     """
     require_onnx()
@@ -378,32 +391,29 @@ def export_onnx(
     multiple = model.trunk.max_stride
     check_size(size, multiple)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     wrapper = PositionalSegmenter(model, list(channels), tasks).eval()
     sizes = check_sizes(size, multiple)
     notes: list[str] = []
     checks_failed = False
     for name in ["dynamo", "torchscript"] if exporter == "auto" else [exporter]:
-        tmp = temp_path_beside(out)
-        try:
-            failure = _try_exporter(name, wrapper, random_inputs(channels, 1, *size, 0), tmp, opset)
-            if failure is not None:
-                notes.append(failure)
-                continue
-            opset_used, inputs, outputs = _finish_graph(tmp, metadata or {})
-            checks = compare(tmp, model, channels, tasks, sizes)
-            worst = max(check.worst for check in checks)
-            if not worst <= tolerance:
-                checks_failed = True
-                notes.append(
-                    f"{name} exporter: outputs differ from PyTorch by up to {worst:.3g} > "
-                    f"{tolerance:g} ({'; '.join(c.describe() for c in checks)})"
-                )
-                continue
-            publish(tmp, out)
-            return ExportResult(out, name, opset_used, inputs, outputs, checks, notes)
-        finally:
-            tmp.unlink(missing_ok=True)
+        example = random_inputs(channels, 1, *size, 0)
+        graph, failure = _try_exporter(name, wrapper, example, opset)
+        if graph is None:
+            notes.append(failure or f"{name} exporter failed")
+            continue
+        opset_used, inputs, outputs = _finish_graph(graph, metadata or {})
+        data = graph.SerializeToString()  # the bytes onnx.save(graph, path) writes
+        checks = compare(data, model, channels, tasks, sizes)
+        worst = max(check.worst for check in checks)
+        if not worst <= tolerance:
+            checks_failed = True
+            notes.append(
+                f"{name} exporter: outputs differ from PyTorch by up to {worst:.3g} > "
+                f"{tolerance:g} ({'; '.join(c.describe() for c in checks)})"
+            )
+            continue
+        write_atomic(out, data)  # the only write: WriteError on a full disk, older file kept
+        return ExportResult(out, name, opset_used, inputs, outputs, checks, notes)
     if checks_failed:
         raise ExportCheckError("; ".join(notes))
     hint = "; try another --opset or leave it out" if opset is not None else ""
@@ -414,17 +424,15 @@ def export_onnx(
 
 
 def _finish_graph(
-    path: Path, metadata: dict[str, str]
+    graph: ModelProto, metadata: dict[str, str]
 ) -> tuple[int, dict[str, list], dict[str, list]]:
-    """Add ``metadata`` to the ONNX file, check it with ``onnx.checker`` and describe its I/O:
-    ``(opset, {input: shape}, {output: shape})``, symbolic dimensions by name."""
+    """Add ``metadata`` to ``graph`` (in place), check it with ``onnx.checker`` and describe its
+    I/O: ``(opset, {input: shape}, {output: shape})``, symbolic dimensions by name."""
     onnx, _ = require_onnx()
-    graph = onnx.load(str(path))
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
 
     def shape(value) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

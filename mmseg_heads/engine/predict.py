@@ -9,12 +9,15 @@ model's largest stride, segmented, cropped back and turned into class indices.
 
 Masks are written as palette PNGs of class indices (``DIR/<task>/<id>.png``), or, for NIfTI input,
 as ``DIR/<task>/<id>.nii.gz`` with the input's affine and grid (3-D volumes are segmented slice by
-slice along the spec's ``volume.slice_axis``, 2 by default, and stacked back).
+slice along the spec's ``volume.slice_axis``, 2 by default, and stacked back). Every file is
+encoded in memory and written atomically (:func:`mmseg_heads.atomic.write_atomic`).
 """
 
 from __future__ import annotations
 
 import colorsys
+import gzip
+import io
 import logging
 import re
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from mmseg_heads.atomic import write_atomic
 from mmseg_heads.data.dataset import prepare_image
 from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
@@ -409,19 +413,37 @@ def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def write_png_mask(mask: np.ndarray, palette: list[tuple[int, int, int]], path: Path) -> Path:
-    """An ``H×W`` class-index map as a palette ("P") PNG: readers get the indices back."""
+# Every output file is encoded in memory, then written with write_atomic (temp file beside it,
+# fsync, rename): a full disk is a WriteError naming the file, never a half file, and an older
+# file of that name stays as it was. Encoding first also keeps the system's errno: PIL writes
+# image data to a real file's descriptor from C and reports a failed write without it.
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG file ``image.save(path)`` writes for a ``.png`` path, as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_mask_image(mask: np.ndarray, palette: list[tuple[int, int, int]]) -> Image.Image:
+    """An ``H×W`` class-index map as a palette ("P") image: readers get the indices back."""
     image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), "P")
     image.putpalette([channel for colour in palette for channel in colour])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    return image
+
+
+def write_png_mask(mask: np.ndarray, palette: list[tuple[int, int, int]], path: Path) -> Path:
+    """An ``H×W`` class-index map as a palette PNG, written atomically.
+
+    Raises:
+        WriteError: the file could not be written (a previous ``path`` is unchanged).
+    """
+    write_atomic(path, png_bytes(png_mask_image(mask, palette)))
     return path
 
 
-def write_nifti_mask(
-    mask: np.ndarray, geometry: NiftiGeometry, num_classes: int, path: Path
-) -> Path:
-    """A class-index map on the input's grid, with its affine and header, as uint8 NIfTI."""
+def nifti_mask_image(mask: np.ndarray, geometry: NiftiGeometry, num_classes: int):
+    """A class-index map on the input's grid, with its affine and header, as a uint8 NIfTI image
+    (``Nifti2Image`` for a NIfTI-2 input, else ``Nifti1Image``)."""
     import nibabel
 
     if mask.size == int(np.prod(geometry.shape)):  # put back trailing length-1 axes
@@ -432,8 +454,35 @@ def write_nifti_mask(
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0, max(num_classes - 1, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nibabel.save(image, str(path))
+    return image
+
+
+def nifti_bytes(image, path: Path) -> bytes:
+    """The file ``nibabel.save(image, path)`` writes, as bytes: the single-file NIfTI, gzipped for
+    a ``.gz`` name as nibabel gzips (its compression level, no file name, mtime 0)."""
+    from nibabel.openers import Opener
+
+    data = image.to_bytes()
+    if not path.name.lower().endswith(".gz"):
+        return data
+    buffer = io.BytesIO()
+    level = Opener.default_compresslevel
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=buffer, mtime=0) as gz:
+        gz.write(data)
+    return buffer.getvalue()
+
+
+def write_nifti_mask(
+    mask: np.ndarray, geometry: NiftiGeometry, num_classes: int, path: Path
+) -> Path:
+    """A class-index map on the input's grid, with its affine and header, as uint8 NIfTI
+    (``.nii.gz``: gzipped), written atomically.
+
+    Raises:
+        WriteError: the file could not be written (a previous ``path`` is unchanged).
+    """
+    image = nifti_mask_image(mask, geometry, num_classes)
+    write_atomic(path, nifti_bytes(image, path))
     return path
 
 
@@ -464,10 +513,14 @@ def overlay(
 def write_overlay(
     sample: Sample, mask: np.ndarray, palette: list[tuple[int, int, int]], path: Path
 ) -> Path:
-    """An overlay PNG; for a volume, of the plane with the most foreground."""
+    """An overlay PNG, written atomically; for a volume, of the plane with the most foreground.
+
+    Raises:
+        WriteError: the file could not be written (a previous ``path`` is unchanged).
+    """
     index = int(np.argmax((mask > 0).reshape(len(mask), -1).sum(1))) if len(mask) > 1 else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(sample.raw[index], mask[index], palette), "RGB").save(path)
+    image = Image.fromarray(overlay(sample.raw[index], mask[index], palette), "RGB")
+    write_atomic(path, png_bytes(image))
     return path
 
 
@@ -480,6 +533,9 @@ def write_masks(
     with_overlay: bool = False,
 ) -> list[Path]:
     """Write ``out/<task>/<id>.png`` (or ``.nii.gz`` for NIfTI input) per task; returns paths.
+
+    Each file is written atomically; the first one that cannot be written raises
+    :class:`~mmseg_heads.errors.WriteError` (files written before it are complete).
 
     Shape:
         ``masks``: ``{task: S×H×W}`` planes as :func:`segment` gives them.
@@ -588,6 +644,8 @@ def predict(
 
     Raises:
         UserError: a problem with the checkpoint, the inputs or the arguments.
+        WriteError: an output file could not be written (a full disk, no permission); the file
+            is left as it was before, and no temp file stays behind.
     """
     spec = run_spec(checkpoint, data)
     items = resolve_inputs(spec, inputs, modality_files, allow_missing=allow_missing)
