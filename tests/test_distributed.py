@@ -115,6 +115,17 @@ def test_each_process_draws_its_shard_of_one_shuffle_with_its_own_augmentation(t
     assert not torch.equal(crops_0, crops_1)
 
 
+class Segmenter(torch.nn.Module):
+    """The smallest model of the segmenter's interface: images by modality in, logits by task out."""
+
+    def __init__(self, body: torch.nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, images):
+        return {"t": self.body(images["x"])}
+
+
 def _timer(per_sample_ms: dict[int, float]):
     def timed(model, shapes, size, device, precision) -> float:
         return per_sample_ms[size] * size / 1e3
@@ -145,15 +156,7 @@ def test_auto_batch_size_on_cpu_takes_the_smallest_within_5_percent_of_the_faste
 def test_auto_batch_size_leaves_the_model_and_the_random_streams_alone(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
 
-    class Segmenter(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = model
-
-        def forward(self, images):
-            return {"t": self.body(images["x"])}
-
-    segmenter = Segmenter()
+    segmenter = Segmenter(model)
     before = {k: v.clone() for k, v in segmenter.state_dict().items()}
     torch.manual_seed(5)
     rng = torch.get_rng_state()
@@ -169,17 +172,11 @@ def test_auto_batch_size_leaves_the_model_and_the_random_streams_alone(monkeypat
 def test_activation_memory_grows_with_the_pixels_of_a_sample():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU())
 
-    class Segmenter(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = model
-
-        def forward(self, images):
-            return {"t": self.body(images["x"])}
-
     def per_sample(crop: int) -> int:
         shapes = auto.Shapes({"x": 1}, {"t": 8}, crop)
-        return auto.activation_bytes_per_sample(Segmenter(), shapes, torch.device("cpu"), "fp32")
+        return auto.activation_bytes_per_sample(
+            Segmenter(model), shapes, torch.device("cpu"), "fp32"
+        )
 
     # conv saves its input (1×crop²) and ReLU its output (8×crop²), fp32
     assert per_sample(32) == 4 * 32 * 32 * (1 + 8)
@@ -267,15 +264,7 @@ def test_sync_batchnorm_on_cpu_processes_is_a_user_error(tmp_path, demo_spec, mo
 def test_memory_guidance_adds_weights_and_activations():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU())
 
-    class Segmenter(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = model
-
-        def forward(self, images):
-            return {"t": self.body(images["x"])}
-
-    lines = auto.memory_guidance(Segmenter(), auto.Shapes({"x": 1}, {"t": 8}, 256), 12)
+    lines = auto.memory_guidance(Segmenter(model), auto.Shapes({"x": 1}, {"t": 8}, 256), 12)
     text = "\n".join(lines)
     # 4 bytes × 256² × (1 input + 8 ReLU outputs) = 2.25 MiB per sample in fp32
     assert "activations per sample      2 MiB fp32" in text
