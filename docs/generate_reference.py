@@ -93,6 +93,7 @@ NOTES: dict[str, str] = {
     "tasks.<name>.threshold": "Needs exactly 2 classes.",
     "tasks.<name>.ignore": "Their pixels get index 255.",
     "tasks.<name>.annotated_on": "Must name modalities; shown in reports.",
+    "tasks.<name>.colors": 'Keys must be classes of the task. Quote hex colours (`scar: "#ffff00"`): unquoted, YAML reads `#` on as a comment. Colours never change the class indices written. Details below the tables.',
     "splits": "Details below the tables.",
     "splits.<name>.fraction": "Fraction splits share one shuffle; their sum must be at most 1.",
     "splits.<name>.seed": "The shuffle uses the `seed` of the first fraction split declared.",
@@ -193,6 +194,26 @@ Each task maps the raw values of its label files to class indices `0 … len(cla
   (nor does the padding added to batches).
 - **`optional: true`**: a sample without this task's label file still trains and evaluates the
   other tasks; for this task it is masked out (`has_label` false).
+
+## Class colours
+
+`colors` gives classes of a task their colour wherever classes are drawn: the palette of the PNG
+masks and the overlays `mmseg-heads predict` writes, and the predictions in the report's sample
+figures (`report.json` keeps them as `tasks.<task>.palette`). A colour is `[r, g, b]` (whole
+numbers 0–255) or a quoted `"#rrggbb"`; classes not listed keep the default palette (class 0 black,
+then 16 fixed colours, then golden-ratio hue steps), so one entry changes one class:
+
+```yaml
+tasks:
+  scar:
+    classes: [background, scar]
+    colors: {scar: "#ffff00"}        # same as [255, 255, 0]
+```
+
+`data_specs/voc_style_two_modalities.yaml` lists the 21 colours of the VOC colormap, so masks look
+like VOC's `SegmentationClass` PNGs. A class name that is not a class of the task, a list that is
+not three numbers, a number outside 0–255 or a string that is not `#` and six hex digits is an
+error naming the file and `tasks.<task>.colors.<class>`.
 
 ## Normalisation
 

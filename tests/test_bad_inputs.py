@@ -328,6 +328,11 @@ def _drop(key):
     return lambda s: s.pop(key)
 
 
+def _colors(**colors):
+    """An edit giving the demo's `shapes` task these `colors`."""
+    return lambda spec: spec["tasks"]["shapes"].update(colors=colors)
+
+
 SPEC_CASES = [
     pytest.param(
         lambda s: s["tasks"]["shapes"].update(label=s["tasks"]["shapes"].pop("labels")),
@@ -407,6 +412,49 @@ SPEC_CASES = [
         "modalities.thermal.normalize",
         "'standard' is not one of zscore, minmax, imagenet, none",
         id="unknown-normalize",
+    ),
+    pytest.param(
+        _colors(circel=[255, 255, 0]),
+        "tasks.shapes.colors.circel",
+        "not a class of task shapes (classes: background, circle, square, triangle); "
+        "did you mean 'circle'?",
+        id="colors-unknown-class",
+    ),
+    pytest.param(
+        _colors(circle=[255, 255]),
+        "tasks.shapes.colors.circle",
+        "expected [r, g, b], got 2 values [255, 255]",
+        id="colors-two-values",
+    ),
+    pytest.param(
+        _colors(circle=[255, 256, -1]),
+        "tasks.shapes.colors.circle",
+        "values must be 0..255, got [255, 256, -1]",
+        id="colors-out-of-range",
+    ),
+    pytest.param(
+        _colors(circle=[0.5, 0, 0]),
+        "tasks.shapes.colors.circle",
+        "expected whole numbers 0..255, got [0.5, 0, 0]",
+        id="colors-fraction",
+    ),
+    pytest.param(
+        _colors(circle="ffff00"),
+        "tasks.shapes.colors.circle",
+        "'ffff00' is not a '#rrggbb' colour (did you mean '#ffff00'?)",
+        id="colors-hex-without-hash",
+    ),
+    pytest.param(
+        _colors(circle="#ffff0g"),
+        "tasks.shapes.colors.circle",
+        "'#ffff0g' is not a '#rrggbb' colour",
+        id="colors-bad-hex-digit",
+    ),
+    pytest.param(
+        _colors(circle=None),  # what YAML makes of `circle: #ffff00` (a comment)
+        "tasks.shapes.colors.circle",
+        'no colour given; quote a hex colour ("#ffff00"): unquoted, YAML reads # as a comment',
+        id="colors-unquoted-hex",
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from PIL import Image
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmseg_heads.data.readers import read_array
-from mmseg_heads.data.spec import IGNORE_INDEX, TaskSpec, load_data_spec
+from mmseg_heads.data.spec import IGNORE_INDEX, TaskSpec, data_spec_from_dict, load_data_spec
 from mmseg_heads.data.transforms import JointTransform, pad_to
 from mmseg_heads.errors import ConfigError, UserError
+from mmseg_heads.palette import default_palette
 
 IDS = ["a0", "a1", "b0", "b1", "c0", "c1", "d0", "d1"]
 H, W = 6, 8
@@ -244,6 +246,42 @@ def test_threshold_needs_two_classes(dataset_dir):
         load_data_spec(path)
     assert info.value.field == "tasks.seg.classes"
     assert info.value.file == str(path)
+
+
+def test_colors_set_the_listed_classes_and_keep_the_default_for_the_others(dataset_dir):
+    spec = _spec_dict()
+    spec["tasks"]["seg"]["colors"] = {"y": "#FFa500", "bg": [10, 20, 30]}  # hex of either case
+    loaded = load_data_spec(_write_spec(dataset_dir, spec))
+    default = default_palette(3)
+    assert loaded.tasks["seg"].palette == [(10, 20, 30), default[1], (255, 165, 0)]
+    assert loaded.tasks["seg"].colors == {"y": "#FFa500", "bg": [10, 20, 30]}
+
+
+def test_without_colors_the_palette_is_the_default(dataset_dir):
+    loaded = load_data_spec(_write_spec(dataset_dir, _spec_dict()))
+    assert loaded.tasks["seg"].colors is None
+    assert (
+        loaded.tasks["seg"].palette
+        == default_palette(3)
+        == [(0, 0, 0), (230, 25, 75), (60, 180, 75)]
+    )
+
+
+def test_colors_survive_the_copy_a_checkpoint_keeps(dataset_dir):
+    """A checkpoint stores ``spec.raw``; predict rebuilds the spec from it."""
+    spec = _spec_dict()
+    spec["tasks"]["seg"]["colors"] = {"x": "#00ff00"}
+    path = _write_spec(dataset_dir, spec)
+    rebuilt = data_spec_from_dict(copy.deepcopy(load_data_spec(path).raw), path)
+    assert rebuilt.tasks["seg"].palette[1] == (0, 255, 0)
+
+
+def test_spec_without_a_colors_key_still_loads_from_an_old_checkpoint(dataset_dir):
+    """Checkpoints written before `colors` existed hold task entries without the key."""
+    path = _write_spec(dataset_dir, _spec_dict())
+    raw = copy.deepcopy(load_data_spec(path).raw)
+    del raw["tasks"]["seg"]["colors"]
+    assert data_spec_from_dict(raw, path).tasks["seg"].palette == default_palette(3)
 
 
 def test_missing_spec_file_is_a_user_error(tmp_path):

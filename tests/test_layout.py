@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mmseg_heads"
 # What each layer may import from the package (besides itself and the base modules).
-BASE = {"errors", "registry", "schema", "atomic"}
+BASE = {"errors", "registry", "schema", "atomic", "palette"}
 ALLOWED = {
     "data": set(),
     "models": set(),

@@ -76,6 +76,22 @@ def test_confusion_matrix_rejects_label_outside_the_classes():
         MF.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3, IGNORE)
 
 
+def test_confusion_matrix_without_the_range_check_counts_the_same():
+    """The trainer's per-batch path skips the check (its cross-entropy made it): same counts."""
+    pred, target = _pixels_from_matrix(MATRIX)
+    target = target.clone()
+    target[::5] = IGNORE
+    checked = MF.confusion_matrix(pred, target, 3, IGNORE)
+    assert torch.equal(MF.confusion_matrix(pred, target, 3, IGNORE, validate=False), checked)
+    assert checked.sum() == (target != IGNORE).sum()
+
+
+def test_cross_entropy_rejects_what_the_skipped_check_would_have():
+    logits = torch.zeros(1, 3, 1, 2)
+    with pytest.raises((IndexError, RuntimeError)):
+        torch.nn.functional.cross_entropy(logits, torch.tensor([[0, 3]]), ignore_index=IGNORE)
+
+
 def test_confusion_matrix_rejects_negative_label():
     with pytest.raises(ValueError):
         MF.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, -1]), 3, IGNORE)

@@ -33,6 +33,7 @@ from mmseg_heads.engine.predict import (
     PredictInput,
     Sample,
     default_palette,
+    display_rgb,
     match_input,
     match_pattern,
     overlay,
@@ -200,6 +201,41 @@ def test_default_palette_is_distinct_with_black_background():
     assert palette[0] == (0, 0, 0) and len(set(palette)) == 40
 
 
+#: `colors` for the demo's `shapes` task: one class as a list, one as hex; the others unlisted.
+SHAPES_COLORS = {"circle": [255, 255, 0], "triangle": "#0080ff"}
+SHAPES_PALETTE = [(0, 0, 0), (255, 255, 0), default_palette(4)[2], (0, 128, 255)]
+
+
+def coloured_spec(demo_spec: Path, folder: Path) -> Path:
+    """The demo spec with SHAPES_COLORS, written to ``folder`` (``root``: the demo data)."""
+    spec = yaml.safe_load(demo_spec.read_text())
+    spec["root"] = str(demo_spec.parent)
+    spec["tasks"]["shapes"]["colors"] = SHAPES_COLORS
+    path = folder / "coloured.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_overlay_blends_each_class_with_its_spec_colour(demo_spec, tmp_path):
+    spec = load_data_spec(coloured_spec(demo_spec, tmp_path))
+    mask = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], np.uint8)
+    raw = np.random.default_rng(5).integers(0, 256, (1, 2, 4, 3)).astype(np.uint8)
+    sample = Sample("a", images={}, raw=raw)
+    written = predict_module.write_masks(
+        sample, {"shapes": mask[None]}, spec, tmp_path / "out", with_overlay=True
+    )
+    assert written == [tmp_path / "out/shapes/a.png", tmp_path / "out/shapes/a_overlay.png"]
+    shown = display_rgb(raw[0]).astype(np.float64)
+    colours = np.array(SHAPES_PALETTE, np.float64)[mask]
+    # overlay(): class > 0 is half image, half class colour; class 0 is the image alone.
+    expected = np.where((mask > 0)[..., None], 0.5 * shown + 0.5 * colours, shown).round()
+    with Image.open(written[1]) as image:
+        np.testing.assert_array_equal(np.asarray(image), expected.astype(np.uint8))
+    with Image.open(written[0]) as image:
+        assert image.getpalette()[:12] == [c for colour in SHAPES_PALETTE for c in colour]
+        np.testing.assert_array_equal(np.asarray(image), mask)
+
+
 # --- predict ------------------------------------------------------------------------------------
 def test_predict_png_of_any_size_writes_one_mask_per_task(run_dir, tmp_path, capsys):
     write_pair(tmp_path / "in", "odd", height=50, width=70)
@@ -221,6 +257,39 @@ def test_predict_png_of_any_size_writes_one_mask_per_task(run_dir, tmp_path, cap
         with Image.open(out / task / "odd_overlay.png") as overlay:
             assert overlay.mode == "RGB" and overlay.size == (70, 50)
         assert str(out / task / "odd.png") in stdout
+
+
+def coloured_checkpoint(run_dir: Path, folder: Path) -> Path:
+    """A copy of the run's checkpoint whose stored data spec has SHAPES_COLORS (as a run trained
+    on a spec with `colors` stores it)."""
+    state = torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    state["data_spec"]["tasks"]["shapes"]["colors"] = SHAPES_COLORS
+    path = folder / "coloured.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "--data"])
+def test_predict_writes_the_spec_colors_and_the_same_indices(
+    run_dir, demo_spec, tmp_path, capsys, source
+):
+    """The colours come from the spec predict reads: the checkpoint's own, or --data's."""
+    write_pair(tmp_path / "in", "col", height=40, width=44, seed=2)
+    image = tmp_path / "in" / "optical" / "col.png"
+    code, _, err = run_cli(capsys, "predict", run_dir, image, "--out", tmp_path / "plain")
+    assert code == 0, err
+    if source == "checkpoint":
+        args = [coloured_checkpoint(run_dir, tmp_path)]
+    else:
+        args = [run_dir, "--data", coloured_spec(demo_spec, tmp_path)]
+    code, _, err = run_cli(capsys, "predict", *args, image, "--out", tmp_path / "coloured")
+    assert code == 0, err
+    for task, palette in (("shapes", SHAPES_PALETTE), ("hotspots", default_palette(2))):
+        with Image.open(tmp_path / "coloured" / task / "col.png") as coloured:
+            assert coloured.getpalette()[: 3 * len(palette)] == [c for rgb in palette for c in rgb]
+            np.testing.assert_array_equal(
+                np.asarray(coloured), read_mask(tmp_path / "plain" / task / "col.png")
+            )
 
 
 def test_predict_with_explicit_modality_files(run_dir, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -9,14 +10,18 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from mmseg_heads.cli.main import main
-from mmseg_heads.engine.evaluate import load_run
+from mmseg_heads.data.spec import TaskSpec
+from mmseg_heads.engine.evaluate import load_run, task_extras
 from mmseg_heads.engine.evaluator import run_evaluation
 from mmseg_heads.engine.loaders import eval_loader
+from mmseg_heads.palette import default_palette
+from mmseg_heads.report import html, plots
 from mmseg_heads.report.schema import REPORT_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +60,78 @@ def test_report_json_matches_its_documented_schema(evaluated):
     jsonschema.validate(report, REPORT_SCHEMA)
     documented = (ROOT / "docs" / "report.md").read_text()
     assert json.dumps(REPORT_SCHEMA, indent=2) in documented
+    # The demo spec has no `colors`: each task carries the default palette, one colour per class.
+    for task, classes in (("shapes", 4), ("hotspots", 2)):
+        assert report["tasks"][task]["palette"] == [list(c) for c in default_palette(classes)]
+
+
+def test_report_without_a_palette_stays_valid(evaluated):
+    """A report.json written before tasks had `palette` still validates."""
+    _, report = evaluated
+    old = copy.deepcopy(report)
+    for summary in old["tasks"].values():
+        del summary["palette"]
+    jsonschema.validate(old, REPORT_SCHEMA)
+    old["tasks"]["shapes"]["palette"] = [[0, 0, 0], [256, 0, 0]]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(old, REPORT_SCHEMA)
+
+
+# --- class colours (no run needed) ----------------------------------------------------------
+
+
+def test_report_task_entry_carries_the_spec_colors():
+    task = TaskSpec(
+        name="scar",
+        labels="{id}.png",
+        classes=("background", "scar", "edema"),
+        annotated_on=("LGE",),
+        colors={"scar": "#ffff00"},
+    )
+    assert task_extras(task) == {
+        "annotated_on": ["LGE"],
+        "palette": [[0, 0, 0], [255, 255, 0], list(default_palette(3)[2])],
+    }
+
+
+def test_report_palette_falls_back_to_the_default_for_old_reports():
+    summary = {"classes": ["background", "a", "b"]}
+    expected = np.array(default_palette(3)) / 255.0
+    np.testing.assert_allclose(plots.task_palette(summary), expected)
+    summary["palette"] = [[0, 0, 0], [255, 255, 0], [0, 0, 255]]
+    np.testing.assert_allclose(plots.task_palette(summary), np.array(summary["palette"]) / 255)
+
+
+def test_prediction_layer_has_each_class_colour_and_a_transparent_background():
+    palette = np.array([[0, 0, 0], [1.0, 1.0, 0], [0, 0, 1.0]])
+    pred = np.array([[0, 1], [2, 1]])
+    rgba = plots.prediction_rgba(pred, palette)
+    assert rgba.shape == (2, 2, 4)
+    np.testing.assert_array_equal(rgba[..., :3], palette[pred])
+    np.testing.assert_array_equal(rgba[..., 3], [[0.0, 0.45], [0.45, 0.45]])
+
+
+def test_report_sample_figures_draw_with_the_task_palette(monkeypatch):
+    pytest.importorskip("matplotlib")
+    palette = [[0, 0, 0], [255, 255, 0], [0, 128, 255]]
+    summary = {"classes": ["background", "a", "b"], "per_class": {}, "palette": palette}
+    sample = {
+        "images": {"optical": np.zeros((3, 8, 8), np.float32)},
+        "pred": {"t": np.ones((8, 8), np.int64)},
+        "labels": {"t": np.zeros((8, 8), np.int64)},
+    }
+    report = {
+        "_examples": {"s1": sample},
+        "examples": {"t": {"worst": ["s1"], "best": []}},
+        "per_sample": {"t": {"s1": 0.5}},
+    }
+    drawn = []
+    monkeypatch.setattr(plots, "_overlay", lambda ax, *arrays: drawn.append(arrays[-1]))
+    for name in ("class_scores", "confusion", "training_curves"):
+        monkeypatch.setattr(plots, name, lambda *args: None)
+    html._task_section("t", summary, report, [], draw=True)
+    assert len(drawn) == 1  # one sample, one modality
+    np.testing.assert_allclose(drawn[0], np.array(palette) / 255)
 
 
 def test_ablation_reports_each_modality_through_the_missing_modality_path(evaluated):

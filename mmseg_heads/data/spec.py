@@ -6,6 +6,7 @@ A data spec is a YAML file (see ``docs/data_spec.md``); :func:`load_data_spec` v
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import random
@@ -19,6 +20,7 @@ import yaml
 
 from mmseg_heads.data.readers import PLANAR_EXTENSIONS, extension_of
 from mmseg_heads.errors import ConfigError, UserError
+from mmseg_heads.palette import RGB, Colour, task_palette
 from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, validate
 
 #: Label value of pixels that no loss and no metric sees (padding, ``ignore`` raw values).
@@ -80,6 +82,12 @@ TASK_SCHEMA = Struct(
             bool, default=False, doc="samples without a label file train the other tasks"
         ),
         "annotated_on": ListOf(Field(str), default=list, doc="modalities the labels were drawn on"),
+        "colors": MapOf(
+            Colour(),
+            default=None,
+            doc='class name -> `[r, g, b]` (0-255) or `"#rrggbb"`: the class\'s colour in '
+            "predicted masks, overlays and report figures; unlisted classes keep the default",
+        ),
     },
     doc="one task with its own label set",
 )
@@ -205,10 +213,17 @@ class TaskSpec:
     ignore: tuple[int, ...] = ()
     optional: bool = False
     annotated_on: tuple[str, ...] = ()
+    #: The spec's ``colors``: class name -> ``[r, g, b]`` or ``"#rrggbb"``, as validated.
+    colors: dict | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def palette(self) -> list[RGB]:
+        """One ``(r, g, b)`` per class: the spec's ``colors``, the default palette elsewhere."""
+        return task_palette(self.classes, self.colors)
 
     def map_labels(self, raw: np.ndarray, file: str | Path) -> np.ndarray:
         """Raw label values of one 2-D label image -> class indices (``IGNORE_INDEX`` for ignored
@@ -473,6 +488,7 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
             problems += _check_value_map(
                 task["values"], len(task["classes"]), f"tasks.{name}.values"
             )
+        problems += _check_colors(name, task)
         if task["values"] is not None and task["threshold"] is not None:
             problems.append(
                 UserError("give `values` or `threshold`, not both", field=f"tasks.{name}")
@@ -513,6 +529,25 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
     fractions = sum(r["fraction"] or 0.0 for r in raw["splits"].values())
     if fractions > 1.0 + 1e-9:
         problems.append(UserError(f"split fractions add up to {fractions:g} > 1", field="splits"))
+
+
+def _check_colors(name: str, task: dict) -> list[UserError]:
+    """Every key of ``colors`` must be a class of the task (a typo would silently keep the default
+    colour)."""
+    classes = task["classes"]
+    problems = []
+    for key in task["colors"] or {}:
+        if key in classes:
+            continue
+        hint = difflib.get_close_matches(key, classes, n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        problems.append(
+            UserError(
+                f"not a class of task {name} (classes: {', '.join(classes)}){did_you_mean}",
+                field=f"tasks.{name}.colors.{key}",
+            )
+        )
+    return problems
 
 
 def _check_volume_formats(raw: dict) -> list[UserError]:
@@ -672,6 +707,7 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
                 ignore=tuple(t["ignore"]),
                 optional=t["optional"],
                 annotated_on=tuple(t["annotated_on"]),
+                colors=t["colors"],
             )
             for n, t in raw["tasks"].items()
         },

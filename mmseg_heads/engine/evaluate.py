@@ -14,7 +14,7 @@ import torch
 
 from mmseg_heads.config import Config, config_from_dict
 from mmseg_heads.data.dataset import MultiModalDataset, collate
-from mmseg_heads.data.spec import DataSpec, data_spec_from_dict, load_data_spec
+from mmseg_heads.data.spec import DataSpec, TaskSpec, data_spec_from_dict, load_data_spec
 from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
 from mmseg_heads.engine.loaders import eval_loader
@@ -188,7 +188,7 @@ def evaluate(
         "fusion": config.model["fusion"],
         "heads": {task: model_head_config(config, task) for task in config.spec.tasks},
         "tasks": {
-            task: summary | {"annotated_on": list(config.spec.tasks[task].annotated_on)}
+            task: summary | task_extras(config.spec.tasks[task])
             for task, summary in summaries.items()
         },
         "per_sample": result.per_sample,
@@ -207,6 +207,15 @@ def evaluate(
         )
         report["_examples"] = predict_samples(model, loader.dataset, ids, device, precision)
     return report
+
+
+def task_extras(task: TaskSpec) -> dict:
+    """What a report's task entry holds beside the scores: the modalities the labels were drawn on
+    and the task's colours (so that the report draws classes as ``predict`` does)."""
+    return {
+        "annotated_on": list(task.annotated_on),
+        "palette": [list(colour) for colour in task.palette],
+    }
 
 
 def run_batch_size(config: Config, state: dict) -> int:

@@ -7,7 +7,8 @@ files follow from their patterns under that root. Images are read and normalised
 dataset does for training; each 2-D plane is padded (bottom and right, zeros) to a multiple of the
 model's largest stride, segmented, cropped back and turned into class indices.
 
-Masks are written as palette PNGs of class indices (``DIR/<task>/<id>.png``), or, for NIfTI input,
+Masks are written as palette PNGs of class indices (``DIR/<task>/<id>.png``, coloured by the task's
+``colors`` in the data spec: :attr:`~mmseg_heads.data.spec.TaskSpec.palette`), or, for NIfTI input,
 as ``DIR/<task>/<id>.nii.gz`` with the input's affine and grid (3-D volumes are segmented slice by
 slice along the spec's ``volume.slice_axis``, 2 by default, and stacked back). Every file is
 encoded in memory and written atomically (:func:`mmseg_heads.atomic.write_atomic`).
@@ -15,7 +16,6 @@ encoded in memory and written atomically (:func:`mmseg_heads.atomic.write_atomic
 
 from __future__ import annotations
 
-import colorsys
 import gzip
 import io
 import logging
@@ -50,28 +50,10 @@ from mmseg_heads.engine.evaluate import (
 )
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
+from mmseg_heads.palette import default_palette  # noqa: F401 (re-exported: it lived here)
 
 log = logging.getLogger(__name__)
 
-#: Colours of classes 1, 2, … (class 0, background, is black); more classes cycle through hues.
-BASE_COLOURS = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (255, 250, 200),
-    (128, 0, 0),
-    (170, 255, 195),
-)
 #: Field name used in errors about positional inputs.
 INPUT_FIELD = "INPUT"
 MODALITY_FIELD = "--modality"
@@ -400,19 +382,6 @@ def segment(
 
 
 # --- writing ------------------------------------------------------------------------------------
-def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
-    """Distinct RGB colours, one per class; class 0 is black."""
-    colours = [(0, 0, 0)]
-    for index in range(1, num_classes):
-        if index <= len(BASE_COLOURS):
-            colours.append(BASE_COLOURS[index - 1])
-        else:  # golden-ratio hue steps keep neighbours apart
-            hue = (index * 0.618033988749895) % 1.0
-            r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.95)
-            colours.append((round(r * 255), round(g * 255), round(b * 255)))
-    return colours
-
-
 # Every output file is encoded in memory, then written with write_atomic (temp file beside it,
 # fsync, rename): a full disk is a WriteError naming the file, never a half file, and an older
 # file of that name stays as it was. Encoding first also keeps the system's errno: PIL writes
@@ -543,7 +512,7 @@ def write_masks(
     written = []
     for task, planes in masks.items():
         classes = spec.tasks[task].num_classes
-        palette = default_palette(classes)
+        palette = spec.tasks[task].palette  # the spec's `colors`, default colours elsewhere
         folder = out / task
         if sample.geometry is not None:
             grid = (

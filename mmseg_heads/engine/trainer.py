@@ -464,6 +464,7 @@ class Trainer:
                 batch["labels"][task][labelled],
                 spec.num_classes,
                 IGNORE_INDEX,
+                validate=False,  # this step's cross-entropy has rejected out-of-range labels
             )
             tasks[task] = foreground_counts(matrix)
             for warning in self.diagnostics.update(task, tasks[task]):

@@ -10,11 +10,7 @@ import io
 
 import numpy as np
 
-PALETTE = np.array(
-    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
-    dtype=np.float32,
-) / 255.0  # fmt: skip
+from mmseg_heads.palette import default_palette
 
 
 def available() -> bool:
@@ -121,23 +117,46 @@ def _display(image: np.ndarray) -> np.ndarray:
     return np.moveaxis(scaled[:3], 0, -1) if scaled.shape[0] >= 3 else scaled[0]
 
 
-def _overlay(ax, image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> None:
+def task_palette(summary: dict) -> np.ndarray:
+    """A report task's class colours as a ``classes × 3`` array in 0..1: its ``palette`` (the data
+    spec's ``colors`` over the default palette), or, for a report.json written before reports had
+    one, the default palette ``predict`` uses."""
+    palette = summary.get("palette") or default_palette(len(summary["classes"]))
+    return np.asarray(palette, dtype=np.float64) / 255.0
+
+
+def prediction_rgba(pred: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """``H×W×4``: each pixel in its predicted class's colour, background (class 0) transparent."""
+    colours = palette[np.clip(pred, 0, len(palette) - 1)]
+    alpha = np.where(pred > 0, 0.45, 0.0)
+    return np.dstack([colours, alpha])
+
+
+def _overlay(
+    ax, image: np.ndarray, pred: np.ndarray, truth: np.ndarray, palette: np.ndarray
+) -> None:
     shown = _display(image)
     ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray")
-    colours = PALETTE[np.clip(pred, 0, len(PALETTE) - 1)]
-    alpha = np.where((pred > 0), 0.45, 0.0)
-    ax.imshow(np.dstack([colours, alpha]))
+    ax.imshow(prediction_rgba(pred, palette))
     valid = np.where(truth == 255, 0, truth)
     if valid.max() > 0:
-        ax.contour(valid > 0, levels=[0.5], colors="yellow", linewidths=0.8)
+        ax.contour(
+            valid > 0, levels=[0.5], colors="white", linewidths=0.8
+        )  # white: no class colour is white
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def overlays(
-    task: str, examples: dict, picks: dict[str, list[str]], scores: dict, annotated_on: list[str]
+    task: str,
+    examples: dict,
+    picks: dict[str, list[str]],
+    scores: dict,
+    annotated_on: list[str],
+    palette: np.ndarray,
 ) -> bytes | None:
-    """For each worst/best sample: prediction (colour) and truth (yellow contour) on every modality."""
+    """For each worst/best sample: prediction (``palette``, from :func:`task_palette`) and truth
+    (white contour) on every modality."""
     rows = [(end, sample_id) for end in ("worst", "best") for sample_id in picks.get(end, [])]
     if not rows:
         return None
@@ -150,13 +169,19 @@ def overlays(
         sample = examples[sample_id]
         for c, modality in enumerate(modalities):
             ax = axes[r][c]
-            _overlay(ax, sample["images"][modality], sample["pred"][task], sample["labels"][task])
+            _overlay(
+                ax,
+                sample["images"][modality],
+                sample["pred"][task],
+                sample["labels"][task],
+                palette,
+            )
             star = " ★ annotated" if modality in annotated_on else ""
             ax.set_title(f"{modality}{star}", fontsize=9, color="darkred" if star else "black")
             if c == 0:
                 ax.set_ylabel(f"{end}: {sample_id}\nF {scores.get(sample_id) or 0:.2f}", fontsize=8)
     fig.suptitle(
-        f"{task}: prediction (colour) and truth (yellow contour) on each modality", fontsize=10
+        f"{task}: prediction (colour) and truth (white contour) on each modality", fontsize=10
     )
     return _png(fig)
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 _SCORE = {"type": ["number", "null"]}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
+_RGB = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": 255},
+    "minItems": 3,
+    "maxItems": 3,
+}
 
 _PER_CLASS = {
     "type": "object",
@@ -52,6 +58,8 @@ _TASK = {
         "pixel_accuracy": _SCORE,
         "pixels": {"type": "integer"},
         "annotated_on": {"type": "array", "items": {"type": "string"}},
+        # One [r, g, b] per class; absent from reports written before data specs had `colors`.
+        "palette": {"type": "array", "items": _RGB},
     },
 }
 
