@@ -141,6 +141,37 @@ def test_per_sample_missing_modality_through_present_mask():
         assert weights[1, column] == 0 and (weights[[0, 2], column] > 0).all()
 
 
+def test_a_stacked_group_zero_fills_a_missing_member_and_still_encodes():
+    """Early fusion cannot leave one modality out: its channels become zeros, the rest is read."""
+    model = build(encoders={"C0+LGE+T2": "resnet18"}).eval()
+    trunk = model.trunk
+    images, _ = batch(n=2)
+    without_lge = {m: x for m, x in images.items() if m != "LGE"}
+    zero_filled = {**images, "LGE": torch.zeros_like(images["LGE"])}
+    with torch.no_grad():
+        ablated = trunk(without_lge)
+        reference = trunk(zero_filled)
+    assert ablated.present["C0+LGE+T2"].all()
+    for stride, features in ablated.per_group["C0+LGE+T2"].items():
+        assert torch.equal(features, reference.per_group["C0+LGE+T2"][stride]), stride
+        assert features.abs().sum() > 0  # encoded, not the zeros of an absent group
+
+
+def test_a_stacked_group_zero_fills_a_member_per_sample():
+    model = build(encoders={"C0+LGE+T2": "resnet18"}).eval()
+    images, _ = batch(n=2)
+    present = {"T2": torch.tensor([True, False])}
+    second_zeroed = {**images, "T2": images["T2"] * torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)}
+    with torch.no_grad():
+        masked = model(images, present)
+        reference = model(second_zeroed)
+        unmasked = model(images)
+    for task in TASKS:
+        assert torch.allclose(masked[task], reference[task], atol=1e-6), task
+        assert torch.allclose(masked[task][0], unmasked[task][0], atol=1e-6), task
+        assert not torch.allclose(masked[task][1], unmasked[task][1]), task
+
+
 def test_modality_dropout_never_drops_every_modality():
     model = build("attention", dropout=0.9)
     trunk = model.trunk

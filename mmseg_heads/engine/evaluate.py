@@ -21,6 +21,7 @@ from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.engine.trainer import model_from_config
 from mmseg_heads.errors import UserError
+from mmseg_heads.models.build import encoder_groups
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,21 @@ def ablation_path(config: Config) -> str:
         "sum": "the sum fusion adds the modalities present, rescaled to the full count",
         "concat": "the concat fusion gets zero features in the missing modality's channels",
     }.get(fusion, f"the {fusion} fusion leaves it out")
+    stacked = [
+        g
+        for g in encoder_groups(config.model["encoders"], list(config.spec.modalities))
+        if "+" in g
+    ]
+    early = (
+        f" In the stacked group{'s' if len(stacked) > 1 else ''} {', '.join(stacked)} (early "
+        "fusion) the missing modality's channels are zeros (its normalised mean) and the encoder "
+        "still runs on the others."
+        if stacked
+        else ""
+    )
     return (
         "The modality is removed from the input; its encoder does not run; "
-        f"{how}; a head branching off that modality alone sees zero features."
+        f"{how}; a head branching off that modality alone sees zero features.{early}"
     )
 
 

@@ -104,6 +104,7 @@ def build_model(
         fusion=model["fusion"],
         modality_dropout=model["modality_dropout"],
         strides=model.get("strides"),
+        modality_channels=modalities,
     )
     default_head = {"source": "fused", "decoder": "shared", "gate": "none"}
     head_cfgs = {task: default_head | model["heads"].get(task, {}) for task in tasks}

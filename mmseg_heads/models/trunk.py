@@ -7,6 +7,9 @@ count from the encoders.
 Missing modalities are explicit: a modality absent from the input dict (at inference) or dropped
 for a sample (``modality_dropout`` in training) is marked absent in ``present``, and the fusions
 leave it out; its encoder's features are zeros, never an encoding of a fake all-zero image.
+A stacked group (early fusion, ``"C0+LGE+T2"``) is the exception: its encoder sees all its members
+at once, so a missing member's channels are zeros (the normalised mean) and the group stays present
+while any member is.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class FusionTrunk(nn.Module):
         fusion: name of a registered fusion mode.
         modality_dropout: in training, the probability of dropping each group from the fusion for a
             sample; at least one group always stays.
+        modality_channels: ``{modality: channels}``, needed to zero-fill a missing member of a
+            stacked group (without it such a group is absent when any member is).
         strides: the strides whose levels are fused and handed on (default: every stride any
             encoder has); the deepest must be among them, since decoders start there.
 
@@ -74,9 +79,12 @@ class FusionTrunk(nn.Module):
         fusion: str,
         modality_dropout: float = 0.0,
         strides: list[int] | None = None,
+        modality_channels: dict[str, int] | None = None,
     ):
         super().__init__()
         self.groups = {g: tuple(ms) for g, ms in groups.items()}
+        #: channels of each modality: a missing member of a stacked group is filled with zeros
+        self.modality_channels = dict(modality_channels or {})
         self.encoders = nn.ModuleDict(encoders)
         self.modality_dropout = modality_dropout
         self.source_levels = _select_strides(
@@ -110,19 +118,35 @@ class FusionTrunk(nn.Module):
     def group_presence(
         self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
-        """``{group: N bool}``: a group is present for a sample when all its modalities are."""
+        """``{group: N bool}``: a group is present for a sample when all its modalities are, or,
+        for a stacked group that can zero-fill its members, when any of them is."""
         reference = next(iter(images.values()))
         n = reference.shape[0]
         out = {}
         for group, members in self.groups.items():
-            mask = torch.ones(n, dtype=torch.bool, device=reference.device)
-            for modality in members:
-                if modality not in images:
-                    mask = torch.zeros_like(mask)
-                elif present is not None and modality in present:
-                    mask = mask & present[modality].to(mask.device, torch.bool)
-            out[group] = mask
+            masks = [
+                self._member_presence(m, images, present, n, reference.device) for m in members
+            ]
+            stacked = torch.stack(masks)
+            out[group] = stacked.any(0) if self._zero_fills(members) else stacked.all(0)
         return out
+
+    def _zero_fills(self, members: tuple[str, ...]) -> bool:
+        return len(members) > 1 and all(m in self.modality_channels for m in members)
+
+    @staticmethod
+    def _member_presence(
+        modality: str,
+        images: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None,
+        n: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        if modality not in images:
+            return torch.zeros(n, dtype=torch.bool, device=device)
+        if present is not None and modality in present:
+            return present[modality].to(device, torch.bool)
+        return torch.ones(n, dtype=torch.bool, device=device)
 
     def drop_modalities(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Drop each present group with probability ``modality_dropout``; keep ≥ 1 per sample."""
@@ -138,24 +162,26 @@ class FusionTrunk(nn.Module):
         return {g: dropped[:, i] for i, g in enumerate(present)}
 
     def encode(
-        self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
+        self,
+        images: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None = None,
+        member_present: dict[str, torch.Tensor] | None = None,
     ) -> dict:
         """Per-group features; a group absent from the whole batch gets zeros and no encoder run.
 
-        ``present`` (per-sample masks) only matters when given: without it every group in
+        ``present`` (per-sample masks by group) only matters when given: without it every group in
         ``images`` is encoded, a branch that depends on no tensor value (ONNX export traces it).
+        ``member_present`` (per-sample masks by modality) zero-fills absent members of stacked
+        groups sample by sample.
         """
         reference = next(iter(images.values()))
         n, (h, w) = reference.shape[0], reference.shape[-2:]
         out = {}
         for group, members in self.groups.items():
             someone_has_it = present is None or bool(present[group].any())
-            if all(m in images for m in members) and someone_has_it:
-                x = (
-                    images[members[0]]
-                    if len(members) == 1
-                    else torch.cat([images[m] for m in members], 1)
-                )
+            complete = all(m in images for m in members)
+            if someone_has_it and (complete or self._zero_fills(members)):
+                x = self._group_input(members, images, member_present)
                 out[group] = self.encoders[group](x)
             else:  # absent from the whole batch: zero features, and no encoder cost
                 out[group] = {
@@ -164,11 +190,34 @@ class FusionTrunk(nn.Module):
                 }
         return out
 
+    def _group_input(
+        self,
+        members: tuple[str, ...],
+        images: dict[str, torch.Tensor],
+        member_present: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The encoder input of a group: its modalities stacked, zeros for a missing member
+        (absent from ``images``, or marked absent for a sample in ``member_present``)."""
+        if len(members) == 1:
+            return images[members[0]]
+        reference = next(iter(images.values()))
+        n, (h, w) = reference.shape[0], reference.shape[-2:]
+        parts = []
+        for m in members:
+            if m not in images:
+                parts.append(reference.new_zeros(n, self.modality_channels[m], h, w))
+            elif member_present is not None and m in member_present:
+                keep = member_present[m].to(images[m].device, images[m].dtype).view(-1, 1, 1, 1)
+                parts.append(images[m] * keep)
+            else:
+                parts.append(images[m])
+        return torch.cat(parts, 1)
+
     def forward(
         self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
     ) -> TrunkOutput:
         available = self.group_presence(images, present)
-        per_group = self.encode(images, available if present is not None else None)
+        per_group = self.encode(images, available if present is not None else None, present)
         fusion_present = available
         if self.training and self.modality_dropout > 0:
             fusion_present = self.drop_modalities(available)
