@@ -131,10 +131,10 @@ def checkpoint_bytes(num_parameters: int, optimizer_slots: int) -> int:
     return int(4 * num_parameters * (1 + optimizer_slots) * 1.05) + (1 << 20)
 
 
-def format_bytes(size: float) -> str:
-    """``1.2 GiB``, ``340 MiB``: one decimal in GiB, whole MiB below that."""
+def format_bytes(size: float, decimals: int = 1) -> str:
+    """``1.2 GiB``, ``340 MiB``: ``decimals`` in GiB, whole MiB below that."""
     if size >= 1 << 30:
-        return f"{size / (1 << 30):.1f} GiB"
+        return f"{size / (1 << 30):.{decimals}f} GiB"
     return f"{size / (1 << 20):.0f} MiB"
 
 

@@ -194,15 +194,7 @@ def run(args) -> int:
     }
     model = model_from_config(Config(path=config.path, raw=offline, spec=config.spec))
     print("\n".join(describe_model(model, args.size)))
-    print("\n".join(memory_guidance(model, _shapes(config), config.train["batch_size"])))
+    shapes = Shapes.from_spec(config.spec, config.train["crop"])
+    print("\n".join(memory_guidance(model, shapes, config.train["batch_size"])))
     print("\nOK")
     return 0
-
-
-def _shapes(config: Config) -> Shapes:
-    spec = config.spec
-    return Shapes(
-        {m.name: m.channels for m in spec.modalities.values()},
-        {t.name: t.num_classes for t in spec.tasks.values()},
-        config.train["crop"],
-    )

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmseg_heads.atomic import format_bytes
+from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.engine.precision import autocast
 
 CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -38,6 +40,14 @@ class Shapes:
     modalities: dict[str, int]
     tasks: dict[str, int]
     crop: int
+
+    @classmethod
+    def from_spec(cls, spec: DataSpec, crop: int) -> Shapes:
+        return cls(
+            {m.name: m.channels for m in spec.modalities.values()},
+            {t.name: t.num_classes for t in spec.tasks.values()},
+            crop,
+        )
 
     def batch(self, size: int, device: torch.device, generator: torch.Generator) -> tuple:
         images = {
@@ -103,13 +113,14 @@ def choose_batch_size(
     ``limit``: the largest batch worth trying (this process's share of the training split).
     """
     candidates = [c for c in CANDIDATES if c <= max(2, limit)]
-    probe = copy.deepcopy(model).train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if device.type == "cuda":
+            probe = copy.deepcopy(model).train()
             return _largest_fitting(probe, shapes, device, precision, candidates)
         per_sample = activation_bytes_per_sample(model, shapes, device, precision)
         affordable = CPU_MEMORY_SHARE * _available_memory() / max(per_sample, 1)
         within_memory = [c for c in candidates if c <= affordable] or candidates[:1]
+        probe = copy.deepcopy(model).train()  # after the measurement's own copy is gone
         return _fastest_per_sample(probe, shapes, device, precision, within_memory)
 
 
@@ -186,14 +197,14 @@ def memory_guidance(model: nn.Module, shapes: Shapes, batch_size: int | str) -> 
     lines = [
         "",
         f"batch size (train.batch_size {batch_size}, crop {shapes.crop}):",
-        f"  activations per sample      {_gib(per_sample['fp32'])} fp32, "
-        f"{_gib(per_sample['bf16'])} bf16",
-        f"  weights, gradients, AdamW   {_gib(fixed)}",
+        f"  activations per sample      {_size(per_sample['fp32'])} fp32, "
+        f"{_size(per_sample['bf16'])} bf16",
+        f"  weights, gradients, AdamW   {_size(fixed)}",
     ]
     for size in sorted({8, 16, 32} | ({batch_size} if isinstance(batch_size, int) else set())):
         need = {p: fixed + size * b for p, b in per_sample.items()}
         lines.append(
-            f"  batch {size:<4} needs about   {_gib(need['fp32'])} fp32, {_gib(need['bf16'])} bf16"
+            f"  batch {size:<4} needs about   {_size(need['fp32'])} fp32, {_size(need['bf16'])} bf16"
         )
     lines.append(
         "  `train.batch_size: auto` measures it on the training machine: the largest batch that "
@@ -202,5 +213,5 @@ def memory_guidance(model: nn.Module, shapes: Shapes, batch_size: int | str) -> 
     return lines
 
 
-def _gib(size: int) -> str:
-    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+def _size(size: int) -> str:
+    return format_bytes(size, decimals=2)

@@ -79,18 +79,6 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def all_reduce_sum(values: dict[str, float], world: World) -> dict[str, float]:
-    """Sum scalars over processes in one collective (the epoch's loss sums and counts)."""
-    if not world.distributed or not values:
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor(
-        [float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device(world)
-    )
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return dict(zip(keys, tensor.cpu().tolist(), strict=True))
-
-
 def all_reduce_min(value: int, world: World) -> int:
     if not world.distributed:
         return value

@@ -323,12 +323,7 @@ class Trainer:
         if state is not None and "batch_size" in state:
             log.info("batch_size auto: %d, as chosen when this run started", state["batch_size"])
             return state["batch_size"]
-        spec = self.config.spec
-        shapes = Shapes(
-            {m.name: m.channels for m in spec.modalities.values()},
-            {t.name: t.num_classes for t in spec.tasks.values()},
-            self.config.train["crop"],
-        )
+        shapes = Shapes.from_spec(self.config.spec, self.config.train["crop"])
         limit = len(self.dataset) // self.world.size
         size, reason = choose_batch_size(
             self.model, shapes, self.device, self.precision, limit=limit
