@@ -32,7 +32,6 @@ from mmseg_heads.engine.export import ExportCheckError, export_onnx
 from mmseg_heads.engine.predict import (
     PredictInput,
     Sample,
-    default_palette,
     display_rgb,
     match_input,
     match_pattern,
@@ -43,6 +42,7 @@ from mmseg_heads.engine.predict import (
     write_png_mask,
 )
 from mmseg_heads.errors import UserError, WriteError
+from mmseg_heads.palette import default_palette
 
 CLASSES = {"shapes": 4, "hotspots": 2}
 

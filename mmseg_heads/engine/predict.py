@@ -50,7 +50,6 @@ from mmseg_heads.engine.evaluate import (
 )
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
-from mmseg_heads.palette import default_palette  # noqa: F401 (re-exported: it lived here)
 
 log = logging.getLogger(__name__)
 
