@@ -85,14 +85,14 @@ COMMANDS: dict[str, Run] = {
         + run_dir(f"{DEMO}/run")
         + report(f"{DEMO}/run/report_demo_val"),
     ),
-    # README's job 1 shows data_specs/my_data.yaml for the reader's own folder; the demo's data
-    # has that layout, so --data-root points it there.
+    # README's job 1: data_specs/my_data.yaml's `root` is the demo's data, so the commands run
+    # as written after `mmseg-heads demo`.
     "mmseg-heads inspect configs/my_fused.yaml --size 512": Run(
-        f"mmseg-heads inspect configs/my_fused.yaml --size 512 --data-root {DEMO}/data",
+        None,
         prints=(LEVELS, "encoder optical", "vgg16", "resnet50"),
     ),
     "mmseg-heads train configs/my_fused.yaml": Run(
-        f"mmseg-heads train configs/my_fused.yaml --data-root {DEMO}/data {TINY}",
+        f"mmseg-heads train configs/my_fused.yaml {TINY}",
         writes=run_dir("runs/my_fused"),
     ),
     "mmseg-heads train configs/modality_branches.yaml": Run(
