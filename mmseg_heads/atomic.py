@@ -91,6 +91,39 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
                 tmp.unlink(missing_ok=True)
 
 
+def link_atomic(source: str | Path, path: str | Path) -> None:
+    """Give ``source``'s content the name ``path`` too, replacing ``path`` atomically.
+
+    A hard link (no extra space) where the disk has them, else a copy; either way ``path`` is
+    the old file or the new one, never half of one. Writing ``source`` later by rename (as
+    :func:`atomic_open` does) leaves ``path`` as it was.
+    """
+    source, path = Path(source), Path(path)
+    tmp: Path | None = None
+    try:
+        tmp = temp_path_beside(path)
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+#: ``os.link`` errors that mean "this disk has no hard links": copy instead.
+_NO_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     with atomic_open(path) as handle:
         handle.write(data.encode() if isinstance(data, str) else data)

@@ -27,9 +27,12 @@ from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.spec import load_data_spec
 from mmseg_heads.errors import UserError
 
+#: 0.3 M parameters: a training test writes checkpoints of a few MB, not hundreds.
+TINY_ENCODER = "tu-mobilenetv3_small_050"
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {
-    "encoders": {"optical": "resnet18", "thermal": "resnet18"},
+    "encoders": {"optical": TINY_ENCODER, "thermal": TINY_ENCODER},
     "decoder_channels": [16, 16, 8, 8, 8],
 }
 TINY_TRAIN = {"epochs": 1, "batch_size": 4, "crop": 64, "workers": 0, "seed": 0}

@@ -14,6 +14,9 @@ from mmseg_heads.cli.main import main
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.spec import load_data_spec
 
+#: 0.3 M parameters: a training test writes checkpoints of a few MB, not hundreds.
+TINY_ENCODER = "tu-mobilenetv3_small_050"
+
 TINY_TRAIN = {"epochs": 1, "batch_size": 4, "crop": 64, "workers": 0, "seed": 0}
 
 
@@ -21,7 +24,7 @@ def write_config(tmp_path: Path, spec: Path, **sections) -> Path:
     config = {
         "data": str(spec),
         "model": {
-            "encoders": {"optical": "resnet18", "thermal": "resnet18"},
+            "encoders": {"optical": TINY_ENCODER, "thermal": TINY_ENCODER},
             "decoder_channels": [32, 16, 16, 8, 8],
         },
         "train": TINY_TRAIN | {"out": str(tmp_path / "run")},
@@ -274,7 +277,7 @@ def test_imagenet_offline_fails_fast_saying_how_to_pass_a_local_file(tmp_path, d
     config = write_config(tmp_path, demo_spec, model={"pretrained": "imagenet"})
     code, out, err = run_cli(capsys, "train", config)
     assert code == 2
-    assert "model.encoders.optical.pretrained: ImageNet weights for 'resnet18'" in err
+    assert f"model.encoders.optical.pretrained: ImageNet weights for '{TINY_ENCODER}'" in err
     assert "pretrained: path/to/weights.pt" in err
     assert not (tmp_path / "run").exists()
 

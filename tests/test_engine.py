@@ -23,12 +23,15 @@ from mmseg_heads.engine.schedule import lr_factor
 from mmseg_heads.engine.trainer import Trainer
 from mmseg_heads.errors import UserError
 
+#: 0.3 M parameters: a training test writes checkpoints of a few MB, not hundreds.
+TINY_ENCODER = "tu-mobilenetv3_small_050"
+
 
 def write_config(tmp_path: Path, spec: Path, name: str = "config", **train) -> Path:
     config = {
         "data": str(spec),
         "model": {
-            "encoders": {"optical": "resnet18", "thermal": "resnet18"},
+            "encoders": {"optical": TINY_ENCODER, "thermal": TINY_ENCODER},
             "decoder_channels": [16, 16, 8, 8, 8],
             "modality_dropout": 0.3,  # draws from the RNG every step: resume must restore it
         },
@@ -116,6 +119,32 @@ def test_failure_in_the_middle_of_saving_keeps_the_previous_checkpoint(tmp_path,
     assert path.read_bytes() == before
     assert ckpt.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_one_epochs_names_share_one_file_and_a_later_save_leaves_them(tmp_path):
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    ckpt.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, best, last)
+    assert best.stat().st_ino == last.stat().st_ino  # a hard link: the state's space is paid once
+    ckpt.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, last)
+    assert ckpt.load_checkpoint(best)["epoch"] == 1 and torch.equal(
+        ckpt.load_checkpoint(best)["w"], torch.ones(3)
+    )
+    assert ckpt.load_checkpoint(last)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_a_disk_without_hard_links_gets_copies(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr("mmseg_heads.atomic.os.link", no_links)
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    ckpt.save_checkpoint({"epoch": 3, "w": torch.ones(2)}, best, last)
+    assert best.stat().st_ino != last.stat().st_ino
+    assert best.read_bytes() == last.read_bytes()
+    assert ckpt.load_checkpoint(last)["epoch"] == 3
 
 
 def test_freezing_keeps_encoder_weights_and_batchnorm_statistics(tmp_path, demo_spec):

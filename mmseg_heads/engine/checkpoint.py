@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from mmseg_heads.atomic import atomic_open
+from mmseg_heads.atomic import atomic_open, link_atomic
 from mmseg_heads.errors import UserError, load_failure
 
 FORMAT = "mmseg_heads.checkpoint/1"
@@ -16,10 +16,17 @@ GIVE_A_RUN = (
 )
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Written atomically (temp file, fsync, rename): a crash leaves the previous file intact."""
+def save_checkpoint(state: dict, path: str | Path, *also: str | Path) -> None:
+    """Written atomically (temp file, fsync, rename): a crash leaves the previous file intact.
+
+    ``also``: more names for the same state (``best.pt`` and ``last.pt`` of one epoch). Each is
+    a hard link to ``path`` where the disk supports links, so one epoch's state takes its space
+    once; each name is replaced atomically and in the order given.
+    """
     with atomic_open(path) as handle:
         torch.save({"format": FORMAT, **state}, handle)
+    for other in also:
+        link_atomic(path, other)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -549,11 +549,11 @@ class Trainer:
         state = self.checkpoint(summaries, rng_per_rank)
         folder = self.run_dir / "checkpoints"
         every = self.config.train["checkpoint_every"]
-        if every and self.epoch % every == 0:
-            save_checkpoint(state, folder / f"epoch_{self.epoch}.pt")
-        if improved:
-            save_checkpoint(state, folder / "best.pt")
-        save_checkpoint(state, folder / "last.pt")  # last: resume never starts before best exists
+        names = [f"epoch_{self.epoch}.pt"] if every and self.epoch % every == 0 else []
+        names += ["best.pt"] if improved else []
+        names += ["last.pt"]  # last: resume never starts before best exists
+        # One file, the other names hard links to it: an epoch's state takes its space once.
+        save_checkpoint(state, *(folder / name for name in names))
 
     # --- the run -----------------------------------------------------------------------------
     def fit(self) -> Path:
