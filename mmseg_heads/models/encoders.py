@@ -128,7 +128,7 @@ def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
     hub.HF_HUB_OFFLINE = True
     try:
         return smp.encoders.get_encoder(
-            name, in_channels=in_channels, depth=depth, weights="imagenet"
+            name, in_channels=in_channels, depth=depth, weights=_imagenet_weights(name)
         )
     except OSError:
         pass  # not cached
@@ -144,12 +144,17 @@ def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
         )
     try:
         return smp.encoders.get_encoder(
-            name, in_channels=in_channels, depth=depth, weights="imagenet"
+            name, in_channels=in_channels, depth=depth, weights=_imagenet_weights(name)
         )
     except OSError as exc:
         raise UserError(
             f"cannot download ImageNet weights for {name!r}: {exc}", field="pretrained"
         ) from exc
+
+
+def _imagenet_weights(name: str) -> str | bool:
+    """smp's ``weights`` argument for ImageNet: timm encoders take True (their default tag)."""
+    return True if name.startswith("tu-") else "imagenet"
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
