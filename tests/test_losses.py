@@ -155,6 +155,29 @@ def test_soft_dice_matches_hand_formula():
     torch.testing.assert_close(loss, _dice_reference(logits, target, present))
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_soft_dice_value_and_gradient_match_the_formula_at_21_classes(per_sample):
+    g = torch.Generator().manual_seed(21)
+    logits = torch.randn(2, 21, 8, 8, generator=g, requires_grad=True)
+    target = torch.randint(0, 21, (2, 8, 8), generator=g)
+    target[0, :3] = IGNORE
+    loss = LF.soft_dice(logits, target, ignore_index=IGNORE, per_sample=per_sample)
+    if per_sample:
+        terms = [
+            _dice_reference(logits[i : i + 1], target[i : i + 1], [c])
+            for i in range(2)
+            for c in sorted(set(target[i][target[i] != IGNORE].tolist()))
+        ]
+        expected = torch.stack(terms).mean()
+    else:
+        expected = _dice_reference(logits, target, sorted(set(target[target != IGNORE].tolist())))
+    torch.testing.assert_close(loss, expected)
+    (ours,) = torch.autograd.grad(loss, logits)
+    (reference,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(ours, reference)
+    assert ours[0, :, :3].abs().max() == 0  # ignored pixels get no gradient
+
+
 def test_soft_dice_of_perfect_confident_logits_is_near_zero():
     target = _target()
     loss = LF.soft_dice(_one_hot_logits(target, 3, 50.0), target, ignore_index=IGNORE)
