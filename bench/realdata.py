@@ -211,6 +211,10 @@ def run_variant(
     return {"dice": dice, **info}
 
 
+#: The alternatives, trained after ours: one joint U-Net, three separate U-Nets two ways.
+BASELINES = ("joint_unet", "separate_own", "separate_stacked")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -227,6 +231,13 @@ def main() -> None:
     p.add_argument(
         "--results", type=Path, default=None, help="write this Markdown table (docs/results.md)"
     )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=[*OURS, *BASELINES],
+        default=[*OURS, *BASELINES],
+        help="train only these (default: all)",
+    )
     args = p.parse_args()
     if not SPEC.is_file() or not (ROOT.parent / "shared" / "data" / "myops2020").is_dir():
         raise SystemExit("needs ../shared/data/myops2020 (see data_specs/myops2020.yaml)")
@@ -241,6 +252,8 @@ def main() -> None:
         f"budget {budget:.0f} CPU s per model, crop {args.crop}, {args.threads} threads", flush=True
     )
     for name, model_cfg in OURS.items():
+        if name not in args.models:
+            continue
         cfg = {
             "pretrained": "none",
             "depth": 5,
@@ -250,17 +263,20 @@ def main() -> None:
             name, lambda cfg=cfg: build_model(cfg, modalities=modalities, tasks=task_classes),
             list(task_classes), spec, train_loader, val_loader, budget, args.lr,
         )  # fmt: skip
-    results["joint_unet"] = run_variant(
-        "joint_unet",
-        lambda: JointUnet(task_classes),
-        list(task_classes),
-        spec,
-        train_loader,
-        val_loader,
-        budget,
-        args.lr,
-    )
+    if "joint_unet" in args.models:
+        results["joint_unet"] = run_variant(
+            "joint_unet",
+            lambda: JointUnet(task_classes),
+            list(task_classes),
+            spec,
+            train_loader,
+            val_loader,
+            budget,
+            args.lr,
+        )
     for own, label in ((True, "separate_own"), (False, "separate_stacked")):
+        if label not in args.models:
+            continue
         parts = {}
         for task, classes in task_classes.items():
             parts[task] = run_variant(

@@ -1,23 +1,24 @@
-"""What-if measurements: package changes that may pay, each timed against the code as it is.
+"""What-if measurements: package changes that may pay (or did), each timed against the other way.
 
 Nothing here changes the package; each candidate is applied from outside (a model converted, an
 optimizer option, a module swapped, a function re-written here) and timed alternately with the
-current behaviour:
+other behaviour. Changes that were applied since are kept, timed against what they replaced:
 
 1. Training step of the trunk benchmark's model (C0, LGE, T2 with one resnet50 each; 3 tasks;
    batch 2, 256×256), fp32 and bf16:
    - ``channels_last``: model and inputs in channels-last memory format (``engine/trainer.py``);
    - ``fused AdamW``: ``torch.optim.AdamW(..., fused=True)`` (``engine/trainer.py::_optimizer``);
    - both together;
-   - ``single-source identity``: with early fusion (``{"C0+LGE+T2": resnet50}``) every stride has
-     one source, and its concat fusion still runs a 1×1 conv + BN + ReLU; the what-if passes the
-     (masked) features through (``models/trunk.py`` / ``models/fusion.py``).
+   - ``single-source pass-through`` (applied): with early fusion (``{"C0+LGE+T2": resnet50}``)
+     every stride has one source; the package passes its (masked) features through
+     (``models/fusion.py::build_fusion``), timed against the 1×1 conv + BN + ReLU concat
+     projection it used to run there.
 2. Metric update, 2×C×256×256 logits: ``logits.argmax(1)`` (``engine/evaluator.py``) vs
    ``logits.max(1).indices`` (same result), and ``metrics/functional.py::confusion_matrix``'s
    boolean-mask indexing vs one ``bincount`` over ``torch.where(valid, index, C*C)``.
-3. Dice term, forward + backward: ``losses/functional.py::soft_dice`` (one-hot of the target) vs
-   the same maths from ``gather`` + ``bincount`` (no C×H×W one-hot); values and gradients checked
-   equal.
+3. Dice term, forward + backward (applied): ``losses/functional.py::soft_dice`` (``gather`` +
+   ``index_add_`` + ``bincount``, no C×H×W one-hot, no host sync) vs the one-hot formula it
+   replaced, re-written here; values and gradients checked equal.
 
     python bench/whatif.py
     python bench/whatif.py --quick
@@ -32,28 +33,19 @@ from torch import nn
 
 from mmseg_heads.losses.functional import soft_dice
 from mmseg_heads.metrics.functional import confusion_matrix
+from mmseg_heads.models.fusion import FUSIONS
 
 MODALITIES = {"C0": 1, "LGE": 1, "T2": 1}
 TASKS = {"anatomy": 4, "scar": 2, "edema": 2}
 
 
-class MaskedIdentity(nn.Module):
-    """A one-source fusion without projection: the features, zeroed where the source is missing."""
-
-    def __init__(self, source: str):
-        super().__init__()
-        self.source = source
-
-    def forward(self, features, present):
-        x = features[self.source]
-        return x * present[self.source].to(x.dtype).view(-1, 1, 1, 1), None
-
-
-def single_source_identity(model: nn.Module) -> nn.Module:
+def with_projections(model: nn.Module) -> nn.Module:
+    """The package before the pass-through: a concat fusion (1×1 conv + BN + ReLU) at every
+    stride, one source or several."""
     for key in list(model.trunk.fusions):
         sources = model.trunk.channels_at(int(key))
-        if len(sources) == 1:
-            model.trunk.fusions[key] = MaskedIdentity(next(iter(sources)))
+        width = max(sources.values())
+        model.trunk.fusions[key] = FUSIONS.get("concat")(sources, width)
     return model
 
 
@@ -65,21 +57,16 @@ def confusion_matrix_where(pred, target, num_classes: int, ignore_index: int):
     return counts[: num_classes * num_classes].reshape(num_classes, num_classes)
 
 
-def soft_dice_gather(logits, target, *, ignore_index: int, smooth: float = 1.0):
-    """``soft_dice`` (batch pooling) from per-pixel gathers and class counts, no one-hot."""
-    num_classes = logits.shape[1]
-    valid = target != ignore_index
-    safe = torch.where(valid, target, 0)
-    probs = F.softmax(logits.float(), dim=1)
-    weight = valid.to(probs.dtype)
-    picked = probs.gather(1, safe.unsqueeze(1)).squeeze(1) * weight  # p of the true class
-    intersection = torch.zeros(num_classes, dtype=probs.dtype, device=probs.device)
-    intersection = intersection.index_add(0, safe.flatten(), picked.flatten())
-    support = torch.bincount(safe[valid], minlength=num_classes).to(probs.dtype)
-    cardinality = (probs * weight.unsqueeze(1)).sum((0, 2, 3)) + support
+def soft_dice_one_hot(logits, target, *, ignore_index: int, smooth: float = 1.0):
+    """``soft_dice`` as it was (batch pooling): a one-hot of the target, products and sums."""
+    valid = (target != ignore_index).unsqueeze(1)
+    probs = F.softmax(logits.float(), dim=1) * valid
+    index = torch.where(valid, target.unsqueeze(1), 0)
+    one_hot = torch.zeros_like(probs).scatter_(1, index, 1.0) * valid
+    intersection = (probs * one_hot).sum((0, 2, 3))
+    cardinality = (probs + one_hot).sum((0, 2, 3))
     dice = (2.0 * intersection + smooth) / (cardinality + smooth)
-    present = support > 0
-    return (1.0 - dice)[present].mean()
+    return (1.0 - dice)[one_hot.sum((0, 2, 3)) > 0].mean()
 
 
 def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
@@ -103,8 +90,8 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
     base_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4)
     fused_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     last_opt = torch.optim.AdamW(channels_last.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
-    early_base = build(early)
-    early_identity = single_source_identity(build(early))
+    early_projected = with_projections(build(early))
+    early_package = build(early)
     variants, pairs = {}, {}
     for p in common.PRECISIONS:
         variants[f"base/{p}"] = common.ours_step(
@@ -117,14 +104,16 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
         variants[f"channels_last + fused AdamW/{p}"] = common.ours_step(
             channels_last, criterion, last, p, device, optimizer=last_opt
         )
-        variants[f"early/{p}"] = common.ours_step(early_base, criterion, batch, p, device)
-        variants[f"early, single-source identity/{p}"] = common.ours_step(
-            early_identity, criterion, batch, p, device
+        variants[f"early, 1×1 projections/{p}"] = common.ours_step(
+            early_projected, criterion, batch, p, device
+        )
+        variants[f"early, pass-through/{p}"] = common.ours_step(
+            early_package, criterion, batch, p, device
         )
         pairs[f"channels_last/{p}"] = f"base/{p}"
         pairs[f"fused AdamW/{p}"] = f"base/{p}"
         pairs[f"channels_last + fused AdamW/{p}"] = f"base/{p}"
-        pairs[f"early, single-source identity/{p}"] = f"early/{p}"
+        pairs[f"early, pass-through/{p}"] = f"early, 1×1 projections/{p}"
     pairs["base/bf16"] = "base/fp32"
     return variants, pairs
 
@@ -163,7 +152,7 @@ def dice_variants(classes: int, size: int, batch: int, device) -> tuple[dict, di
     target = target.to(device)
     a = soft_dice(logits, target, ignore_index=common.IGNORE_INDEX)
     (grad_a,) = torch.autograd.grad(a, logits)
-    b = soft_dice_gather(logits, target, ignore_index=common.IGNORE_INDEX)
+    b = soft_dice_one_hot(logits, target, ignore_index=common.IGNORE_INDEX)
     (grad_b,) = torch.autograd.grad(b, logits)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(grad_a, grad_b)
@@ -175,10 +164,10 @@ def dice_variants(classes: int, size: int, batch: int, device) -> tuple[dict, di
 
         return call
 
-    base = f"soft_dice (one-hot)/C={classes}"
+    base = f"soft_dice, one-hot (before)/C={classes}"
     variants = {
-        base: run(soft_dice),
-        f"soft_dice (gather + bincount)/C={classes}": run(soft_dice_gather),
+        base: run(soft_dice_one_hot),
+        f"soft_dice, index_add_ + bincount (package)/C={classes}": run(soft_dice),
     }
     return variants, {k: base for k in variants if k != base}
 

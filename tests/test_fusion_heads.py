@@ -157,6 +157,25 @@ def test_a_stacked_group_zero_fills_a_missing_member_and_still_encodes():
         assert features.abs().sum() > 0  # encoded, not the zeros of an absent group
 
 
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_a_single_source_passes_its_features_through_whatever_the_fusion(fusion):
+    """Early fusion has one source per level: nothing to fuse, so no projection is paid for."""
+    model = build(fusion=fusion, encoders={"C0+LGE+T2": "resnet18"}, dropout=0.5).train()
+    trunk = model.trunk
+    assert sum(p.numel() for p in trunk.fusions.parameters()) == 0
+    assert [(lv.stride, lv.channels) for lv in trunk.levels] == [
+        (lv.stride, lv.channels) for lv in trunk.encoders["C0+LGE+T2"].levels
+    ]
+    images, _ = batch(n=2)
+    present = {"C0": torch.tensor([True, False]), "LGE": torch.tensor([True, False]),
+               "T2": torch.tensor([True, False])}  # fmt: skip
+    out = trunk(images, present)  # the second sample has no member: its group is absent
+    for stride, fused in out.fused.items():
+        encoded = out.per_group["C0+LGE+T2"][stride]
+        assert torch.equal(fused[0], encoded[0]), stride
+        assert fused[1].abs().sum() == 0, stride
+
+
 def test_a_stacked_group_zero_fills_a_member_per_sample():
     model = build(encoders={"C0+LGE+T2": "resnet18"}).eval()
     images, _ = batch(n=2)

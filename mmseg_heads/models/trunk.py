@@ -21,7 +21,7 @@ from torch import nn
 
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.encoders import Encoder
-from mmseg_heads.models.fusion import FUSIONS
+from mmseg_heads.models.fusion import build_fusion
 from mmseg_heads.models.levels import LevelSpec
 
 
@@ -98,7 +98,7 @@ class FusionTrunk(nn.Module):
             in_channels = self.channels_at(stride)
             # The widest source sets the fused width, so fusion never becomes a bottleneck.
             out_channels = max(in_channels.values())
-            fusions[str(stride)] = FUSIONS.get(fusion)(in_channels, out_channels)
+            fusions[str(stride)] = build_fusion(fusion, in_channels, out_channels)
             self.levels.append(LevelSpec(stride, out_channels))
         self.fusions = nn.ModuleDict(fusions)
 
