@@ -938,6 +938,21 @@ def test_export_argument_problems(trained, tmp_path, capsys):
     )
 
 
+def test_export_of_weights_one_onnx_file_cannot_hold(trained, tmp_path, capsys, monkeypatch):
+    """Over protobuf's 2 GiB the exporters fail deep inside; we stop before tracing, saying why
+    (the limit is lowered here: a real 2 GiB model is too big for a test)."""
+    from mmseg_heads.engine import export
+
+    monkeypatch.setattr(export, "ONNX_FILE_LIMIT", 1 << 20)
+    expect_user_error(
+        capsys,
+        ["export", trained.run, "--out", tmp_path / "m.onnx"],
+        "export: the model's weights take",
+        "more than the 1 MiB one ONNX file can hold; export a smaller model",
+        watch=[trained.root, tmp_path],
+    )
+
+
 def test_evaluate_argument_problems(trained, tmp_path, capsys):
     report = tmp_path / "report.md"
     report.write_text("my notes\n")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmseg_heads.atomic import write_atomic
+from mmseg_heads.atomic import format_bytes, write_atomic
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.evaluate import load_run
@@ -232,6 +232,26 @@ def check_size(size: tuple[int, int], multiple: int) -> None:
         )
 
 
+#: protobuf's limit on one serialised message: an ONNX file with its weights inside.
+ONNX_FILE_LIMIT = 2**31 - 1
+
+
+def check_weight_size(model: nn.Module) -> None:
+    """Raises a UserError when the weights alone exceed what one ONNX file can hold.
+
+    Caught before tracing: the exporters would fail deep in protobuf after minutes of work.
+    """
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    limit = ONNX_FILE_LIMIT
+    if weights > limit:
+        raise UserError(
+            f"the model's weights take {format_bytes(weights)}, more than the "
+            f"{format_bytes(limit)} one ONNX file can hold; export a smaller model (lighter "
+            "encoders, fewer decoder channels), or use the checkpoint with PyTorch",
+            field="export",
+        )
+
+
 def check_sizes(size: tuple[int, int], multiple: int) -> list[tuple[int, int, int]]:
     """``(batch, height, width)`` checked: the export size, then a larger, non-square one with
     another batch, so that a dimension frozen into the graph shows up."""
@@ -381,7 +401,8 @@ def export_onnx(
         metadata: stored in the file's ``metadata_props``.
 
     Raises:
-        UserError: onnx/onnxruntime missing, a bad size, or no exporter could export the model.
+        UserError: onnx/onnxruntime missing, a bad size, weights over 2 GiB, or no exporter could
+            export the model.
         WriteError: ``out`` could not be written (a full disk, no permission): no temp file is
             left, an older ``out`` is unchanged.
         ExportCheckError: every exported graph differs from PyTorch by more than ``tolerance``.
@@ -390,6 +411,7 @@ def export_onnx(
     model = model.cpu().eval()
     multiple = model.trunk.max_stride
     check_size(size, multiple)
+    check_weight_size(model)
     out = Path(out)
     wrapper = PositionalSegmenter(model, list(channels), tasks).eval()
     sizes = check_sizes(size, multiple)
