@@ -78,10 +78,10 @@ def soft_dice(
     batch, classes = logits.shape[:2]
     valid = target != ignore_index
     probs = F.softmax(logits.float(), dim=1)
-    # Per-class sums without a one-hot tensor (C times the logits' memory; 2x the time at
-    # C = 21) and without a host sync. Each pixel's probability of its own class is summed into
-    # a (sample, class) bucket with index_add_, pixels are counted with bincount, and ignored
-    # pixels go to an extra bucket per sample that is dropped.
+    # Per-class sums without a one-hot tensor (C times the logits' memory) and without a host
+    # sync. Each pixel's probability of its own class is summed into a (sample, class) bucket
+    # with index_add_, pixels are counted with bincount, and ignored pixels go to an extra
+    # bucket per sample that is dropped.
     buckets = classes + 1
     own = probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).reshape(-1)
     groups = torch.where(valid, target, classes)
