@@ -52,6 +52,23 @@ def write_config(tmp_path: Path, spec: Path, name: str = "config", **train) -> P
     return path
 
 
+def pause_at_epoch(process: subprocess.Popen, last: Path, epoch: int) -> None:
+    """Leave ``process`` stopped (SIGSTOP) once ``last`` holds ``epoch`` or a later one.
+
+    An epoch of the tiny test model takes a fraction of a second: the run goes on in 10 ms
+    slices and its checkpoint is read only while it is stopped, so it cannot finish the
+    following epochs unseen.
+    """
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        os.kill(process.pid, signal.SIGSTOP)
+        if last.is_file() and _epoch_of(last) >= epoch:
+            return
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"{last} never reached epoch {epoch}")
+
+
 def _epoch_of(path: Path) -> int:
     try:
         return torch.load(path, weights_only=True)["epoch"]
@@ -69,9 +86,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run_exactly(tmp_path,
         [*command, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (last.is_file() and _epoch_of(last) >= 2):
-        time.sleep(0.05)
+    pause_at_epoch(process, last, 2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert 2 <= _epoch_of(last) < 4, "the run must be killed part-way"
@@ -217,10 +232,9 @@ def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_continue(tmp_path, demo_s
     command = [sys.executable, "-m", "mmseg_heads", "train", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "interrupted" / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (last.is_file() and _epoch_of(last) >= 1):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    pause_at_epoch(process, last, 1)
+    process.send_signal(signal.SIGINT)  # delivered when it goes on
+    os.kill(process.pid, signal.SIGCONT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
