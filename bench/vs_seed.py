@@ -209,9 +209,9 @@ def main() -> None:
     notes = [
         f"{args.batch}×3×{size}×{size}, {k} classes; parameters: ours {params['ours'] / 1e6:.1f}M, "
         f"seed {params['seed'] / 1e6:.1f}M",
-        "same encoder (VGG16 features) and decoder widths; ours passes the one encoder's "
-        "levels through (no fusion projection) and adds BatchNorm in the decoder, nearest "
-        "instead of bilinear upsampling and a 3×3 instead of a 1×1 classifier",
+        "same encoder (VGG16 features) and decoder widths; ours adds a 1×1 conv + BN + ReLU "
+        "fusion projection per level (single-source concat fusion), BatchNorm in the decoder, "
+        "nearest instead of bilinear upsampling and a 3×3 instead of a 1×1 classifier",
     ]
     profile = None
     if equal < EQUAL_TARGET or defaults < DEFAULTS_TARGET or args.profile:

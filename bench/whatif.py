@@ -9,10 +9,10 @@ other behaviour. Changes that were applied since are kept, timed against what th
    - ``channels_last``: model and inputs in channels-last memory format (``engine/trainer.py``);
    - ``fused AdamW``: ``torch.optim.AdamW(..., fused=True)`` (``engine/trainer.py::_optimizer``);
    - both together;
-   - ``single-source pass-through`` (applied): with early fusion (``{"C0+LGE+T2": resnet50}``)
-     every stride has one source; the package passes its (masked) features through
-     (``models/fusion.py::build_fusion``), timed against the 1×1 conv + BN + ReLU concat
-     projection it used to run there.
+   - ``single-source pass-through``: with early fusion (``{"C0+LGE+T2": resnet50}``) every stride
+     has one source, and its concat fusion still runs a 1×1 conv + BN + ReLU; the what-if passes
+     the (masked) features through (``models/trunk.py`` / ``models/fusion.py``). Not applied:
+     on MyoPS it trained worse at the same budget (docs/results.md).
 2. Metric update, 2×C×256×256 logits: ``logits.argmax(1)`` (``engine/evaluator.py``) vs
    ``logits.max(1).indices`` (same result), and ``metrics/functional.py::confusion_matrix``'s
    boolean-mask indexing vs one ``bincount`` over ``torch.where(valid, index, C*C)``.
@@ -33,19 +33,28 @@ from torch import nn
 
 from mmseg_heads.losses.functional import soft_dice
 from mmseg_heads.metrics.functional import confusion_matrix
-from mmseg_heads.models.fusion import FUSIONS
 
 MODALITIES = {"C0": 1, "LGE": 1, "T2": 1}
 TASKS = {"anatomy": 4, "scar": 2, "edema": 2}
 
 
-def with_projections(model: nn.Module) -> nn.Module:
-    """The package before the pass-through: a concat fusion (1×1 conv + BN + ReLU) at every
-    stride, one source or several."""
+class PassThrough(nn.Module):
+    """A one-source fusion without projection: the features, zeroed where the source is missing."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
+    def forward(self, features, present):
+        x = features[self.source]
+        return x * present[self.source].to(x.dtype).view(-1, 1, 1, 1), None
+
+
+def single_source_pass_through(model: nn.Module) -> nn.Module:
     for key in list(model.trunk.fusions):
         sources = model.trunk.channels_at(int(key))
-        width = max(sources.values())
-        model.trunk.fusions[key] = FUSIONS.get("concat")(sources, width)
+        if len(sources) == 1:
+            model.trunk.fusions[key] = PassThrough(next(iter(sources)))
     return model
 
 
@@ -90,8 +99,8 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
     base_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4)
     fused_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     last_opt = torch.optim.AdamW(channels_last.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
-    early_projected = with_projections(build(early))
     early_package = build(early)
+    early_pass_through = single_source_pass_through(build(early))
     variants, pairs = {}, {}
     for p in common.PRECISIONS:
         variants[f"base/{p}"] = common.ours_step(
@@ -104,16 +113,14 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
         variants[f"channels_last + fused AdamW/{p}"] = common.ours_step(
             channels_last, criterion, last, p, device, optimizer=last_opt
         )
-        variants[f"early, 1×1 projections/{p}"] = common.ours_step(
-            early_projected, criterion, batch, p, device
-        )
+        variants[f"early/{p}"] = common.ours_step(early_package, criterion, batch, p, device)
         variants[f"early, pass-through/{p}"] = common.ours_step(
-            early_package, criterion, batch, p, device
+            early_pass_through, criterion, batch, p, device
         )
         pairs[f"channels_last/{p}"] = f"base/{p}"
         pairs[f"fused AdamW/{p}"] = f"base/{p}"
         pairs[f"channels_last + fused AdamW/{p}"] = f"base/{p}"
-        pairs[f"early, pass-through/{p}"] = f"early, 1×1 projections/{p}"
+        pairs[f"early, pass-through/{p}"] = f"early/{p}"
     pairs["base/bf16"] = "base/fp32"
     return variants, pairs
 

@@ -128,7 +128,7 @@ CONFIG_SCHEMA = Struct(
                     str,
                     default="concat",
                     choices=tuple(FUSIONS.names()),
-                    doc="per-stride fusion of several sources: concat (+1×1 conv), sum (project + add), attention (softmax over modalities); a stride with one source passes it through",
+                    doc="per-stride fusion: concat (+1×1 conv), sum (project + add), attention (softmax over modalities)",
                 ),
                 "strides": ListOf(
                     Field(int, minimum=1),

@@ -157,47 +157,6 @@ def test_a_stacked_group_zero_fills_a_missing_member_and_still_encodes():
         assert features.abs().sum() > 0  # encoded, not the zeros of an absent group
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
-def test_a_single_source_passes_its_features_through_whatever_the_fusion(fusion):
-    """Early fusion has one source per level: nothing to fuse, so no projection is paid for."""
-    model = build(fusion=fusion, encoders={"C0+LGE+T2": "resnet18"}, dropout=0.5).train()
-    trunk = model.trunk
-    assert sum(p.numel() for p in trunk.fusions.parameters()) == 0
-    assert [(lv.stride, lv.channels) for lv in trunk.levels] == [
-        (lv.stride, lv.channels) for lv in trunk.encoders["C0+LGE+T2"].levels
-    ]
-    images, _ = batch(n=2)
-    present = {"C0": torch.tensor([True, False]), "LGE": torch.tensor([True, False]),
-               "T2": torch.tensor([True, False])}  # fmt: skip
-    out = trunk(images, present)  # the second sample has no member: its group is absent
-    for stride, fused in out.fused.items():
-        encoded = out.per_group["C0+LGE+T2"][stride]
-        assert torch.equal(fused[0], encoded[0]), stride
-        assert fused[1].abs().sum() == 0, stride
-
-
-def test_weights_saved_with_one_source_projections_still_load_and_predict_the_same():
-    """Checkpoints from before the pass-through hold a 1×1 projection at each one-source stride."""
-    old = build(encoders={"C0+LGE+T2": "resnet18"})
-    for key in list(old.trunk.fusions):  # the model as it was: concat fusion everywhere
-        channels = old.trunk.channels_at(int(key))
-        old.trunk.fusions[key] = FUSIONS.get("concat")(channels, next(iter(channels.values())))
-    old.eval()
-    saved = old.state_dict()
-    assert any(k.startswith("trunk.fusions.") for k in saved)
-
-    fresh = build(encoders={"C0+LGE+T2": "resnet18"})
-    with pytest.raises(RuntimeError, match="Unexpected key"):
-        fresh.load_state_dict(saved)  # what a plain load would say
-    fresh.trunk.match_fusions(saved)
-    fresh.load_state_dict(saved)
-    images, _ = batch(n=2)
-    with torch.no_grad():
-        expected, got = old(images), fresh.eval()(images)
-    for task in TASKS:
-        assert torch.equal(got[task], expected[task]), task
-
-
 def test_a_stacked_group_zero_fills_a_member_per_sample():
     model = build(encoders={"C0+LGE+T2": "resnet18"}).eval()
     images, _ = batch(n=2)

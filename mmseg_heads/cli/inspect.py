@@ -16,7 +16,6 @@ from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.trainer import model_from_config
-from mmseg_heads.models.fusion import PassThrough
 from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.heads import TaskModalityAttention
 from mmseg_heads.models.model import MultiTaskSegmenter
@@ -131,12 +130,13 @@ def describe_model(model: MultiTaskSegmenter, size: int) -> list[str]:
         shared = " (shared)" if id(encoder) in seen else ""
         seen.add(id(encoder))
         lines.append(row(f"encoder {group}", encoder.name, encoder, shared))
-    # One row per fusion kind; strides with one source pass it through (no parameters), last.
-    by_kind: dict[str, list[nn.Module]] = {}
-    for fusion in sorted(trunk.fusions.values(), key=lambda f: isinstance(f, PassThrough)):
-        by_kind.setdefault(type(fusion).__name__, []).append(fusion)
-    for kind, fusions in by_kind.items():
-        lines.append(row("fusion", f"{kind} ×{len(fusions)}", nn.ModuleList(fusions)))
+    lines.append(
+        row(
+            "fusion",
+            f"{type(next(iter(trunk.fusions.values()))).__name__} ×{len(trunk.fusions)}",
+            trunk.fusions,
+        )
+    )
     if model.decoder is not None:
         lines.append(row("shared decoder", "UnetDecoder", model.decoder))
     for task, head in model.heads.items():

@@ -67,7 +67,7 @@ def load_run(
         check_same_tasks(external, spec, path)
         spec = external
     config = config_from_dict(state["config"], spec, Path(state["config_path"]))
-    model = model_from_config(config, state["model"])
+    model = model_from_config(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -56,20 +56,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_from_config(config: Config, weights: dict | None = None) -> MultiTaskSegmenter:
-    """Build the model; a user error from inside the model names the config file.
-
-    ``weights``: the state dict it will load, so that the model takes the shape they were
-    saved from (a checkpoint of an older release with a projection at one-source strides).
-    """
+def model_from_config(config: Config) -> MultiTaskSegmenter:
+    """Build the model; a user error from inside the model names the config file."""
     try:
-        model = _build(config)
+        return _build(config)
     except UserError as exc:
         exc.file = exc.file or str(config.path)
         raise
-    if weights is not None:
-        model.trunk.match_fusions(weights)
-    return model
 
 
 def _build(config: Config) -> MultiTaskSegmenter:
@@ -220,10 +213,7 @@ class Trainer:
         self.dataset = train_dataset(config.spec, train_cfg)
         self._check_world_fits_data()
         # Weight-file problems surface here, before any file of the run is written.
-        weights = state["model"] if state else None
-        self.model = model_from_config(config, weights).to(
-            self.device, memory_format=torch.channels_last
-        )
+        self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
         self.model = self._maybe_sync_batchnorm(self.model)
         self.criterion = loss_from_config(config).to(self.device)
         self.batch = self._resolve_batch_size(state)

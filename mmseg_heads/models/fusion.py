@@ -6,9 +6,6 @@ A fusion is built from ``{source: channels}`` at one stride and the channels it 
 modality's features are zeros and must not be read as data). It returns ``(fused, weights)``;
 ``weights`` is ``N×S`` (one weight per source, 0 for a missing one) for fusions that learn them,
 else ``None``. Register a new mode with ``@FUSIONS.register("name")``.
-
-A level with a single source (early fusion's one stacked group, a single-modality model, VGG's
-stride 1 beside a ResNet) has nothing to fuse: :func:`build_fusion` passes its features through.
 """
 
 from __future__ import annotations
@@ -104,26 +101,3 @@ class AttentionFusion(nn.Module):
         stacked = torch.stack(projected, dim=1)  # N×S×C×H×W
         fused = (stacked * weights.to(stacked.dtype)[..., None, None]).sum(dim=1)
         return fused, weights.mean(dim=-1)
-
-
-class PassThrough(nn.Module):
-    """The one source's features, zero for the samples that lack it.
-
-    A fusion mode there would only add a 1×1 conv + BN + ReLU per level to every step (1.17× the
-    step time of an early-fusion model, ``bench/whatif.py``).
-    """
-
-    def __init__(self, source: str):
-        super().__init__()
-        self.source = source
-
-    def forward(self, features: Features, present: Present):
-        x = features[self.source]
-        return x * _mask(present, self.source, x), None
-
-
-def build_fusion(name: str, in_channels: dict[str, int], out_channels: int) -> nn.Module:
-    """The registered fusion ``name`` for several sources; :class:`PassThrough` for one."""
-    if len(in_channels) == 1 and next(iter(in_channels.values())) == out_channels:
-        return PassThrough(next(iter(in_channels)))
-    return FUSIONS.get(name)(in_channels, out_channels)

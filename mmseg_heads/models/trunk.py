@@ -21,7 +21,7 @@ from torch import nn
 
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.encoders import Encoder
-from mmseg_heads.models.fusion import FUSIONS, PassThrough, build_fusion
+from mmseg_heads.models.fusion import FUSIONS
 from mmseg_heads.models.levels import LevelSpec
 
 
@@ -90,7 +90,6 @@ class FusionTrunk(nn.Module):
         self.source_levels = _select_strides(
             {g: list(e.levels) for g, e in encoders.items()}, strides
         )
-        self.fusion = fusion
         self.levels: list[LevelSpec] = []
         fusions = {}
         for stride in sorted(
@@ -99,23 +98,9 @@ class FusionTrunk(nn.Module):
             in_channels = self.channels_at(stride)
             # The widest source sets the fused width, so fusion never becomes a bottleneck.
             out_channels = max(in_channels.values())
-            fusions[str(stride)] = build_fusion(fusion, in_channels, out_channels)
+            fusions[str(stride)] = FUSIONS.get(fusion)(in_channels, out_channels)
             self.levels.append(LevelSpec(stride, out_channels))
         self.fusions = nn.ModuleDict(fusions)
-
-    def match_fusions(self, state_dict: dict, prefix: str = "trunk.") -> None:
-        """Rebuild ``model.fusion`` at one-source strides where ``state_dict`` has its weights.
-
-        Checkpoints written before one-source strides passed their features through hold a
-        1×1 projection there; they load, and predict, as they were trained.
-        """
-        for key, module in self.fusions.items():
-            if isinstance(module, PassThrough) and any(
-                k.startswith(f"{prefix}fusions.{key}.") for k in state_dict
-            ):
-                channels = self.channels_at(int(key))
-                width = next(iter(channels.values()))
-                self.fusions[key] = FUSIONS.get(self.fusion)(channels, width)
 
     def channels_at(self, stride: int) -> dict[str, int]:
         """``{group: channels}`` of the groups that have a level at ``stride``."""
