@@ -197,8 +197,11 @@ def run_variant(
     val_loader,
     budget_s,
     lr,
+    seed: int = 0,
 ):
-    torch.manual_seed(0)
+    # Every model starts from the same seed and sees the same order of batches and crops.
+    torch.manual_seed(seed)
+    train_loader.generator.manual_seed(seed)
     model = build()
     info = train_for(model, tasks, train_loader, budget_s, lr)
     dice = dice_scores(model, {t: list(spec.tasks[t].classes) for t in tasks}, val_loader)
@@ -226,6 +229,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: a few seconds per model")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0, help="weights, batch order and crops")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "realdata.json")
     p.add_argument(
@@ -261,7 +265,7 @@ def main() -> None:
         } | model_cfg
         results[name] = run_variant(
             name, lambda cfg=cfg: build_model(cfg, modalities=modalities, tasks=task_classes),
-            list(task_classes), spec, train_loader, val_loader, budget, args.lr,
+            list(task_classes), spec, train_loader, val_loader, budget, args.lr, args.seed,
         )  # fmt: skip
     if "joint_unet" in args.models:
         results["joint_unet"] = run_variant(
@@ -273,6 +277,7 @@ def main() -> None:
             val_loader,
             budget,
             args.lr,
+            args.seed,
         )
     for own, label in ((True, "separate_own"), (False, "separate_stacked")):
         if label not in args.models:
@@ -281,7 +286,7 @@ def main() -> None:
         for task, classes in task_classes.items():
             parts[task] = run_variant(
                 f"{label}[{task}]", lambda t=task, c=classes, o=own: SingleUnet(t, c, o), [task],
-                spec, train_loader, val_loader, budget, args.lr,
+                spec, train_loader, val_loader, budget, args.lr, args.seed,
             )  # fmt: skip
         results[label] = {
             "dice": {t: parts[t]["dice"][t] for t in task_classes},
@@ -296,6 +301,7 @@ def main() -> None:
         "torch": torch.__version__,
         "budget_cpu_s_per_model": budget,
         "crop": args.crop,
+        "seed": args.seed,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
