@@ -15,7 +15,7 @@
    update, ``float(loss)``. Only what differs is timed: label mapping and the index-label
    collate exist on both paths and are left out. Target: ours ≥ 5× faster.
 
-Metric updates are the training path's (``max(1).indices``, one ``bincount``, no label-range
+Metric updates are the training path's (``predicted_classes``, one ``bincount``, no label-range
 check: the step's cross-entropy rejects such labels already); extra columns give ours with the
 evaluation path's label-range check, and ours without any metric update.
 
@@ -124,16 +124,21 @@ def usual_path(logits: torch.Tensor, pngs_np: list[np.ndarray], pngs, num_classe
 
 
 def metric_update(matrix: ConfusionMatrix, logits, labels) -> None:
-    """As the trainer's per-batch diagnostics do it: ``max(1).indices`` (argmax's classes, faster
-    on the CPU) and one bincount, without the label-range check the cross-entropy already made."""
+    """As the trainer's per-batch diagnostics do it: ``predicted_classes`` (argmax's classes,
+    faster on the CPU) and one bincount, without the label-range check the cross-entropy already
+    made."""
     matrix.matrix += MF.confusion_matrix(
-        logits.max(1).indices, labels, matrix.num_classes, matrix.ignore_index, validate=False
+        MF.predicted_classes(logits),
+        labels,
+        matrix.num_classes,
+        matrix.ignore_index,
+        validate=False,
     )
 
 
 def metric_update_checked(matrix: ConfusionMatrix, logits, labels) -> None:
     """As evaluation does it: ``ConfusionMatrix.update``, which also checks the label range."""
-    matrix.update(logits.max(1).indices, labels)
+    matrix.update(MF.predicted_classes(logits), labels)
 
 
 def our_path(logits, labels, loss_fn, matrix: ConfusionMatrix, update=metric_update):

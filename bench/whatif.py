@@ -13,9 +13,10 @@ other behaviour. Changes that were applied since are kept, timed against what th
      has one source, and its concat fusion still runs a 1×1 conv + BN + ReLU; the what-if passes
      the (masked) features through (``models/trunk.py`` / ``models/fusion.py``). Not applied:
      on MyoPS it trained worse at the same budget (docs/results.md).
-2. Metric update, 2×C×256×256 logits: ``logits.argmax(1)`` (``engine/evaluator.py``) vs
-   ``logits.max(1).indices`` (same result), and ``metrics/functional.py::confusion_matrix``'s
-   boolean-mask indexing vs one ``bincount`` over ``torch.where(valid, index, C*C)``.
+2. Metric update, 2×C×256×256 logits: ``logits.argmax(1)`` vs ``logits.max(1).indices`` and
+   ``metrics/functional.py::predicted_classes`` (one comparison for two classes; all the same
+   result), and a boolean-mask confusion matrix vs one ``bincount`` over
+   ``torch.where(valid, index, C*C)`` (applied: ``metrics/functional.py::confusion_matrix``).
 3. Dice term, forward + backward (applied): ``losses/functional.py::soft_dice`` (``gather`` +
    ``index_add_`` + ``bincount``, no C×H×W one-hot, no host sync) vs the one-hot formula it
    replaced, re-written here; values and gradients checked equal.
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmseg_heads.losses.functional import soft_dice
-from mmseg_heads.metrics.functional import confusion_matrix
+from mmseg_heads.metrics.functional import confusion_matrix, predicted_classes
 
 MODALITIES = {"C0": 1, "LGE": 1, "T2": 1}
 TASKS = {"anatomy": 4, "scar": 2, "edema": 2}
@@ -132,6 +133,7 @@ def metric_variants(classes: int, size: int, batch: int, device) -> tuple[dict, 
     target[:, -4:] = common.IGNORE_INDEX
     target = target.to(device)
     assert torch.equal(logits.argmax(1), logits.max(1).indices)
+    assert torch.equal(logits.argmax(1), predicted_classes(logits))
     reference = confusion_matrix(logits.argmax(1), target, classes, common.IGNORE_INDEX)
     assert torch.equal(
         reference, confusion_matrix_where(logits.argmax(1), target, classes, common.IGNORE_INDEX)
@@ -145,6 +147,9 @@ def metric_variants(classes: int, size: int, batch: int, device) -> tuple[dict, 
         ),
         f"max(1).indices + where-bincount/C={classes}": lambda: confusion_matrix_where(
             logits.max(1).indices, target, classes, common.IGNORE_INDEX
+        ),
+        f"predicted_classes + confusion_matrix (package)/C={classes}": lambda: confusion_matrix(
+            predicted_classes(logits), target, classes, common.IGNORE_INDEX
         ),
     }
     base = f"argmax(1) + confusion_matrix/C={classes}"

@@ -44,6 +44,18 @@ def _close(values: torch.Tensor, expected: list[float]) -> None:
 # --- confusion_matrix -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("classes", [2, 3, 21])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_predicted_classes_are_argmax_including_ties(classes, dtype):
+    g = torch.Generator().manual_seed(classes)
+    logits = torch.randn(2, classes, 8, 8, generator=g).round().to(dtype)  # rounding makes ties
+    logits[0, :, 0, 0] = 1.0  # every class tied: the first wins
+    predicted = MF.predicted_classes(logits)
+    assert predicted.dtype == torch.int64 and predicted.shape == (2, 8, 8)
+    assert torch.equal(predicted, logits.argmax(1))
+    assert predicted[0, 0, 0] == 0
+
+
 def test_confusion_matrix_rows_are_truth_and_columns_predictions():
     target = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
     pred = torch.tensor([0, 1, 0, 1, 2, 2, 2, 0])

@@ -50,6 +50,7 @@ from mmseg_heads.engine.evaluate import (
 )
 from mmseg_heads.engine.precision import autocast, resolve_precision
 from mmseg_heads.errors import UserError
+from mmseg_heads.metrics.functional import predicted_classes
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,7 @@ def segment(
         with autocast(precision, device):
             logits = model(batch)
         for task, value in logits.items():
-            labels = value[..., :height, :width].argmax(1).to(torch.uint8).cpu().numpy()
+            labels = predicted_classes(value[..., :height, :width]).to(torch.uint8).cpu().numpy()
             masks.setdefault(task, []).append(labels)
     return {task: np.concatenate(parts) for task, parts in masks.items()}
 

@@ -43,7 +43,7 @@ from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
 from mmseg_heads.metrics.confusion import ConfusionMatrix
 from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
-from mmseg_heads.metrics.functional import confusion_matrix
+from mmseg_heads.metrics.functional import confusion_matrix, predicted_classes
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.model import MultiTaskSegmenter
 
@@ -455,7 +455,7 @@ class Trainer:
             labelled = batch["has_label"][task]
             spec = self.config.spec.tasks[task]
             matrix = confusion_matrix(
-                value[labelled].max(1).indices,
+                predicted_classes(value[labelled]),
                 batch["labels"][task][labelled],
                 spec.num_classes,
                 IGNORE_INDEX,

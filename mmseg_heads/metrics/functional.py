@@ -10,6 +10,17 @@ from __future__ import annotations
 import torch
 
 
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Each pixel's class of highest score: ``N×C×H×W`` → ``N×H×W`` int64, the first on ties.
+
+    The same classes as ``logits.argmax(1)``, faster on the CPU: ``max(1).indices`` (2.6–9×),
+    and for two classes a single comparison (12× faster again; `bench/whatif.py`).
+    """
+    if logits.shape[1] == 2:
+        return (logits[:, 1] > logits[:, 0]).long()
+    return logits.max(1).indices
+
+
 def confusion_matrix(
     pred: torch.Tensor,
     target: torch.Tensor,
