@@ -366,7 +366,8 @@ Every model trains for the same budget of CPU time on the same CPU (separate mod
 budget *each*: `separate_*` spend three budgets in all). The budget is counted in CPU time of the
 benchmark process, not wall time, so other work on a shared machine makes the run take longer but
 gives no model less compute than another. Reproduce with
-`python bench/realdata.py --budget-minutes M --threads T --results docs/results.md`.
+`python bench/realdata.py --budget-minutes M --threads T --results docs/results.md`
+(`--seed S` for another seed, `--models NAME …` for some of the models only).
 
 """
 
