@@ -21,6 +21,12 @@ REQUIRED = object()
 FILL = object()
 
 
+def closest(word: str, options: list[str]) -> str | None:
+    """The option most like ``word`` (a likely typo of it), or None: for "did you mean" hints."""
+    matches = difflib.get_close_matches(word, options, n=1)
+    return matches[0] if matches else None
+
+
 class Node:
     """Base of every schema node: ``validate`` returns the value with defaults filled in."""
 
@@ -77,8 +83,8 @@ class Field(Node):
             )
             return value
         if self.choices is not None and value not in self.choices:
-            hint = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            hint = closest(str(value), [str(c) for c in self.choices])
+            did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
             problems.append(
                 UserError(
                     f"{value!r} is not one of {', '.join(map(str, self.choices))}{did_you_mean}",
@@ -128,8 +134,8 @@ class Struct(Node):
             if key not in self.fields and self.extra is not None:
                 out[str(key)] = self.extra.validate(value[key], _join(path, str(key)), problems)
             elif key not in self.fields:
-                hint = difflib.get_close_matches(str(key), list(self.fields), n=1)
-                did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
+                hint = closest(str(key), list(self.fields))
+                did_you_mean = f"did you mean {hint!r}? " if hint else ""
                 problems.append(
                     UserError(
                         f"unknown key; {did_you_mean}valid keys: {', '.join(self.fields)}",

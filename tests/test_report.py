@@ -100,9 +100,9 @@ def test_report_task_entry_carries_the_spec_colors():
 def test_report_palette_falls_back_to_the_default_for_old_reports():
     summary = {"classes": ["background", "a", "b"]}
     expected = np.array(default_palette(3)) / 255.0
-    np.testing.assert_allclose(plots.task_palette(summary), expected)
+    np.testing.assert_allclose(plots.report_palette(summary), expected)
     summary["palette"] = [[0, 0, 0], [255, 255, 0], [0, 0, 255]]
-    np.testing.assert_allclose(plots.task_palette(summary), np.array(summary["palette"]) / 255)
+    np.testing.assert_allclose(plots.report_palette(summary), np.array(summary["palette"]) / 255)
 
 
 def test_prediction_layer_has_each_class_colour_and_a_transparent_background():

@@ -6,7 +6,6 @@ A data spec is a YAML file (see ``docs/data_spec.md``); :func:`load_data_spec` v
 
 from __future__ import annotations
 
-import difflib
 import glob
 import os
 import random
@@ -21,7 +20,7 @@ import yaml
 from mmseg_heads.data.readers import PLANAR_EXTENSIONS, extension_of
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.palette import RGB, Colour, task_palette
-from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, validate
+from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, closest, validate
 
 #: Label value of pixels that no loss and no metric sees (padding, ``ignore`` raw values).
 IGNORE_INDEX = 255
@@ -539,8 +538,8 @@ def _check_colors(name: str, task: dict) -> list[UserError]:
     for key in task["colors"] or {}:
         if key in classes:
             continue
-        hint = difflib.get_close_matches(key, classes, n=1)
-        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        hint = closest(key, list(classes))
+        did_you_mean = f"; did you mean {hint!r}?" if hint else ""
         problems.append(
             UserError(
                 f"not a class of task {name} (classes: {', '.join(classes)}){did_you_mean}",

@@ -242,11 +242,10 @@ def check_weight_size(model: nn.Module) -> None:
     Caught before tracing: the exporters would fail deep in protobuf after minutes of work.
     """
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    limit = ONNX_FILE_LIMIT
-    if weights > limit:
+    if weights > ONNX_FILE_LIMIT:
         raise UserError(
             f"the model's weights take {format_bytes(weights)}, more than the "
-            f"{format_bytes(limit)} one ONNX file can hold; export a smaller model (lighter "
+            f"{format_bytes(ONNX_FILE_LIMIT)} one ONNX file can hold; export a smaller model (lighter "
             "encoders, fewer decoder channels), or use the checkpoint with PyTorch",
             field="export",
         )

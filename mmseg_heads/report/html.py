@@ -62,7 +62,7 @@ def _task_section(task: str, summary: dict, report: dict, records: list[dict], d
         if examples:
             picks = report["examples"].get(task, {})
             scores = report["per_sample"].get(task, {})
-            palette = plots.task_palette(summary)
+            palette = plots.report_palette(summary)
             figure = plots.overlays(task, examples, picks, scores, annotated, palette)
             parts.append(_image(figure, f"{task} examples"))
     parts.append("</section>")

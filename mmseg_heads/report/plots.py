@@ -117,7 +117,7 @@ def _display(image: np.ndarray) -> np.ndarray:
     return np.moveaxis(scaled[:3], 0, -1) if scaled.shape[0] >= 3 else scaled[0]
 
 
-def task_palette(summary: dict) -> np.ndarray:
+def report_palette(summary: dict) -> np.ndarray:
     """A report task's class colours as a ``classes × 3`` array in 0..1: its ``palette`` (the data
     spec's ``colors`` over the default palette), or, for a report.json written before reports had
     one, the default palette ``predict`` uses."""
@@ -155,7 +155,7 @@ def overlays(
     annotated_on: list[str],
     palette: np.ndarray,
 ) -> bytes | None:
-    """For each worst/best sample: prediction (``palette``, from :func:`task_palette`) and truth
+    """For each worst/best sample: prediction (``palette``, from :func:`report_palette`) and truth
     (white contour) on every modality."""
     rows = [(end, sample_id) for end in ("worst", "best") for sample_id in picks.get(end, [])]
     if not rows:
