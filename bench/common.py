@@ -256,6 +256,19 @@ def synthetic_batch(
     }
 
 
+def trainer_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW as ``engine/trainer.py::_optimizer`` makes it (fused: one kernel for all tensors)."""
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
+
+
+def as_trained(model: torch.nn.Module, batch: dict) -> tuple[torch.nn.Module, dict]:
+    """Model and images in channels-last memory format, as the trainer and evaluator hold them."""
+    images = {
+        k: v.contiguous(memory_format=torch.channels_last) for k, v in batch["images"].items()
+    }
+    return model.to(memory_format=torch.channels_last), {**batch, "images": images}
+
+
 def ours_step(
     model: torch.nn.Module,
     criterion: torch.nn.Module,
@@ -264,10 +277,22 @@ def ours_step(
     device: torch.device,
     *,
     optimizer: torch.optim.Optimizer | None = None,
+    trained_layout: bool = True,
 ) -> Callable[[], None]:
-    """A training step of our model, as ``engine/trainer.py::_train_epoch`` runs it."""
+    """A training step of our model, as ``engine/trainer.py::_train_epoch`` runs it.
+
+    ``trained_layout``: channels-last model and images, fused AdamW unless ``optimizer`` is
+    given (what ``mmseg-heads train`` does); ``False`` leaves the model and batch as they are
+    (``bench/whatif.py`` measures those choices one by one).
+    """
     model.train()
-    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    if trained_layout:
+        model, batch = as_trained(model, batch)
+    optimizer = optimizer or (
+        trainer_optimizer(model)
+        if trained_layout
+        else torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    )
     return training_step(
         lambda: model(batch["images"]),
         lambda logits: criterion(

@@ -54,7 +54,7 @@ def main() -> None:
         model = common.build_ours(encoders, modalities=MODALITIES, tasks=tasks, heads=heads)
         model = model.to(device)
         criterion = common.multitask_loss(tasks).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+        optimizer = common.trainer_optimizer(model)
         models[name] = (model, criterion, optimizer)
         params[name] = common.count_parameters(model)
 

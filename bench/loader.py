@@ -82,7 +82,7 @@ def main() -> None:
             {m: encoder for m in modalities}, modalities=modalities, tasks=tasks
         ).to(device)
         criterion = common.multitask_loss(tasks).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+        optimizer = common.trainer_optimizer(model)
         batch = to_device(next(batches), device)  # one batch for the steps, like the trainer
         default = common.default_precision(device)
         precisions = list(dict.fromkeys(["fp32", default]))

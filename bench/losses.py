@@ -213,7 +213,7 @@ def main() -> None:
         {m: encoder for m in MODALITIES}, modalities=MODALITIES, tasks=TASKS
     ).to(device)
     criterion = common.multitask_loss(TASKS).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = common.trainer_optimizer(model)
     logits = {
         t: torch.randn(args.batch, k, size, size, device=device, requires_grad=True)
         for t, k in TASKS.items()

@@ -68,7 +68,7 @@ def main() -> None:
     for name, encoders in trunk_settings(encoder).items():
         model = common.build_ours(encoders, modalities=MODALITIES, tasks=TASKS).to(device)
         criterion = common.multitask_loss(TASKS).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+        optimizer = common.trainer_optimizer(model)
         params[name] = common.count_parameters(model)
         ours[name] = (model, criterion, optimizer)
     unets = {}

@@ -164,7 +164,7 @@ def main() -> None:
     one_hot = torch.from_numpy(np.eye(k + 1)[pngs.cpu().numpy()]).float().to(device)
     images = batch["images"]["image"]
     criterion = common.multitask_loss({"seg": k}).to(device)
-    ours_opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=1e-4)
+    ours_opt = common.trainer_optimizer(ours)
     seed_steps = {}
     variants = {}
     for precision in dict.fromkeys(["fp32", default]):

@@ -99,20 +99,24 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
     channels_last = build(per_modality).to(memory_format=torch.channels_last)
     base_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4)
     fused_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
+    base_last_opt = torch.optim.AdamW(channels_last.parameters(), lr=1e-4, weight_decay=1e-4)
     last_opt = torch.optim.AdamW(channels_last.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     early_package = build(early)
     early_pass_through = single_source_pass_through(build(early))
     variants, pairs = {}, {}
     for p in common.PRECISIONS:
+        measured = {"trained_layout": False}  # each choice on its own, below
         variants[f"base/{p}"] = common.ours_step(
-            base, criterion, batch, p, device, optimizer=base_opt
+            base, criterion, batch, p, device, optimizer=base_opt, **measured
         )
-        variants[f"channels_last/{p}"] = common.ours_step(channels_last, criterion, last, p, device)
+        variants[f"channels_last/{p}"] = common.ours_step(
+            channels_last, criterion, last, p, device, optimizer=base_last_opt, **measured
+        )
         variants[f"fused AdamW/{p}"] = common.ours_step(
-            base, criterion, batch, p, device, optimizer=fused_opt
+            base, criterion, batch, p, device, optimizer=fused_opt, **measured
         )
         variants[f"channels_last + fused AdamW/{p}"] = common.ours_step(
-            channels_last, criterion, last, p, device, optimizer=last_opt
+            channels_last, criterion, last, p, device, optimizer=last_opt, **measured
         )
         variants[f"early/{p}"] = common.ours_step(early_package, criterion, batch, p, device)
         variants[f"early, pass-through/{p}"] = common.ours_step(

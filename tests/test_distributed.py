@@ -35,7 +35,8 @@ def test_torchrun_two_processes_match_a_single_process_evaluation(tmp_path, demo
         tmp_path, demo_spec, epochs=2, batch_size=2, accumulate=2, freeze_encoders_epochs=1,
         checkpoint_every=1,
     )  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # gloo on the CPU, also on a machine with GPUs (tests/test_cuda.py has the NCCL run)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--standalone", "-m", "mmseg_heads", "train", str(config), "--skip-scan",

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from mmseg_heads.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -61,12 +63,27 @@ def init_world() -> World:
     if not launched_by_torchrun():
         return World(device=torch.device("cuda" if cuda else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        _check_one_gpu_per_process(local_rank)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return World(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+def _check_one_gpu_per_process(local_rank: int) -> None:
+    """NCCL needs a GPU of its own for each process; two on one GPU fail deep inside NCCL."""
+    gpus = torch.cuda.device_count()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if max(per_node, local_rank + 1) > gpus:
+        raise UserError(
+            f"torchrun started {per_node} processes on this machine but torch sees {gpus} "
+            f"GPU{'s' if gpus != 1 else ''} (each process trains on a GPU of its own); use "
+            f"--nproc_per_node {gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU",
+            field="torchrun --nproc_per_node",
+        )
 
 
 def close_world(world: World) -> None:

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# What a session with a CUDA GPU checks, most important first, each step under its own time limit:
+# the MFU of docs/performance.md (bench/roofline.py --device cuda), the CUDA tests
+# (tests/test_cuda.py), the demo, the other benchmarks on the GPU, and whether torch.compile pays.
+# One log and the benchmarks' JSON go to $OUT (default: gpu_out/).
+#
+#   bash bench/gpu_checks.sh                      # on the GPU machine
+#   DEVICE=cpu QUICK=--quick bash bench/gpu_checks.sh   # dry run of the script itself, anywhere
+set -u
+out=${OUT:-gpu_out}
+mkdir -p "$out"
+device=${DEVICE:-cuda}
+quick=${QUICK:-}
+log="$out/log.txt"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+step() {  # step NAME SECONDS COMMAND...: run, append its output to the log, print its tail
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: start $(date +%T), limit ${limit}s" | tee -a "$log"
+    timeout "$limit" "$@" >>"$log" 2>&1
+    local rc=$?
+    echo "=== $name: exit $rc at $(date +%T)" | tee -a "$log"
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    python3 -c "import torch, torchvision, timm, segmentation_models_pytorch as smp; \
+print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, \
+'smp', smp.__version__, 'cuda', torch.cuda.is_available())"
+} 2>&1 | tee -a "$log"
+
+step roofline 150 python3 bench/roofline.py --device "$device" $quick --json "$out/roofline.json"
+step test_cuda 180 python3 -m pytest tests/test_cuda.py -p no:cacheprovider -q -rs
+step demo 120 python3 -m mmseg_heads demo --out "$(mktemp -d)/demo"
+step trunk 100 python3 bench/trunk.py --device "$device" $quick --json "$out/trunk.json"
+step heads 60 python3 bench/heads.py --device "$device" $quick --json "$out/heads.json"
+step losses 60 python3 bench/losses.py --device "$device" $quick --json "$out/losses.json"
+step vs_seed 60 python3 bench/vs_seed.py --device "$device" $quick --json "$out/vs_seed.json"
+step compiled 150 python3 bench/roofline.py --device "$device" $quick --compile \
+    --json "$out/roofline_compiled.json"
+grep -E "^=== " "$log"
+awk '/^\| target \| value/{p=1} p && !/^\|/{p=0} p' "$log"  # the target tables
