@@ -304,6 +304,36 @@ def ours_step(
     )
 
 
+def profile_steps(steps: dict, device: torch.device, top: int = 12) -> tuple[dict, str]:
+    """Self time of the top operators of one call of each step (after the timed rounds).
+
+    On a GPU the operators are ranked by their kernels' time on the device, on the CPU by
+    their own CPU time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+
+    def self_us(event) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    result, rows = {}, []
+    for name, fn in steps.items():
+        with profile(activities=activities) as prof:
+            fn()
+            synchronize(device)
+        events = sorted(prof.key_averages(), key=self_us, reverse=True)
+        total = sum(self_us(e) for e in events)
+        result[name] = {
+            e.key: {"self_ms": self_us(e) / 1e3, "calls": e.count} for e in events[:top]
+        }
+        rows += [[name, e.key, e.count, self_us(e) / 1e3, self_us(e) / total] for e in events[:top]]
+    clock = "GPU" if cuda else "CPU"
+    text = table(["step", "operator", "calls", f"self {clock} ms", "share"], rows)
+    return result, text
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

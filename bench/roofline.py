@@ -94,6 +94,9 @@ def main() -> None:
         action="store_true",
         help="also time ours under torch.compile (the trainer runs eager; does compiling pay?)",
     )
+    p.add_argument(
+        "--profile", action="store_true", help="also print ours' top operators in one step"
+    )
     args = p.parse_args()
     device = common.setup(args, reps=7, warmup=1)
     cuda = device.type == "cuda"
@@ -172,6 +175,12 @@ def main() -> None:
     )
 
     nominal = nominal_peak(device)
+    profile_tables = []
+    if args.profile:
+        profile, text = common.profile_steps(
+            {f"ours/{p}": variants[f"ours/{p}"] for p in precisions}, device, top=20
+        )
+        profile_tables.append(text)
     rows, ratios, targets, body = [], {}, {}, []
     for precision in precisions:
         peaks = {
@@ -253,7 +262,8 @@ def main() -> None:
                     "target",
                 ],
                 body,
-            )
+            ),
+            *profile_tables,
         ],
         notes=[
             f"{batch_size}×{size}×{size}; FLOPs counted by FlopCounterMode over forward + loss + "

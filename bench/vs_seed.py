@@ -120,29 +120,6 @@ def build_pair(num_classes: int, device):
     return ours, seed
 
 
-def profile_steps(steps: dict, device, top: int = 12) -> tuple[dict, str]:
-    """Self time of the top operators of one call of each step (after the timed rounds)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    result, rows = {}, []
-    for name, fn in steps.items():
-        with profile(activities=activities) as prof:
-            fn()
-            common.synchronize(device)
-        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-        total = sum(e.self_cpu_time_total for e in events)
-        result[name] = {
-            e.key: {"self_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in events[:top]
-        }
-        rows += [
-            [name, e.key, e.count, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total]
-            for e in events[:top]
-        ]
-    text = common.table(["step", "operator", "calls", "self ms", "share"], rows)
-    return result, text
-
-
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=None, help="default 256 (quick: 32)")
@@ -215,7 +192,7 @@ def main() -> None:
     ]
     profile = None
     if equal < EQUAL_TARGET or defaults < DEFAULTS_TARGET or args.profile:
-        profile, text = profile_steps(
+        profile, text = common.profile_steps(
             {
                 "ours/fp32": variants["ours/fp32"],
                 "seed/fp32": variants["seed/fp32"],

@@ -74,7 +74,9 @@ def test_training_on_the_gpu_learns_and_evaluates_as_the_cpu_does(tmp_path, demo
 
 
 def test_fp16_training_scales_the_loss_and_resumes_with_its_scale(tmp_path, demo_spec):
-    config = load_config(write_config(tmp_path, demo_spec, epochs=2, precision="fp16"))
+    config = load_config(
+        write_config(tmp_path, demo_spec, epochs=2, precision="fp16", checkpoint_every=1)
+    )
     trainer = Trainer(config, progress=False)
     assert trainer.precision == "fp16" and trainer.scaler.is_enabled()
     run_dir = trainer.fit()

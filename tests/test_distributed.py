@@ -163,6 +163,18 @@ def test_auto_batch_size_leaves_the_model_and_the_random_streams_alone(monkeypat
         assert torch.equal(value, before[key]), key
 
 
+def test_auto_batch_size_probes_crops_padded_as_collate_pads_them(tmp_path, demo_spec):
+    # crop 48 trains on 64×64 batches; probing 48×48 inputs failed (not divisible by 32)
+    config = load_config(write_config(tmp_path, demo_spec, crop=48))
+    shapes = auto.Shapes.from_spec(config.spec, config.train["crop"])
+    assert shapes.crop == 64
+    model = model_from_config(config)
+    size, reason = auto.choose_batch_size(model, shapes, torch.device("cpu"), "fp32", limit=4)
+    assert size in (2, 4) and "per sample" in reason
+    guidance = "\n".join(auto.memory_guidance(model, shapes, 4))
+    assert "64² per sample: the crop, padded to a multiple of 32" in guidance
+
+
 def test_activation_memory_grows_with_the_pixels_of_a_sample():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU())
 

@@ -359,7 +359,11 @@ def _as_plane(array: np.ndarray, path: Path, spec: Path) -> np.ndarray:
     return array
 
 
-def collate(samples: list[Sample], multiple: int = 32) -> dict:
+#: Batches are padded to a multiple of this (the deepest stride of a depth-5 encoder).
+PAD_MULTIPLE = 32
+
+
+def collate(samples: list[Sample], multiple: int = PAD_MULTIPLE) -> dict:
     """Stack samples, padding each batch to a common size that is a multiple of ``multiple``."""
     height = round_up(
         max(s["images"][next(iter(s["images"]))].shape[-2] for s in samples), multiple

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmseg_heads.atomic import format_bytes
+from mmseg_heads.data.dataset import PAD_MULTIPLE
 from mmseg_heads.data.spec import DataSpec
+from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.precision import autocast
 
 CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,10 +45,11 @@ class Shapes:
 
     @classmethod
     def from_spec(cls, spec: DataSpec, crop: int) -> Shapes:
+        """A training batch's shapes: crops padded as ``collate`` pads them."""
         return cls(
             {m.name: m.channels for m in spec.modalities.values()},
             {t.name: t.num_classes for t in spec.tasks.values()},
-            crop,
+            round_up(crop, PAD_MULTIPLE),
         )
 
     def batch(self, size: int, device: torch.device, generator: torch.Generator) -> tuple:
@@ -196,7 +199,8 @@ def memory_guidance(model: nn.Module, shapes: Shapes, batch_size: int | str) -> 
     fixed = 16 * sum(p.numel() for p in model.parameters())
     lines = [
         "",
-        f"batch size (train.batch_size {batch_size}, crop {shapes.crop}):",
+        f"batch size (train.batch_size {batch_size}, {shapes.crop}² per sample: the crop, padded "
+        f"to a multiple of {PAD_MULTIPLE}):",
         f"  activations per sample      {_size(per_sample['fp32'])} fp32, "
         f"{_size(per_sample['bf16'])} bf16",
         f"  weights, gradients, AdamW   {_size(fixed)}",
