@@ -262,6 +262,53 @@ def test_soft_dice_all_ignore_is_zero_with_a_gradient_path():
 # --- TaskLoss ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda x, t, **k: LF.cross_entropy(x, t, ignore_index=IGNORE, **k),
+        lambda x, t, **k: LF.cross_entropy(
+            x, t, ignore_index=IGNORE, class_weights=torch.tensor([0.2, 1.0, 3.0, 0.5]), **k
+        ),
+        lambda x, t, **k: LF.cross_entropy(x, t, ignore_index=IGNORE, label_smoothing=0.1, **k),
+        lambda x, t, **k: LF.focal(
+            x, t, ignore_index=IGNORE, gamma=2.0, alpha=torch.tensor([1.0, 0.5, 2.0, 1.0]), **k
+        ),
+        lambda x, t, **k: LF.soft_dice(x, t, ignore_index=IGNORE, **k),
+        lambda x, t, **k: LF.soft_dice(x, t, ignore_index=IGNORE, per_sample=True, **k),
+    ],
+    ids=["ce", "ce-weights", "ce-smoothing", "focal-alpha", "dice", "dice-per-sample"],
+)
+def test_each_loss_of_log_probabilities_equals_it_of_logits_value_and_gradient(loss):
+    """TaskLoss hands every term one log_softmax: the same value and gradient as from logits."""
+    logits = (_logits(c=4, h=8, w=8) * 3).requires_grad_()
+    target = _target(c=4, h=8, w=8)
+    target[1, :3] = IGNORE
+    direct = loss(logits, target)
+    (grad_direct,) = torch.autograd.grad(direct, logits)
+    shared = loss(F.log_softmax(logits, dim=1), target, log_probs=True)
+    (grad_shared,) = torch.autograd.grad(shared, logits)
+    assert shared.item() == pytest.approx(direct.item(), rel=1e-5, abs=1e-7)
+    assert torch.allclose(grad_shared, grad_direct, rtol=1e-4, atol=1e-7)
+    assert grad_direct.abs().sum() > 0
+
+
+def test_task_loss_takes_the_softmax_once_for_all_its_terms(monkeypatch):
+    calls = []
+    softmax, log_softmax = F.softmax, F.log_softmax
+    monkeypatch.setattr(F, "softmax", lambda *a, **k: calls.append("softmax") or softmax(*a, **k))
+    monkeypatch.setattr(
+        F, "log_softmax", lambda *a, **k: calls.append("log_softmax") or log_softmax(*a, **k)
+    )
+    loss = TaskLoss({"ce": {}, "dice": {}, "focal": {}}, ignore_index=IGNORE)
+    total, parts = loss(_logits(), _target())
+    assert calls == ["log_softmax"] and set(parts) == {"ce", "dice", "focal"}
+    expected = sum(
+        f(_logits(), _target(), ignore_index=IGNORE)
+        for f in (LF.cross_entropy, LF.soft_dice, LF.focal)
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_loss_term_registry_has_the_documented_terms():
     assert {"ce", "focal", "dice"} <= set(LOSS_TERMS.names())
 

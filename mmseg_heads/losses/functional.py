@@ -3,6 +3,11 @@
 Every function takes ``logits`` ``N×C×H×W`` (any float dtype; computed in float32) and ``target``
 ``N×H×W`` int64 with ``ignore_index`` for pixels to skip, and returns a scalar. With no valid pixel
 they return a zero that still carries the graph, never NaN.
+
+``log_probs=True`` says the scores are already log-probabilities (``log_softmax`` over classes):
+each loss is unchanged by that (softmax of log-probabilities gives the same probabilities), but it
+skips its own softmax. ``TaskLoss`` computes ``log_softmax`` once per task and hands it to every
+term, so ce + dice pass over the logits' softmax once instead of twice (``bench/losses.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ def cross_entropy(
     ignore_index: int,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    log_probs: bool = False,
 ) -> torch.Tensor:
     """Mean cross-entropy over valid pixels (weighted mean when ``class_weights`` are given)."""
     if not (target != ignore_index).any():
         return _zero(logits)
+    if log_probs and not label_smoothing:  # cross-entropy of log-probabilities is their NLL
+        return F.nll_loss(logits.float(), target, weight=class_weights, ignore_index=ignore_index)
     return F.cross_entropy(
         logits.float(),
         target,
@@ -42,6 +50,7 @@ def focal(
     ignore_index: int,
     gamma: float = 2.0,
     alpha: float | torch.Tensor | None = None,
+    log_probs: bool = False,
 ) -> torch.Tensor:
     """Focal loss ``-alpha_t (1 - p_t)^gamma log p_t``, averaged over valid pixels only.
 
@@ -50,9 +59,9 @@ def focal(
     valid = target != ignore_index
     if not valid.any():
         return _zero(logits)
-    log_probs = F.log_softmax(logits.float(), dim=1)
+    scores = logits.float() if log_probs else F.log_softmax(logits.float(), dim=1)
     safe_target = torch.where(valid, target, 0).unsqueeze(1)
-    log_pt = log_probs.gather(1, safe_target).squeeze(1)[valid]
+    log_pt = scores.gather(1, safe_target).squeeze(1)[valid]
     loss = -((1.0 - log_pt.exp()) ** gamma) * log_pt
     if alpha is not None:
         alpha_t = alpha[safe_target.squeeze(1)[valid]] if torch.is_tensor(alpha) else alpha
@@ -67,6 +76,7 @@ def soft_dice(
     ignore_index: int,
     smooth: float = 1.0,
     per_sample: bool = False,
+    log_probs: bool = False,
 ) -> torch.Tensor:
     """``1 - Dice`` of softmax probabilities, averaged over the classes present in the target.
 
@@ -77,7 +87,7 @@ def soft_dice(
     """
     batch, classes = logits.shape[:2]
     valid = target != ignore_index
-    probs = F.softmax(logits.float(), dim=1)
+    probs = logits.float().exp() if log_probs else F.softmax(logits.float(), dim=1)
     # Per-class sums without a one-hot tensor (C times the logits' memory) and without a host
     # sync. Each pixel's probability of its own class is summed into a (sample, class) bucket
     # with index_add_, pixels are counted with bincount, and ignored pixels go to an extra

@@ -1,12 +1,14 @@
 """``TaskLoss``: one task's weighted sum of loss terms, on the samples that have its label.
 
 Terms are registered by name in :data:`LOSS_TERMS`; each is built from its config options
-(``weight`` is taken out first) and called as ``term(logits, target)``.
+(``weight`` is taken out first) and called as ``term(log_probs, target)``: ``TaskLoss`` takes
+the ``log_softmax`` of the logits once and every term reads it (no term repeats the softmax).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmseg_heads.losses import functional as LF
@@ -30,13 +32,14 @@ class CrossEntropyTerm(nn.Module):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, logits, target):
+    def forward(self, log_probs, target):
         return LF.cross_entropy(
-            logits,
+            log_probs,
             target,
             ignore_index=self.ignore_index,
             class_weights=self.class_weights,
             label_smoothing=self.label_smoothing,
+            log_probs=True,
         )
 
 
@@ -52,10 +55,15 @@ class FocalTerm(nn.Module):
         per_class = torch.tensor(alpha, dtype=torch.float32) if isinstance(alpha, list) else None
         self.register_buffer("class_alpha", per_class, persistent=False)
 
-    def forward(self, logits, target):
+    def forward(self, log_probs, target):
         alpha = self.class_alpha if self.class_alpha is not None else self.scalar_alpha
         return LF.focal(
-            logits, target, ignore_index=self.ignore_index, gamma=self.gamma, alpha=alpha
+            log_probs,
+            target,
+            ignore_index=self.ignore_index,
+            gamma=self.gamma,
+            alpha=alpha,
+            log_probs=True,
         )
 
 
@@ -67,13 +75,14 @@ class DiceTerm(nn.Module):
         self.smooth = smooth
         self.per_sample = per_sample
 
-    def forward(self, logits, target):
+    def forward(self, log_probs, target):
         return LF.soft_dice(
-            logits,
+            log_probs,
             target,
             ignore_index=self.ignore_index,
             smooth=self.smooth,
             per_sample=self.per_sample,
+            log_probs=True,
         )
 
 
@@ -107,6 +116,7 @@ class TaskLoss(nn.Module):
             if not bool(has_label.any()):
                 return None, {}
             logits, target = logits[has_label], target[has_label]
-        parts = {name: term(logits, target) for name, term in self.terms.items()}
+        log_probs = F.log_softmax(logits.float(), dim=1)  # once, for every term
+        parts = {name: term(log_probs, target) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in parts.items())
         return total, parts
