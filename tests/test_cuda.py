@@ -107,6 +107,17 @@ def test_auto_batch_size_on_the_gpu_is_the_largest_that_fits(tmp_path, demo_spec
     assert state["batch_size"] == 16 and state["step"] == 1  # the split's 16 samples in one step
 
 
+def test_compiled_training_on_the_gpu_learns_and_saves_eager_keys(tmp_path, demo_spec):
+    config = load_config(write_config(tmp_path, demo_spec, epochs=2, compile=True))
+    run_dir = train(config, progress=False)
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert len(losses) == 2 and all(np.isfinite(losses)), losses
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state["model"])
+    assert _confusions(evaluate(run_dir / "checkpoints" / "last.pt"))
+
+
 def test_predict_on_the_gpu_writes_the_masks_the_cpu_writes(tmp_path, demo_spec):
     config = load_config(write_config(tmp_path, demo_spec, epochs=2, precision="fp32"))
     run_dir = train(config, progress=False)

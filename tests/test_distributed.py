@@ -278,3 +278,36 @@ def test_memory_guidance_adds_weights_and_activations():
         "8", "12", "16", "32",
     ]  # fmt: skip
     assert "batch 32   needs about   72 MiB fp32" in text  # 32 × 2.25 MiB + 80 params × 16 B
+
+
+def test_compiled_training_saves_the_eager_models_checkpoint_and_weights(
+    tmp_path, demo_spec, monkeypatch
+):
+    # aot_eager: dynamo's graph capture and AOTAutograd without code generation, so the test
+    # checks the trainer's wiring in seconds (inductor on a CPU takes minutes, and its random
+    # numbers differ from eager ones by design).
+    compile_calls = []
+    original = torch.compile
+
+    def compile(module, **kwargs):
+        compile_calls.append(module)
+        return original(module, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile)
+
+    def run(name: str, compile: bool) -> tuple[Trainer, dict]:
+        config = load_config(write_config(tmp_path, demo_spec, name, epochs=1, compile=compile))
+        trainer = Trainer(config, progress=False)
+        run_dir = trainer.fit()
+        trainer.close()
+        return trainer, torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+    compiled, state = run("compiled", True)
+    assert compile_calls == [compiled.model]  # the training module, once; validation stays eager
+    eager, reference = run("eager", False)
+    assert len(compile_calls) == 1 and eager.trained is eager.model
+    # the eager module's keys (no `_orig_mod.` prefix) and, after 4 steps, its weights
+    assert state["model"].keys() == reference["model"].keys()
+    for key, value in reference["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(state["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -224,7 +224,7 @@ class Trainer:
         self.val_loader = eval_loader(
             config.spec, config.eval["split"], self.batch, train_cfg["workers"], self.world
         )
-        self.trained = self._wrap(self.model)
+        self.trained = self._compiled(self._wrap(self.model))
         self.optimizer = _optimizer(self.model, self.criterion, train_cfg)
         self.scaler = grad_scaler(self.precision, self.device)
         steps_per_epoch = [self._steps_in(epoch) for epoch in range(1, train_cfg["epochs"] + 1)]
@@ -318,6 +318,12 @@ class Trainer:
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=ids, find_unused_parameters=True
         )
+
+    def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``train.compile``: training steps through ``torch.compile`` (wrapping DDP, as PyTorch
+        recommends). Checkpoints and validation use ``self.model``, the eager module itself, so
+        their keys and results do not depend on the option."""
+        return torch.compile(module) if self.config.train["compile"] else module
 
     def _resolve_batch_size(self, state: dict | None) -> int:
         """``train.batch_size``, measured on this machine when it is ``auto`` (and printed)."""
