@@ -311,3 +311,20 @@ def test_compiled_training_saves_the_eager_models_checkpoint_and_weights(
     for key, value in reference["model"].items():
         if value.is_floating_point():
             torch.testing.assert_close(state["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_more_processes_than_gpus_is_one_line_naming_the_fix(monkeypatch):
+    from mmseg_heads.engine import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for local_rank in (0, 1):  # every process stops, before NCCL starts
+        with pytest.raises(UserError) as error:
+            distributed._check_one_gpu_per_process(local_rank)
+    assert str(error.value) == (
+        "torchrun --nproc_per_node: torchrun started 2 processes on this machine but torch sees "
+        "1 GPU (each process trains on a GPU of its own); use --nproc_per_node 1, or "
+        "CUDA_VISIBLE_DEVICES= to train on the CPU"
+    )
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    distributed._check_one_gpu_per_process(1)
