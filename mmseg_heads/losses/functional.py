@@ -88,10 +88,11 @@ def soft_dice(
     batch, classes = logits.shape[:2]
     valid = target != ignore_index
     probs = logits.float().exp() if log_probs else F.softmax(logits.float(), dim=1)
-    # Per-class sums without a one-hot tensor (C times the logits' memory) and without a host
-    # sync. Each pixel's probability of its own class is summed into a (sample, class) bucket
-    # with index_add_, pixels are counted with bincount, and ignored pixels go to an extra
-    # bucket per sample that is dropped.
+    # Per-class sums without a one-hot tensor (C times the logits' memory) and without boolean
+    # indexing. Each pixel's probability of its own class is summed into a (sample, class)
+    # bucket with index_add_, pixels are counted with bincount, and ignored pixels go to an extra
+    # bucket per sample that is dropped. (On CUDA, bincount reads its input's range back to the
+    # host, and index_add_'s atomics queue on few buckets: docs/performance.md §9.)
     buckets = classes + 1
     own = probs.gather(1, torch.where(valid, target, 0).unsqueeze(1)).reshape(-1)
     groups = torch.where(valid, target, classes)
