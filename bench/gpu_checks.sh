@@ -6,6 +6,12 @@
 #
 #   bash bench/gpu_checks.sh                      # on the GPU machine
 #   DEVICE=cpu QUICK=--quick bash bench/gpu_checks.sh   # dry run of the script itself, anywhere
+#
+# The GPU machines' Python lacks segmentation-models-pytorch, nibabel and jsonschema (with
+# jsonschema-specifications, referencing, rpds-py): download their cp312 manylinux wheels into an
+# ignored folder here (`pip download --no-deps --only-binary=:all: --python-version 3.12 ...`),
+# carry it, and before this script run
+#   pip install --no-index --no-deps --target /tmp/site WHEELS/*.whl && export PYTHONPATH=/tmp/site
 set -u
 out=${OUT:-gpu_out}
 mkdir -p "$out"

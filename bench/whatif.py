@@ -18,7 +18,7 @@ other behaviour. Changes that were applied since are kept, timed against what th
    result), and a boolean-mask confusion matrix vs one ``bincount`` over
    ``torch.where(valid, index, C*C)`` (applied: ``metrics/functional.py::confusion_matrix``).
 3. Dice term, forward + backward (applied): ``losses/functional.py::soft_dice`` (``gather`` +
-   ``index_add_`` + ``bincount``, no C×H×W one-hot, no host sync) vs the one-hot formula it
+   ``index_add_`` + ``bincount``, no C×H×W one-hot, no boolean indexing) vs the one-hot formula it
    replaced, re-written here; values and gradients checked equal.
 
     python bench/whatif.py
@@ -81,12 +81,6 @@ def soft_dice_one_hot(logits, target, *, ignore_index: int, smooth: float = 1.0)
 
 def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
     batch = common.synthetic_batch(MODALITIES, TASKS, batch=args.batch, size=size, device=device)
-    last = {
-        **batch,
-        "images": {
-            k: v.contiguous(memory_format=torch.channels_last) for k, v in batch["images"].items()
-        },
-    }
     per_modality = {m: encoder for m in MODALITIES}
     early = {"+".join(MODALITIES): encoder}
 
@@ -96,7 +90,7 @@ def step_variants(args, device, encoder, size) -> tuple[dict, dict]:
 
     criterion = common.multitask_loss(TASKS).to(device)
     base = build(per_modality)
-    channels_last = build(per_modality).to(memory_format=torch.channels_last)
+    channels_last, last = common.as_trained(build(per_modality), batch)
     base_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4)
     fused_opt = torch.optim.AdamW(base.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     base_last_opt = torch.optim.AdamW(channels_last.parameters(), lr=1e-4, weight_decay=1e-4)
