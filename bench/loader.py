@@ -1,6 +1,6 @@
 """Data loading alone vs the rate at which training consumes samples.
 
-The loader is the package's training data path: ``MultiModalDataset`` with ``JointTransform`` (PNG
+The loader is the package's training data path: ``MultiModalDataset`` with ``TrainTransform`` (PNG
 decode, label mapping, z-score normalisation, random crop, flip) and ``collate`` in a shuffling
 ``DataLoader``, in the main process (``workers: 0``: what one worker process delivers), over the
 demo's synthetic data written by ``mmseg_heads.data.synthetic.write_demo_dataset`` at 256×256
@@ -23,10 +23,10 @@ import common
 import torch
 from torch.utils.data import DataLoader
 
+from mmseg_heads.data.augment import TrainTransform
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.spec import load_data_spec
 from mmseg_heads.data.synthetic import write_demo_dataset
-from mmseg_heads.data.transforms import JointTransform
 
 TARGET = 3.0
 
@@ -65,7 +65,7 @@ def main() -> None:
             write_demo_dataset(root, train=samples, val=1, size=size, seed=0)
         spec = load_data_spec(spec_path)
         dataset = MultiModalDataset(
-            spec, "train", transform=JointTransform(crop=size, hflip=True, vflip=False)
+            spec, "train", transform=TrainTransform.from_train_config({"crop": size, "hflip": True})
         )
         loader = DataLoader(
             dataset,
@@ -130,7 +130,7 @@ def main() -> None:
             "modalities": modalities,
             "tasks": tasks,
             "encoders": {m: encoder for m in modalities},
-            "loader": "MultiModalDataset + JointTransform + collate, DataLoader workers 0",
+            "loader": "MultiModalDataset + TrainTransform + collate, DataLoader workers 0",
         },
         rows=rows,
         ratios=ratios,

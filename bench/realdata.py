@@ -36,9 +36,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from mmseg_heads.data.augment import TrainTransform  # noqa: E402
 from mmseg_heads.data.dataset import MultiModalDataset, collate  # noqa: E402
 from mmseg_heads.data.spec import IGNORE_INDEX, load_data_spec  # noqa: E402
-from mmseg_heads.data.transforms import JointTransform  # noqa: E402
 from mmseg_heads.losses.multitask import MultiTaskLoss  # noqa: E402
 from mmseg_heads.losses.task_loss import TaskLoss  # noqa: E402
 from mmseg_heads.metrics.confusion import ConfusionMatrix  # noqa: E402
@@ -80,7 +80,9 @@ OURS["ours_early_r34"] = OURS["ours_early_gated"] | {"encoders": {"C0+LGE+T2": "
 
 def loaders(spec, crop: int) -> tuple[DataLoader, DataLoader]:
     train = MultiModalDataset(
-        spec, "train", transform=JointTransform(crop=crop, hflip=True, vflip=True)
+        spec,
+        "train",
+        transform=TrainTransform.from_train_config({"crop": crop, "hflip": True, "vflip": True}),
     )
     val = MultiModalDataset(spec, "val")
     generator = torch.Generator().manual_seed(0)

@@ -21,8 +21,9 @@ from pathlib import Path
 import yaml
 
 from mmseg_heads.config import CONFIG_SCHEMA
+from mmseg_heads.data.augment import PRESETS, TRANSFORMS
 from mmseg_heads.data.spec import DATA_SPEC_SCHEMA
-from mmseg_heads.schema import DocRow, Node, doc_rows
+from mmseg_heads.schema import DocRow, Node, Struct, doc_rows
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -334,12 +335,51 @@ def _example(relative: str, what: str) -> str:
     return f"## Example\n\n{what} (`{relative}`):\n\n```yaml\n{text.rstrip()}\n```\n"
 
 
+AUGMENT_INTRO = """\
+## Augmentations
+
+`train.augment` is a preset name or an ordered list; an entry is a transform's name (its
+defaults) or `{name: {options}}`. Geometric transforms are drawn once per sample and move every
+modality (bilinear) and every label map (nearest) alike; pixels that come from outside the image
+are 0 in images and `ignore` in labels. Intensity transforms change the modalities they select
+(`modalities`, default all), each drawn on its own, and never labels. Each sample: resize
+(`train.resize`), crop placement (`train.crop_foreground`), the geometric transforms in list order
+(on a window around the crop), the crop, then the intensity transforms in list order; `train.hflip`
+and `train.vflip` add flips after the list. How to choose: [training.md](training.md#augmentation).
+"""
+
+
+def render_augmentations() -> str:
+    out = [AUGMENT_INTRO]
+    for name in TRANSFORMS.names():
+        cls = TRANSFORMS.get(name)
+        doc = " ".join(cls.__doc__.split()).replace("``", "`")
+        out.append(f"### `{name}` ({cls.kind})\n\n{doc}\n")
+        out.append("| option | type | default | meaning |\n| --- | --- | --- | --- |")
+        for row in doc_rows(Struct(cls.schema_fields())):
+            out.append(
+                f"| `{row.key}` | {_cell(row.type)} | {format_default(row.default)} | "
+                f"{_cell(meaning(row))} |"
+            )
+        out.append("")
+    out.append("### Presets\n")
+    for name, entries in PRESETS.items():
+        lines = [
+            "- " + yaml.safe_dump(e, default_flow_style=True, sort_keys=False, width=1000).strip()
+            for e in entries
+        ]
+        text = "\n".join(lines) or "[]"
+        out.append(f"`augment: {name}` expands to:\n\n```yaml\n{text}\n```\n")
+    return "\n".join(out)
+
+
 def render_config() -> str:
     return "\n".join(
         [
             CONFIG_INTRO,
             "## Keys\n",
             render_tables(CONFIG_SCHEMA),
+            render_augmentations(),
             _example(CONFIG_EXAMPLE, "The demo's recipe"),
         ]
     )

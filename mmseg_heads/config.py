@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from mmseg_heads.data.augment import AugmentSchema
+from mmseg_heads.data.augment.presets import augment_modalities
 from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml, yaml_problem
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.multitask import WEIGHTINGS
@@ -185,6 +187,29 @@ CONFIG_SCHEMA = Struct(
                 ),
                 "hflip": Field(bool, default=True, doc="random left-right flips"),
                 "vflip": Field(bool, default=False, doc="random up-down flips"),
+                "augment": AugmentSchema(),
+                "crop_foreground": Field(
+                    float,
+                    default=0.0,
+                    minimum=0.0,
+                    maximum=1.0,
+                    doc="chance that a crop is centred near a random labelled foreground pixel "
+                    "(a class first, then a pixel); otherwise the crop is placed uniformly",
+                ),
+                "resize": OneOf(
+                    [
+                        Field(int, minimum=8),
+                        ListOf(
+                            Field(int, minimum=8),
+                            min_items=2,
+                            max_items=2,
+                            check=lambda v: None if v[0] <= v[1] else "low must not exceed high",
+                        ),
+                    ],
+                    default=None,
+                    doc="training: scale each image so its shorter side is N px, or a side drawn "
+                    "from [low, high] (scale jitter); default: native size",
+                ),
                 "lr": Field(float, default=1e-3, minimum=0.0),
                 "weight_decay": Field(float, default=1e-4, minimum=0.0),
                 "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
@@ -444,6 +469,15 @@ def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
                     field=f"loss.task_weights.{task}",
                 )
             )
+    for index, name, selected in augment_modalities(raw["train"]["augment"]):
+        for modality in selected:
+            if modality not in modalities:
+                problems.append(
+                    UserError(
+                        f"{modality!r} is not a modality {where} (modalities: {', '.join(modalities)})",
+                        field=f"train.augment[{index}].{name}.modalities",
+                    )
+                )
     select = raw["eval"]["select_by"]
     if select != "mean_foreground_f" and select not in tasks:
         problems.append(

@@ -191,6 +191,9 @@ class ListOf(Node):
     doc: str = ""
     default: Any = REQUIRED
     min_items: int = 0
+    max_items: int | None = None
+    #: Checks the whole list once its items are valid; returns a message or None.
+    check: Callable[[list], str | None] | None = None
 
     def validate(self, value, path, problems):
         if not isinstance(value, list):
@@ -200,9 +203,19 @@ class ListOf(Node):
             return value
         if len(value) < self.min_items:
             problems.append(UserError(f"needs at least {self.min_items} items", field=path))
-        return [self.item.validate(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        if self.max_items is not None and len(value) > self.max_items:
+            problems.append(UserError(f"takes at most {self.max_items} items", field=path))
+        before = len(problems)
+        out = [self.item.validate(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        if self.check is not None and len(problems) == before:
+            message = self.check(out)
+            if message:
+                problems.append(UserError(message, field=path))
+        return out
 
     def describe(self) -> str:
+        if self.min_items and self.min_items == self.max_items:
+            return f"list of {self.min_items} {self.item.describe()}"
         return f"list of {self.item.describe()}"
 
 

@@ -11,11 +11,13 @@ import torch
 import yaml
 from PIL import Image
 
+from mmseg_heads.data.augment import TrainTransform
+from mmseg_heads.data.augment.geometric import HorizontalFlip, VerticalFlip
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mmseg_heads.data.readers import read_array
 from mmseg_heads.data.spec import IGNORE_INDEX, TaskSpec, data_spec_from_dict, load_data_spec
-from mmseg_heads.data.transforms import JointTransform, pad_to
+from mmseg_heads.data.transforms import pad_to
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.palette import default_palette
 
@@ -365,68 +367,83 @@ def test_read_array_errors_name_the_file(tmp_path):
     assert info.value.file == str(tmp_path / "broken.png")
 
 
-# --- JointTransform --------------------------------------------------------------------------
+# --- TrainTransform: crop, flips, padding ------------------------------------------------------
 
 
 def _coordinate_arrays(h: int, w: int) -> tuple[dict, dict]:
     coords = (np.arange(h)[:, None] * w + np.arange(w)[None, :]).astype(np.float32) + 1.0
-    images = {"rgb": np.stack([coords] * 3), "depth": coords[None].copy()}
-    labels = {"seg": coords.astype(np.int64), "edges": coords.astype(np.int64)}
+    images = {
+        "rgb": torch.from_numpy(np.stack([coords] * 3)),
+        "depth": torch.from_numpy(coords[None].copy()),
+    }
+    labels = {
+        "seg": torch.from_numpy(coords.astype(np.int64)),
+        "edges": torch.from_numpy(coords.astype(np.int64)),
+    }
     return images, labels
 
 
+def _crop_and_flips(crop: int, hflip: bool = True, vflip: bool = True) -> TrainTransform:
+    flips = [HorizontalFlip(p=0.5)] * hflip + [VerticalFlip(p=0.5)] * vflip
+    return TrainTransform(crop=crop, geometric=flips)
+
+
+def _run(transform, images, labels, seed):
+    has_label = dict.fromkeys(labels, True)
+    return transform(images, labels, has_label, torch.Generator().manual_seed(seed))
+
+
 @pytest.mark.parametrize("seed", range(8))
-def test_joint_transform_lands_the_same_crop_and_flip_everywhere(seed):
+def test_crop_and_flips_land_the_same_window_everywhere(seed):
     images, labels = _coordinate_arrays(12, 10)
-    transform = JointTransform(crop=6, hflip=True, vflip=True)
-    out_images, out_labels = transform(images, labels, np.random.default_rng(seed))
-    reference = out_labels["seg"]
+    out_images, out_labels = _run(_crop_and_flips(6), images, labels, seed)
+    reference = out_labels["seg"].numpy()
     assert reference.shape == (6, 6)
     for array in (*out_images["rgb"], out_images["depth"][0], out_labels["edges"]):
-        np.testing.assert_array_equal(array, reference)
-    assert out_labels["seg"].dtype == np.int64
-    assert out_images["rgb"].dtype == np.float32
+        np.testing.assert_array_equal(array.numpy(), reference)
+    assert out_labels["seg"].dtype == torch.int64
+    assert out_images["rgb"].dtype == torch.float32
     # still a window of the original: neighbours differ by 1 along x and by W along y
     assert set(np.abs(np.diff(reference, axis=1)).ravel().tolist()) == {1}
     assert set(np.abs(np.diff(reference, axis=0)).ravel().tolist()) == {10}
 
 
-def test_joint_transform_flips_sometimes_and_not_always():
+def test_flips_happen_sometimes_and_not_always():
     images, labels = _coordinate_arrays(4, 4)
-    transform = JointTransform(crop=None, hflip=True, vflip=True)
     flipped_x = flipped_y = 0
     for seed in range(40):
-        _, out = transform(images, labels, np.random.default_rng(seed))
+        _, out = _run(_crop_and_flips(4), images, labels, seed)
         flipped_x += int(out["seg"][0, 0] > out["seg"][0, 1])
         flipped_y += int(out["seg"][0, 0] > out["seg"][1, 0])
     assert 0 < flipped_x < 40 and 0 < flipped_y < 40
 
 
-def test_joint_transform_without_crop_or_flips_is_identity():
+def test_a_crop_of_the_whole_image_without_flips_is_identity():
     images, labels = _coordinate_arrays(5, 7)
-    out_images, out_labels = JointTransform(hflip=False)(images, labels, np.random.default_rng(0))
-    np.testing.assert_array_equal(out_images["rgb"], images["rgb"])
-    np.testing.assert_array_equal(out_labels["seg"], labels["seg"])
+    out_images, out_labels = _run(_crop_and_flips(7, False, False), images, labels, 0)
+    assert out_images["rgb"].shape == (3, 7, 7)
+    np.testing.assert_array_equal(out_images["rgb"][:, :5].numpy(), images["rgb"].numpy())
+    np.testing.assert_array_equal(out_labels["seg"][:5].numpy(), labels["seg"].numpy())
 
 
-def test_joint_transform_pads_images_with_0_and_labels_with_255():
+def test_crop_pads_images_with_0_and_labels_with_255():
     images, labels = _coordinate_arrays(4, 3)
-    transform = JointTransform(crop=6, hflip=False, vflip=False)
-    out_images, out_labels = transform(images, labels, np.random.default_rng(0))
+    out_images, out_labels = _run(_crop_and_flips(6, False, False), images, labels, 0)
     assert out_images["rgb"].shape == (3, 6, 6) and out_labels["seg"].shape == (6, 6)
-    np.testing.assert_array_equal(out_images["rgb"][:, :4, :3], images["rgb"])
-    np.testing.assert_array_equal(out_labels["seg"][:4, :3], labels["seg"])
+    np.testing.assert_array_equal(out_images["rgb"][:, :4, :3].numpy(), images["rgb"].numpy())
+    np.testing.assert_array_equal(out_labels["seg"][:4, :3].numpy(), labels["seg"].numpy())
     assert (out_images["rgb"][:, 4:] == 0).all() and (out_images["rgb"][:, :, 3:] == 0).all()
     assert (out_labels["seg"][4:] == IGNORE_INDEX).all()
     assert (out_labels["seg"][:, 3:] == IGNORE_INDEX).all()
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_joint_transform_padding_stays_aligned_under_flips(seed):
+def test_padding_stays_aligned_under_flips(seed):
     images, labels = _coordinate_arrays(4, 3)
-    transform = JointTransform(crop=6, hflip=True, vflip=True)
-    out_images, out_labels = transform(images, labels, np.random.default_rng(seed))
-    np.testing.assert_array_equal(out_images["depth"][0] == 0, out_labels["seg"] == IGNORE_INDEX)
+    out_images, out_labels = _run(_crop_and_flips(6), images, labels, seed)
+    np.testing.assert_array_equal(
+        (out_images["depth"][0] == 0).numpy(), (out_labels["seg"] == IGNORE_INDEX).numpy()
+    )
     assert (out_labels["seg"] == IGNORE_INDEX).sum() == 36 - 12
 
 
@@ -506,7 +523,7 @@ def test_dataset_applies_one_transform_to_images_and_labels(dataset_dir):
     dataset = MultiModalDataset(
         load_data_spec(_write_spec(dataset_dir, spec)),
         "all",
-        transform=JointTransform(crop=4, hflip=True, vflip=True),
+        transform=_crop_and_flips(4),
     )
     torch.manual_seed(0)
     sample = dataset[0]

@@ -77,8 +77,10 @@ def _epoch_of(path: Path) -> int:
 
 
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run_exactly(tmp_path, demo_spec):
-    straight = write_config(tmp_path, demo_spec, "straight")
-    killed = write_config(tmp_path, demo_spec, "killed")
+    # with augmentation and foreground crops: their draws must come back exactly too
+    augmented = {"augment": "medical", "crop_foreground": 0.5, "resize": [56, 72]}
+    straight = write_config(tmp_path, demo_spec, "straight", **augmented)
+    killed = write_config(tmp_path, demo_spec, "killed", **augmented)
     command = [sys.executable, "-m", "mmseg_heads", "train"]
     subprocess.run([*command, str(straight)], check=True, capture_output=True)
 

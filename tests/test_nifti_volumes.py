@@ -16,12 +16,12 @@ import torch
 import yaml
 
 from mmseg_heads.data import dataset as dataset_module
+from mmseg_heads.data.augment import TrainTransform
 from mmseg_heads.data.dataset import MultiModalDataset, collate, keep_labelled
 from mmseg_heads.data.normalize import clip_percentiles
 from mmseg_heads.data.readers import read_array, read_nifti_geometry, read_shape
 from mmseg_heads.data.sampling import train_sampler
 from mmseg_heads.data.spec import IGNORE_INDEX, TaskSpec, load_data_spec
-from mmseg_heads.data.transforms import JointTransform
 from mmseg_heads.errors import ConfigError, UserError
 
 nib = pytest.importorskip("nibabel")
@@ -348,7 +348,7 @@ def test_sizes_that_differ_and_are_not_multiples_of_32(volumes):
     assert (batch["images"]["C0"][1, :, 37:, :] == 0).all()
     assert batch["size"] == [(20, 24), (37, 45), (37, 45)]
     torch.manual_seed(0)
-    training = MultiModalDataset(spec, "train", transform=JointTransform(crop=32))
+    training = MultiModalDataset(spec, "train", transform=TrainTransform(crop=32))
     for index in (0, 6):
         sample = training[index]
         assert sample["images"]["LGE"].shape == (1, 32, 32)

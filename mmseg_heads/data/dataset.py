@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmseg_heads.data.augment import TrainTransform
 from mmseg_heads.data.normalize import clip_percentiles, normalize
 from mmseg_heads.data.readers import NIFTI_EXTENSIONS, extension_of, read_array, read_shape
 from mmseg_heads.data.spec import (
@@ -26,7 +27,7 @@ from mmseg_heads.data.spec import (
     TaskSpec,
     unique_values,
 )
-from mmseg_heads.data.transforms import JointTransform, pad_to, round_up
+from mmseg_heads.data.transforms import pad_to, round_up
 from mmseg_heads.errors import UserError
 
 Sample = dict  # {"images": {m: C×H×W}, "labels": {t: H×W}, "has_label": {t: bool}, "id": str, "size": (H, W)}
@@ -88,10 +89,15 @@ class MultiModalDataset(Dataset):
     Args:
         spec: the data spec.
         split: name of one of its splits.
-        transform: geometric augmentation, drawn once per sample (``None`` for evaluation).
+        transform: training augmentation and crop (``None`` for evaluation).
+
+    An index may come with the seed of its augmentation, ``dataset[(index, seed)]`` (the training
+    loader's order does this, so a sample's augmentation depends on the run's seed, the epoch and
+    its place in the epoch only, not on the number of workers); a bare index draws its seed from
+    torch's RNG.
     """
 
-    def __init__(self, spec: DataSpec, split: str, *, transform: JointTransform | None = None):
+    def __init__(self, spec: DataSpec, split: str, *, transform: TrainTransform | None = None):
         self.spec = spec
         self.split = split
         self.transform = transform
@@ -270,19 +276,23 @@ class MultiModalDataset(Dataset):
             )
         return tuple(next(iter(sizes.values())))
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         sample_id = self.ids[index]
         images = self.read_images(sample_id)
         size = next(iter(images.values())).shape[-2:]
         labels, has_label = self.read_labels(sample_id, size)
         size = self._check_sizes(sample_id, images, labels)
+        images = {k: torch.from_numpy(v) for k, v in images.items()}
+        labels = {k: torch.from_numpy(v) for k, v in labels.items()}
         if self.transform is not None:
-            # One draw from torch's RNG: DataLoader seeds it per worker and per epoch.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            images, labels = self.transform(images, labels, rng)
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, ()))
+            generator = torch.Generator().manual_seed(seed)
+            images, labels = self.transform(images, labels, has_label, generator)
         return {
-            "images": {k: torch.from_numpy(v) for k, v in images.items()},
-            "labels": {k: torch.from_numpy(v) for k, v in labels.items()},
+            "images": images,
+            "labels": labels,
             "has_label": has_label,
             "id": sample_id,
             "size": tuple(int(s) for s in size),

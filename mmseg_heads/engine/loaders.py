@@ -5,16 +5,20 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from mmseg_heads.data.augment import TrainTransform
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.sampling import train_sampler
 from mmseg_heads.data.spec import DataSpec
-from mmseg_heads.data.transforms import JointTransform
 from mmseg_heads.engine.distributed import SINGLE_PROCESS, ShardSampler, World
 
 
 def train_dataset(spec: DataSpec, train: dict, split: str = "train") -> MultiModalDataset:
-    transform = JointTransform(crop=train["crop"], hflip=train["hflip"], vflip=train["vflip"])
-    return MultiModalDataset(spec, split, transform=transform)
+    return MultiModalDataset(spec, split, transform=TrainTransform.from_train_config(train))
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """The augmentation seed of the sample at ``position`` in ``epoch``'s order of a run."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 + position
 
 
 def train_loader(
@@ -24,28 +28,31 @@ def train_loader(
     epoch: int,
     world: World = SINGLE_PROCESS,
 ) -> DataLoader:
-    """The loader of one epoch: its order and its workers' seeds depend on (seed, epoch, rank) only.
+    """The loader of one epoch: its order and augmentations depend on (seed, epoch) only.
 
-    So an epoch draws the same batches and augmentations whether the run was resumed or not, and
-    every worker of every epoch gets its own seed (DataLoader derives them from the generator).
-    Under torchrun every process draws the same order of the whole split and takes its shard; the
-    augmentation seeds also differ per process.
+    The epoch's order (shuffled, or drawn by the sample weights) is fixed first; each place in it
+    gets its own augmentation seed (:func:`sample_seed`), handed to the dataset with the index. So
+    an epoch draws the same batches and augmentations whether the run was resumed or not and
+    whatever the number of workers. Under torchrun every process draws the same order of the
+    whole split and takes its shard, seeds included.
     """
     order_seed = train["seed"] * 100_003 + epoch
     generator = torch.Generator().manual_seed(order_seed + 7_919 * world.rank)
-    sampler = train_sampler(dataset, generator=torch.Generator().manual_seed(order_seed))
-    if world.distributed:
-        if sampler is None:  # uniform weights: one shuffle, the same on every process
-            order = torch.randperm(
-                len(dataset), generator=torch.Generator().manual_seed(order_seed)
-            )
-            sampler = order.tolist()
-        sampler = ShardSampler([int(i) for i in sampler], world, even=True)
-    size = len(sampler) if sampler is not None else len(dataset)
+    weighted = train_sampler(dataset, generator=torch.Generator().manual_seed(order_seed))
+    if weighted is None:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(order_seed))
+    else:
+        order = list(weighted)
+    keys = [
+        (int(index), sample_seed(train["seed"], epoch, position))
+        for position, index in enumerate(order)
+    ]
+    sampler = ShardSampler(keys, world, even=True) if world.distributed else keys
+    size = len(sampler)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=sampler is None,
+        shuffle=False,
         sampler=sampler,
         drop_last=size > batch_size,
         num_workers=train["workers"],

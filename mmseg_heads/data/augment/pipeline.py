@@ -1,0 +1,180 @@
+"""The training sample path: resize, place the crop, warp a window around it, crop, then intensity.
+
+For each sample, with draws from its own generator:
+
+1. ``resize`` picks a scale factor (a target shorter side, or one drawn from a range);
+2. the crop's centre is placed: with probability ``crop_foreground`` on a random foreground pixel
+   of a task the sample is labelled for (a class drawn first, then a pixel, as nnU-Net does, so
+   rare classes get crops too), otherwise uniformly;
+3. a square window around that centre, just large enough for the geometric transforms to fill the
+   crop, is cut (outside the image: 0 in images, ``ignore`` in labels) and warped by the resize
+   and the geometric transforms in list order, the same draw for every modality and label;
+4. the centre ``crop``² is kept, and the intensity transforms run on it in list order.
+
+Warping a window instead of the whole image keeps the cost per sample near that of the crop, not
+of the image (a 4000² aerial tile costs what a 256² crop costs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from mmseg_heads.data.augment.base import GeometricTransform, IntensityTransform, Tensors, uniform
+from mmseg_heads.data.augment.geometric import HorizontalFlip, Scale, VerticalFlip
+from mmseg_heads.data.augment.presets import build_transforms
+from mmseg_heads.data.spec import IGNORE_INDEX
+
+
+@dataclass
+class TrainTransform:
+    """Everything that turns a read sample into a training crop.
+
+    Args:
+        crop: side of the square training crop.
+        geometric: geometric transforms, in order.
+        intensity: intensity transforms, in order.
+        crop_foreground: chance that a crop is centred near a labelled foreground pixel.
+        resize: ``None`` (native size), a shorter side in pixels, or a ``[low, high]`` range of
+            shorter sides drawn per sample.
+    """
+
+    crop: int
+    geometric: list[GeometricTransform] = field(default_factory=list)
+    intensity: list[IntensityTransform] = field(default_factory=list)
+    crop_foreground: float = 0.0
+    resize: int | list[int] | None = None
+
+    @classmethod
+    def from_train_config(cls, train: dict) -> TrainTransform:
+        """Built from a validated ``train`` section (``train.hflip``/``vflip`` add flips last)."""
+        transforms = build_transforms(train.get("augment", "none"))
+        geometric = [t for t in transforms if isinstance(t, GeometricTransform)]
+        intensity = [t for t in transforms if isinstance(t, IntensityTransform)]
+        if train.get("hflip"):
+            geometric.append(HorizontalFlip(p=0.5))
+        if train.get("vflip"):
+            geometric.append(VerticalFlip(p=0.5))
+        return cls(
+            crop=train["crop"],
+            geometric=geometric,
+            intensity=intensity,
+            crop_foreground=train.get("crop_foreground", 0.0),
+            resize=train.get("resize"),
+        )
+
+    def __call__(
+        self,
+        images: Tensors,
+        labels: Tensors,
+        has_label: dict[str, bool],
+        generator: torch.Generator,
+    ) -> tuple[Tensors, Tensors]:
+        height, width = next(iter(images.values())).shape[-2:]
+        factor = self._resize_factor(height, width, generator)
+        chain = [Scale(p=1.0, range=[factor, factor], aspect=[1.0, 1.0])] if factor != 1 else []
+        chain += self.geometric
+        side = self.crop
+        for transform in reversed(chain):
+            side = transform.source_side(side)
+        window = self.crop if not chain or side == self.crop else math.ceil(side)
+        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
+        top, left = round(centre[0] - window / 2), round(centre[1] - window / 2)
+        images = {k: cut(v, top, left, window, 0.0) for k, v in images.items()}
+        labels = {k: cut(v, top, left, window, IGNORE_INDEX) for k, v in labels.items()}
+        for transform in chain:
+            images, labels = transform(images, labels, generator)
+        images = {k: centre_crop(v, self.crop, 0.0) for k, v in images.items()}
+        labels = {k: centre_crop(v, self.crop, IGNORE_INDEX) for k, v in labels.items()}
+        for transform in self.intensity:
+            images = transform(images, generator)
+        return (
+            {k: v.contiguous() for k, v in images.items()},
+            {k: v.contiguous() for k, v in labels.items()},
+        )
+
+    def _resize_factor(self, height: int, width: int, generator: torch.Generator) -> float:
+        if self.resize is None:
+            return 1.0
+        if isinstance(self.resize, int):
+            return self.resize / min(height, width)
+        return uniform(generator, *self.resize) / min(height, width)
+
+    def _centre(
+        self,
+        labels: Tensors,
+        has_label: dict[str, bool],
+        size: tuple[int, int],
+        crop: float,
+        generator: torch.Generator,
+    ) -> tuple[float, float]:
+        """Centre of the crop in input pixels; ``crop`` is the crop's side in input pixels."""
+        if self.crop_foreground > 0 and uniform(generator, 0, 1) < self.crop_foreground:
+            pixel = foreground_pixel(labels, has_label, generator)
+            if pixel is not None:
+                # anywhere within a quarter crop of the pixel, kept inside the image if it fits
+                jitter = crop / 4
+                return tuple(
+                    _inside(p + uniform(generator, -jitter, jitter), crop, extent)
+                    for p, extent in zip(pixel, size, strict=True)
+                )
+        return tuple(_uniform_position(extent, crop, generator) + crop / 2 for extent in size)
+
+
+def _uniform_position(extent: int, crop: float, generator: torch.Generator) -> float:
+    """Start of a crop placed uniformly; a crop larger than the image starts at 0 (padding after)."""
+    if extent <= crop:
+        return 0.0
+    if crop == int(crop):
+        return float(torch.randint(0, extent - int(crop) + 1, (), generator=generator))
+    return uniform(generator, 0, extent - crop)
+
+
+def _inside(centre: float, crop: float, extent: int) -> float:
+    """Move a centre so its crop stays inside the image, where the image is larger than it."""
+    if extent <= crop:
+        return crop / 2
+    return min(max(centre, crop / 2), extent - crop / 2)
+
+
+def foreground_pixel(
+    labels: Tensors, has_label: dict[str, bool], generator: torch.Generator
+) -> tuple[int, int] | None:
+    """A random foreground pixel: a task among those labelled that have foreground, then one of
+    its foreground classes, then one of that class's pixels; ``None`` without foreground."""
+    candidates = []
+    for task, label in labels.items():
+        if not has_label.get(task, True):
+            continue
+        classes = [c for c in torch.unique(label).tolist() if c not in (0, IGNORE_INDEX)]
+        if classes:
+            candidates.append((label, classes))
+    if not candidates:
+        return None
+    label, classes = candidates[int(torch.randint(0, len(candidates), (), generator=generator))]
+    value = classes[int(torch.randint(0, len(classes), (), generator=generator))]
+    pixels = (label == value).nonzero()
+    row, col = pixels[int(torch.randint(0, len(pixels), (), generator=generator))].tolist()
+    return row + 0.5, col + 0.5
+
+
+def cut(array: torch.Tensor, top: int, left: int, side: int, fill: float) -> torch.Tensor:
+    """The ``side``² window of ``array`` at (top, left); parts outside the image are ``fill``."""
+    height, width = array.shape[-2:]
+    if top >= 0 and left >= 0 and top + side <= height and left + side <= width:
+        return array[..., top : top + side, left : left + side]
+    out = torch.full((*array.shape[:-2], side, side), fill, dtype=array.dtype)
+    rows = slice(max(top, 0), min(top + side, height))
+    cols = slice(max(left, 0), min(left + side, width))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        out[..., rows.start - top : rows.stop - top, cols.start - left : cols.stop - left] = array[
+            ..., rows, cols
+        ]
+    return out
+
+
+def centre_crop(array: torch.Tensor, side: int, fill: float) -> torch.Tensor:
+    height, width = array.shape[-2:]
+    return cut(array, (height - side) // 2, (width - side) // 2, side, fill)
