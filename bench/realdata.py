@@ -37,8 +37,10 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from mmseg_heads.data.augment import TrainTransform  # noqa: E402
+from mmseg_heads.data.augment.pipeline import cut  # noqa: E402
 from mmseg_heads.data.dataset import MultiModalDataset, collate  # noqa: E402
 from mmseg_heads.data.spec import IGNORE_INDEX, load_data_spec  # noqa: E402
+from mmseg_heads.engine.loaders import train_loader  # noqa: E402
 from mmseg_heads.losses.multitask import MultiTaskLoss  # noqa: E402
 from mmseg_heads.losses.task_loss import TaskLoss  # noqa: E402
 from mmseg_heads.metrics.confusion import ConfusionMatrix  # noqa: E402
@@ -76,6 +78,59 @@ OURS = {
 
 # the same with a ResNet34 trunk: cheaper steps, so more of them in the same budget
 OURS["ours_early_r34"] = OURS["ours_early_gated"] | {"encoders": {"C0+LGE+T2": "resnet34"}}
+
+
+class CentreCrop:
+    """The plain pipeline of the issue's baseline: a fixed centre crop shifted by up to ``shift``
+    px, and flips (what a hand-written MyoPS U-Net does; the heart sits near the image centre)."""
+
+    def __init__(self, crop: int, shift: int = 16):
+        self.crop, self.shift = crop, shift
+        self.flips = TrainTransform.from_train_config({"crop": crop, "hflip": True, "vflip": True})
+
+    def __call__(self, images, labels, has_label, generator):
+        height, width = next(iter(images.values())).shape[-2:]
+        dy, dx = (
+            int(torch.randint(-self.shift, self.shift + 1, (), generator=generator)) for _ in "yx"
+        )
+        top, left = (height - self.crop) // 2 + dy, (width - self.crop) // 2 + dx
+        images = {k: cut(v, top, left, self.crop, 0.0) for k, v in images.items()}
+        labels = {k: cut(v, top, left, self.crop, IGNORE_INDEX) for k, v in labels.items()}
+        return self.flips(images, labels, has_label, generator)
+
+
+#: ``--pipeline`` choices: the issue's plain baseline pipeline, or ours with these train options
+PIPELINES = ("plain", "ours")
+
+
+def train_settings(args) -> dict:
+    """The ``train`` options of our pipeline, as a config would give them."""
+    return {
+        "crop": args.crop,
+        "hflip": True,
+        "vflip": True,
+        "augment": args.augment,
+        "crop_foreground": args.crop_foreground,
+        "seed": args.seed,
+        "workers": args.workers,
+    }
+
+
+def train_data(spec, pipeline: str, args) -> MultiModalDataset:
+    if pipeline == "plain":
+        return MultiModalDataset(spec, "train", transform=CentreCrop(args.crop))
+    return MultiModalDataset(
+        spec, "train", transform=TrainTransform.from_train_config(train_settings(args))
+    )
+
+
+def epochs_of_batches(dataset, args):
+    """Batches of 4 for ever, epoch after epoch, in the trainer's seeded order (the same for every
+    model of a run: the order and crops depend on the seed and the epoch only)."""
+    epoch = 1
+    while True:
+        yield from train_loader(dataset, train_settings(args), 4, epoch)
+        epoch += 1
 
 
 def loaders(spec, crop: int) -> tuple[DataLoader, DataLoader]:
@@ -171,6 +226,31 @@ def train_for(
             steps += 1
 
 
+def train_steps(model: nn.Module, tasks: list[str], batches, steps: int, lr: float) -> dict:
+    """``steps`` optimizer steps of batch 4, cosine LR over them; the same recipe as train_for."""
+    loss_fn = criterion(tasks)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    started, wall_started = time.process_time(), time.perf_counter()
+    for step in range(steps):
+        batch = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch["images"])
+        loss, _ = loss_fn(
+            {k: v.float() for k, v in logits.items()}, {t: batch["labels"][t] for t in tasks}
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return {
+        "steps": steps,
+        "seconds": time.process_time() - started,
+        "wall_seconds": time.perf_counter() - wall_started,
+    }
+
+
 @torch.inference_mode()
 def dice_scores(
     model: nn.Module, tasks: dict[str, list[str]], loader: DataLoader
@@ -244,7 +324,28 @@ def main() -> None:
         default=[*OURS, *BASELINES],
         help="train only these (default: all)",
     )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="budget in optimizer steps of batch 4 instead of CPU time (the issue-16 protocol); "
+        "appends one line per model to --log",
+    )
+    p.add_argument("--pipeline", choices=PIPELINES, default="ours", help="with --steps")
+    p.add_argument("--augment", default="none", help="with --pipeline ours: train.augment")
+    p.add_argument("--crop-foreground", type=float, default=0.0, help="train.crop_foreground")
+    p.add_argument("--workers", type=int, default=0, help="loader processes (with --steps)")
+    p.add_argument("--log", type=Path, default=ROOT / "bench" / "results" / "realdata_steps.jsonl")
+    p.add_argument(
+        "--summarize", action="store_true", help="print means and spreads of --log and exit"
+    )
     args = p.parse_args()
+    if args.summarize:
+        print(summarize(args.log))
+        return
+    if args.steps is not None:
+        run_steps(args)
+        return
     if not SPEC.is_file() or not (ROOT.parent / "shared" / "data" / "myops2020").is_dir():
         raise SystemExit("needs ../shared/data/myops2020 (see data_specs/myops2020.yaml)")
     torch.set_num_threads(args.threads)
@@ -311,6 +412,83 @@ def main() -> None:
     print(table)
     if args.results:
         args.results.write_text(RESULTS_HEAD + table + RESULTS_TAIL)
+
+
+def build_named(name: str, task_classes: dict[str, int]) -> nn.Module:
+    if name == "joint_unet":
+        return JointUnet(task_classes)
+    cfg = {"pretrained": "none", "depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
+    return build_model(cfg | OURS[name], modalities={m: 1 for m in ORDER}, tasks=task_classes)
+
+
+def run_steps(args) -> None:
+    """Each of --models for --steps optimizer steps on one pipeline and seed; one log line each."""
+    if not (ROOT.parent / "shared" / "data" / "myops2020").is_dir():
+        raise SystemExit("needs ../shared/data/myops2020 (see data_specs/myops2020.yaml)")
+    torch.set_num_threads(args.threads)
+    spec = load_data_spec(SPEC)
+    dataset = train_data(spec, args.pipeline, args)
+    val = DataLoader(MultiModalDataset(spec, "val"), batch_size=2, collate_fn=collate)
+    task_classes = {t: spec.tasks[t].num_classes for t in SEQUENCE_OF}
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        model = build_named(name, task_classes)
+        info = train_steps(
+            model, list(task_classes), epochs_of_batches(dataset, args), args.steps, args.lr
+        )
+        dice = dice_scores(model, {t: list(spec.tasks[t].classes) for t in task_classes}, val)
+        record = {
+            "model": name,
+            "pipeline": args.pipeline,
+            "augment": args.augment if args.pipeline == "ours" else None,
+            "crop_foreground": args.crop_foreground if args.pipeline == "ours" else None,
+            "steps": args.steps,
+            "seed": args.seed,
+            "dice": dice,
+            "cpu_seconds": info["seconds"],
+            "wall_seconds": info["wall_seconds"],
+            "date": datetime.date.today().isoformat(),
+            "machine": _cpu(),
+            "threads": args.threads,
+        }
+        print(json.dumps(record), flush=True)
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        with args.log.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+
+
+def summarize(log: Path) -> str:
+    """Mean ± sd (and min–max) of foreground Dice per setting over the seeds in the log."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        key = (r["model"], r["pipeline"], r["augment"], r["crop_foreground"], r["steps"])
+        groups.setdefault(key, []).append(r)
+    tasks = list(SEQUENCE_OF)
+    lines = [
+        "| model | pipeline | steps | seeds | " + " | ".join(f"{t} Dice" for t in tasks) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+    ]
+    for (model, pipeline, augment, fg, steps), runs in sorted(
+        groups.items(), key=lambda g: (g[0][4], g[0][0], str(g[0][1:]))
+    ):
+        what = (
+            "plain (centre crop ±16, flips)"
+            if pipeline == "plain"
+            else f"augment {augment}, crop_foreground {fg}"
+        )
+        cells = []
+        for t in tasks:
+            values = [r["dice"][t] for r in runs]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(
+                f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
+            )
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(f"| {model} | {what} | {steps} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cpu() -> str:

@@ -402,7 +402,7 @@ def config_from_dict(raw: dict, spec: DataSpec, path: Path) -> Config:
 
 def check_cross_references(raw: dict, spec: DataSpec, *, file: str) -> None:
     """Heads, losses and encoders must name tasks and modalities of the data spec."""
-    modalities = {m.name: m.channels for m in spec.modalities.values()}
+    modalities = spec.input_channels()
     tasks = {t.name: t.num_classes for t in spec.tasks.values()}
     problems = check_encoders(raw["model"]["encoders"], modalities)
     where = f"(in {spec.path})"

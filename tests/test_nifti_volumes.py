@@ -6,7 +6,9 @@ raw values 0/200/500/600/1220/2221, in cases of different, non-multiple-of-32 si
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -415,3 +417,70 @@ def test_labelled_slices_are_drawn_more_often(volumes):
     uniform = MultiModalDataset(load_data_spec(_spec(volumes, {"keep": "labelled"})), "train")
     assert uniform.sample_weights() is None and train_sampler(uniform) is None
     assert train_sampler(MultiModalDataset(load_data_spec(_spec(volumes)), "train")) is None
+
+
+# --- 2.5-D context -------------------------------------------------------------------------------
+
+
+def test_context_feeds_neighbour_slices_as_channels_with_edges_replicated(volumes):
+    spec = load_data_spec(_spec(volumes, {"slice_axis": 2, "context": 1}))
+    assert spec.input_channels() == {"C0": 3, "LGE": 3}
+    plain = MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    dataset = MultiModalDataset(spec, "train")
+    assert dataset.ids == plain.ids
+    depth = CASES["Case01"][2]
+    for index in (0, 3, depth - 1):
+        sample = dataset[dataset.ids.index(f"Case01#{index}")]
+        image = sample["images"]["LGE"]
+        assert image.shape == (3, 20, 24)
+        for channel, neighbour in enumerate((index - 1, index, index + 1)):
+            neighbour = min(max(neighbour, 0), depth - 1)
+            expected = plain[plain.ids.index(f"Case01#{neighbour}")]["images"]["LGE"][0]
+            assert torch.equal(image[channel], expected), (index, channel)
+        # labels stay those of the centre slice
+        centre = plain[plain.ids.index(f"Case01#{index}")]["labels"]["scar"]
+        assert torch.equal(sample["labels"]["scar"], centre)
+
+
+def test_predict_reads_the_same_context_channels_as_training(volumes):
+    from mmseg_heads.engine.predict import PredictInput, read_sample
+
+    spec = load_data_spec(_spec(volumes, {"slice_axis": 2, "context": 2}))
+    files = {m: spec.modality_file(m, "Case02") for m in spec.modalities}
+    sample = read_sample(PredictInput("Case02", files), spec)
+    dataset = MultiModalDataset(spec, "train")
+    for index in range(CASES["Case02"][2]):
+        expected = dataset[dataset.ids.index(f"Case02#{index}")]["images"]["C0"].numpy()
+        assert sample.images["C0"][index].shape == (5, 37, 45)
+        np.testing.assert_array_equal(sample.images["C0"][index], expected)
+
+
+def test_context_changes_the_model_inputs_and_inspect_says_so(volumes, tmp_path):
+    spec_path = _spec(volumes, {"slice_axis": 2, "context": 1})
+    config = {
+        "data": str(spec_path),
+        "model": {"encoders": {"C0+LGE": "resnet18"}},
+        "train": {"crop": 64},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "mmseg_heads", "inspect", str(path), "--size", "64"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "channels 1 × 3 slices (context 1) = 3 in" in result.stdout
+    from mmseg_heads.config import load_config
+    from mmseg_heads.engine.trainer import model_from_config
+
+    model = model_from_config(load_config(path))
+    batch = {m: torch.zeros(1, 3, 64, 64) for m in ("C0", "LGE")}
+    assert set(model(batch)) == {"anatomy", "scar", "edema"}
+
+
+def test_context_out_of_range_is_a_spec_error(volumes):
+    with pytest.raises(ConfigError) as info:
+        load_data_spec(_spec(volumes, {"slice_axis": 2, "context": -1}))
+    assert info.value.problems[0].field == "volume.context"

@@ -54,10 +54,14 @@ def describe_spec(
     """Lines describing ``spec``; class pixel counts come from ``scanned``'s label histograms
     where they can (no file is read again), else from reading the label files."""
     lines = [f"data spec {spec.path} (name {spec.name!r}, root {spec.root})", "", "modalities:"]
+    inputs = spec.input_channels()
     for m in spec.modalities.values():
-        lines.append(
-            f"  {m.name:<12} channels {m.channels}  normalize {m.normalize}  files {m.files}"
-        )
+        channels = f"channels {m.channels}"
+        if spec.context:
+            channels += (
+                f" × {2 * spec.context + 1} slices (context {spec.context}) = {inputs[m.name]} in"
+            )
+        lines.append(f"  {m.name:<12} {channels}  normalize {m.normalize}  files {m.files}")
     lines += ["", "tasks:"]
     for t in spec.tasks.values():
         on = f"  annotated on {', '.join(t.annotated_on)}" if t.annotated_on else ""

@@ -227,26 +227,30 @@ class MultiModalDataset(Dataset):
         weight = self.spec.volume.labelled_weight
         return [weight if flag else 1.0 for flag in self.labelled]
 
-    def _read_plane(self, path: Path, sample_id: str) -> np.ndarray:
-        """The 2-D array (``H×W`` or ``H×W×C``) of one sample in one file."""
+    def _read_plane(self, path: Path, sample_id: str, context: int = 0) -> list[np.ndarray]:
+        """The 2-D arrays (``H×W`` or ``H×W×C``) of one sample in one file: its plane, or with
+        ``context`` the planes of slices i-context … i+context (edges replicated)."""
         case, index = self.spec.case_of(sample_id)
         if index is None:
-            return _as_plane(read_array(path), path, self.spec.path)
+            return [_as_plane(read_array(path), path, self.spec.path)] * (2 * context + 1)
         volume = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+        axis = self.spec.volume.slice_axis
         # Basic indexing, not np.take: NIfTI arrays are Fortran-ordered, where take is ~1000× slower.
-        plane = volume[(slice(None),) * self.spec.volume.slice_axis + (index,)]
-        return np.ascontiguousarray(plane)
+        return [
+            np.ascontiguousarray(volume[(slice(None),) * axis + (i,)])
+            for i in context_indices(index, volume.shape[axis], context)
+        ]
 
     # --- samples -----------------------------------------------------------------------------
     def read_images(self, sample_id: str) -> dict[str, np.ndarray]:
-        return {
-            name: prepare_image(
-                self._read_plane(self.spec.modality_file(name, sample_id), sample_id),
-                modality,
-                self.spec.modality_file(name, sample_id),
-            )
-            for name, modality in self.spec.modalities.items()
-        }
+        """Every modality's ``C×H×W`` input; with 2.5-D context, its neighbour slices' channels
+        follow in slice order, each plane normalised on its own (as predict does)."""
+        images = {}
+        for name, modality in self.spec.modalities.items():
+            path = self.spec.modality_file(name, sample_id)
+            planes = self._read_plane(path, sample_id, self.spec.context)
+            images[name] = np.concatenate([prepare_image(p, modality, path) for p in planes])
+        return images
 
     def read_labels(self, sample_id: str, size: tuple[int, int]) -> tuple[dict, dict]:
         labels, has_label = {}, {}
@@ -256,7 +260,7 @@ class MultiModalDataset(Dataset):
                 labels[name] = np.full(size, IGNORE_INDEX, dtype=np.int64)
                 has_label[name] = False
                 continue
-            labels[name] = task.map_labels(self._read_plane(path, sample_id), path)
+            labels[name] = task.map_labels(self._read_plane(path, sample_id)[0], path)
             has_label[name] = True
         return labels, has_label
 
@@ -318,6 +322,22 @@ def prepare_image(plane: np.ndarray, modality: ModalitySpec, path: Path) -> np.n
     if modality.clip_percentiles is not None:
         image = clip_percentiles(image, *modality.clip_percentiles)
     return normalize(image, modality.normalize)
+
+
+def context_indices(index: int, depth: int, context: int) -> list[int]:
+    """Slices ``index - context … index + context`` of a stack of ``depth``, edges replicated."""
+    return [min(max(i, 0), depth - 1) for i in range(index - context, index + context + 1)]
+
+
+def with_context(planes: np.ndarray, context: int) -> np.ndarray:
+    """``S×C×H×W`` prepared planes -> ``S×(C·(2k+1))×H×W``: each slice with its neighbours'
+    channels, as :meth:`MultiModalDataset.read_images` gives them (``predict`` uses this)."""
+    if context == 0:
+        return planes
+    depth = len(planes)
+    return np.stack(
+        [np.concatenate(planes[context_indices(i, depth, context)]) for i in range(depth)]
+    )
 
 
 def keep_labelled(flags: np.ndarray, margin: int) -> list[int]:

@@ -137,6 +137,14 @@ VOLUME_SCHEMA = Struct(
         "cache": Field(
             int, default=4, minimum=0, doc="decoded cases kept in memory per dataset and worker"
         ),
+        "context": Field(
+            int,
+            default=0,
+            minimum=0,
+            maximum=8,
+            doc="2.5-D: also feed slices i-k … i+k of each modality as its channels (edges "
+            "replicated); a modality's input then has channels × (2k+1)",
+        ),
     },
     default=None,
     doc="3-D files become 2-D slices with ids `{case}#{slice}`",
@@ -177,6 +185,7 @@ class VolumeSpec:
         margin: with ``labelled``, slices kept on each side of a labelled one (``labelled+N``).
         labelled_weight: relative draw weight of a labelled slice in training.
         cache: decoded cases kept per dataset and worker.
+        context: 2.5-D context: slices on each side fed as extra channels.
     """
 
     slice_axis: int = 2
@@ -184,6 +193,7 @@ class VolumeSpec:
     margin: int = 0
     labelled_weight: float = 1.0
     cache: int = 4
+    context: int = 0
 
     @classmethod
     def from_dict(cls, raw: dict) -> VolumeSpec:
@@ -194,6 +204,7 @@ class VolumeSpec:
             margin=int(match.group(2) or 0),
             labelled_weight=raw["labelled_weight"],
             cache=raw["cache"],
+            context=raw.get("context", 0),
         )
 
     @property
@@ -413,10 +424,19 @@ class DataSpec:
             start = stop
         raise AssertionError("unreachable")
 
+    @property
+    def context(self) -> int:
+        """Slices of 2.5-D context on each side (0 without a ``volume`` section)."""
+        return self.volume.context if self.volume is not None else 0
+
+    def input_channels(self) -> dict[str, int]:
+        """``{modality: channels the network sees}``: the file's channels × (2·context + 1)."""
+        return {m.name: m.channels * (2 * self.context + 1) for m in self.modalities.values()}
+
     def describe(self) -> dict:
         """Name, modalities, tasks and classes: what a checkpoint keeps to check a later spec."""
         return {
-            "modalities": {m.name: m.channels for m in self.modalities.values()},
+            "modalities": self.input_channels(),
             "tasks": {t.name: list(t.classes) for t in self.tasks.values()},
         }
 

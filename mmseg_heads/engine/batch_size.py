@@ -47,7 +47,7 @@ class Shapes:
     def from_spec(cls, spec: DataSpec, crop: int) -> Shapes:
         """A training batch's shapes: crops padded as ``collate`` pads them."""
         return cls(
-            {m.name: m.channels for m in spec.modalities.values()},
+            spec.input_channels(),
             {t.name: t.num_classes for t in spec.tasks.values()},
             round_up(crop, PAD_MULTIPLE),
         )

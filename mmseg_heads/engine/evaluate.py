@@ -196,7 +196,7 @@ def evaluate(
         "epoch": state["epoch"],
         "samples": len(loader.dataset),
         "precision": precision,
-        "modalities": {m.name: m.channels for m in config.spec.modalities.values()},
+        "modalities": config.spec.input_channels(),
         "encoder_groups": {g: list(ms) for g, ms in model.trunk.groups.items()},
         "fusion": config.model["fusion"],
         "heads": {task: model_head_config(config, task) for task in config.spec.tasks},

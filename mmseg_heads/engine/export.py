@@ -294,7 +294,8 @@ def spec_metadata(spec: DataSpec, multiple: int) -> dict[str, str]:
         "mmseg_heads.modalities": json.dumps(
             {
                 m.name: {
-                    "channels": m.channels,
+                    "channels": spec.input_channels()[m.name],
+                    "context_slices": spec.context,
                     "normalize": m.normalize,
                     "clip_percentiles": m.clip_percentiles,
                 }
@@ -502,7 +503,7 @@ def export_checkpoint(
     result = export_onnx(
         model,
         out,
-        channels={m.name: m.channels for m in spec.modalities.values()},
+        channels=spec.input_channels(),
         tasks=list(spec.tasks),
         size=size or default_size(config.train["crop"], multiple),
         opset=opset,

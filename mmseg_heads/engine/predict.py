@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from mmseg_heads.atomic import write_atomic
-from mmseg_heads.data.dataset import prepare_image
+from mmseg_heads.data.dataset import prepare_image, with_context
 from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
     NiftiGeometry,
@@ -324,7 +324,9 @@ def read_sample(item: PredictInput, spec: DataSpec) -> Sample:
         planes, axis_here = read_planes(path, slice_axis)
         if raw is None:
             raw, axis = planes, axis_here
-        images[name] = prepare_planes(planes, spec.modalities[name], path)
+        images[name] = with_context(
+            prepare_planes(planes, spec.modalities[name], path), spec.context
+        )
     shapes = {name: image.shape[:1] + image.shape[2:] for name, image in images.items()}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{item.files[n]} {'×'.join(map(str, s))}" for n, s in shapes.items())

@@ -68,7 +68,7 @@ def model_from_config(config: Config) -> MultiTaskSegmenter:
 def _build(config: Config) -> MultiTaskSegmenter:
     return build_model(
         config.model,
-        modalities={m.name: m.channels for m in config.spec.modalities.values()},
+        modalities=config.spec.input_channels(),
         tasks={t.name: t.num_classes for t in config.spec.tasks.values()},
     )
 
