@@ -277,3 +277,28 @@ def test_an_unaugmented_loader_reads_the_files_unchanged(tmp_path, demo_spec):
     assert np.array_equal(
         sample["images"]["optical"].numpy(), plain[0]["images"]["optical"].numpy()
     )
+
+
+def test_train_warns_when_the_crop_is_larger_than_the_images(tmp_path, demo_spec):
+    # the demo's 16 training images are 64²: a 96² crop pads every one of them
+    path = _config(tmp_path, demo_spec, {"crop": 96, "epochs": 1, "workers": 0})
+    command = [sys.executable, "-m", "mmseg_heads", "train", str(path), "train.epochs=1"]
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*command, "model.encoders={optical: tu-mobilenetv3_small_050, thermal: tu-mobilenetv3_small_050}"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "train.crop: the crop (96²) is larger than 16 of 16 training images" in result.stderr
+    assert "smallest 64×64" in result.stderr
+
+
+def test_crop_warning_counts_images_after_resize():
+    from mmseg_heads.data.scan import crop_warning
+
+    sizes = [(64, 64), (200, 300), (100, 90)]
+    assert "2 of 3" in crop_warning(sizes, 128, None)
+    assert crop_warning(sizes, 128, 128) is None
+    assert crop_warning(sizes, 128, [96, 160]) is None  # the range reaches 160
+    assert "3 of 3" in crop_warning(sizes, 128, [64, 100])
+    assert crop_warning(sizes, 64, None) is None

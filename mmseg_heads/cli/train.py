@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from mmseg_heads.cli.inspect import check_data
 from mmseg_heads.config import load_config
+from mmseg_heads.data.scan import crop_warning
 from mmseg_heads.engine.distributed import rank_from_env
 from mmseg_heads.engine.trainer import train
 
@@ -39,7 +42,11 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides, data_root=args.data_root)
     main_process = rank_from_env() == 0  # under torchrun, rank 0 scans and speaks for all
     if main_process and not args.skip_scan:
-        check_data(config.spec, cache=not args.no_cache)
+        scanned = check_data(config.spec, cache=not args.no_cache)
+        sizes = scanned.plane_sizes(config.spec, "train")
+        warning = crop_warning(sizes, config.train["crop"], config.train["resize"])
+        if warning:
+            print(f"warning: {config.path}: train.crop: {warning}", file=sys.stderr)
     run_dir = train(config, resume=args.resume)
     if main_process:
         print(f"run directory: {run_dir}")

@@ -98,6 +98,45 @@ class ScanResult:
                 counter[index] += pixels
         return labelled, counter
 
+    def plane_sizes(self, spec: DataSpec, split: str) -> list[tuple[int, int]]:
+        """``(height, width)`` of the 2-D samples of ``split``'s files, from the first modality's
+        facts (one entry per file: a volume's slices share its in-plane size)."""
+        modality = next(iter(spec.modalities))
+        sizes = []
+        for sample_id in self.ids.get(split, []):
+            facts = self.facts.get(spec.modality_file(modality, sample_id))
+            if facts is None:
+                continue
+            if spec.volume is None:
+                sizes.append(tuple(facts.shape[:2]))
+            else:
+                plane = [
+                    n for axis, n in enumerate(facts.shape[:3]) if axis != spec.volume.slice_axis
+                ]
+                sizes.append(tuple(plane))
+        return sizes
+
+
+def crop_warning(sizes: list[tuple[int, int]], crop: int, resize: int | list | None) -> str | None:
+    """A warning when the training crop is larger than some training images (after ``resize``):
+    their crops are mostly padding, which no loss sees, so those steps learn little."""
+
+    def shorter(size: tuple[int, int]) -> float:
+        if resize is None:
+            return min(size)
+        return resize if isinstance(resize, int) else resize[1]
+
+    small = [size for size in sizes if shorter(size) < crop]
+    if not small:
+        return None
+    smallest = min(small, key=min)
+    scaled = "" if resize is None else " after train.resize"
+    return (
+        f"the crop ({crop}²) is larger than {len(small)} of {len(sizes)} training images{scaled} "
+        f"(smallest {smallest[0]}×{smallest[1]}): their crops are padded with ignore; set "
+        "train.resize to scale them up, or a smaller train.crop"
+    )
+
 
 def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
     ids, problems = {}, []

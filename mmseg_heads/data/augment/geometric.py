@@ -59,11 +59,11 @@ class Affine(GeometricTransform):
     """Rotation, translation, zoom and shear about the centre, on a canvas of the same size."""
 
     options = {
-        "degrees": Field(float, default=0.0, minimum=0.0, maximum=180.0, doc="largest |angle|"),
+        "degrees": Field(float, default=15.0, minimum=0.0, maximum=180.0, doc="largest |angle|"),
         "translate": Field(
-            float, default=0.0, minimum=0.0, maximum=0.5, doc="largest shift, share of the side"
+            float, default=0.0625, minimum=0.0, maximum=0.5, doc="largest shift, share of the side"
         ),
-        "scale": value_range([1.0, 1.0], minimum=0.05, doc="zoom factor range (>1 enlarges)"),
+        "scale": value_range([0.9, 1.1], minimum=0.05, doc="zoom factor range (>1 enlarges)"),
         "shear": Field(float, default=0.0, minimum=0.0, maximum=45.0, doc="largest |shear| angle"),
     }
 
