@@ -191,6 +191,21 @@ def criterion(tasks: list[str]) -> MultiTaskLoss:
     return MultiTaskLoss({t: TaskLoss(terms, ignore_index=IGNORE_INDEX) for t in tasks})
 
 
+def step(model: nn.Module, loss_fn, optimizer, batch: dict, lr: float) -> None:
+    """One bf16 training step at learning rate ``lr`` (every model of the benchmark takes these)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(batch["images"])
+    loss, _ = loss_fn(
+        {k: v.float() for k, v in logits.items()},
+        {t: batch["labels"][t] for t in loss_fn.task_losses},
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def train_for(
     model: nn.Module, tasks: list[str], loader: DataLoader, budget_s: float, lr: float
 ) -> dict:
@@ -213,16 +228,13 @@ def train_for(
                     "seconds": elapsed,
                     "wall_seconds": time.perf_counter() - wall_started,
                 }
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget_s))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(batch["images"])
-            loss, _ = loss_fn(
-                {k: v.float() for k, v in logits.items()}, {t: batch["labels"][t] for t in tasks}
+            step(
+                model,
+                loss_fn,
+                optimizer,
+                batch,
+                lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget_s)),
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             steps += 1
 
 
@@ -232,18 +244,14 @@ def train_steps(model: nn.Module, tasks: list[str], batches, steps: int, lr: flo
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
     started, wall_started = time.process_time(), time.perf_counter()
-    for step in range(steps):
-        batch = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(batch["images"])
-        loss, _ = loss_fn(
-            {k: v.float() for k, v in logits.items()}, {t: batch["labels"][t] for t in tasks}
+    for index in range(steps):
+        step(
+            model,
+            loss_fn,
+            optimizer,
+            next(batches),
+            lr * 0.5 * (1 + math.cos(math.pi * index / steps)),
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
     return {
         "steps": steps,
         "seconds": time.process_time() - started,

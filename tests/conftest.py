@@ -10,6 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from mmseg_heads.data.synthetic import write_demo_dataset  # noqa: E402
 
@@ -34,3 +35,21 @@ def _private_cache(tmp_path_factory):
 def demo_spec(tmp_path_factory) -> Path:
     """A small demo data set (16 train, 8 val, 64×64) written once per session; returns its spec."""
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", train=16, val=8, size=64)
+
+
+@pytest.fixture
+def demo_config(tmp_path, demo_spec):
+    """Writes ``tmp_path/config.yaml`` over the demo spec (two resnet18s; run dir
+    ``tmp_path/run``) with ``train`` merged into ``{crop: 32, batch_size: 4}``; returns its path."""
+
+    def write(train: dict | None = None) -> Path:
+        config = {
+            "data": str(demo_spec),
+            "model": {"encoders": {"optical": "resnet18", "thermal": "resnet18"}},
+            "train": {"crop": 32, "batch_size": 4, "out": str(tmp_path / "run")} | (train or {}),
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write

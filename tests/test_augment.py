@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mmseg_heads.config import load_config
 from mmseg_heads.data.augment import PRESETS, TRANSFORMS, TrainTransform, build_transforms
@@ -200,20 +198,11 @@ def test_the_same_seed_gives_the_same_sample_and_another_seed_another():
     assert not all(torch.equal(a[0][k], c[0][k]) for k in images)
 
 
-def _config(tmp_path: Path, demo_spec: Path, train: dict) -> Path:
-    config = {
-        "data": str(demo_spec),
-        "model": {"encoders": {"optical": "resnet18", "thermal": "resnet18"}},
-        "train": {"crop": 32, "batch_size": 4, "out": str(tmp_path / "run")} | train,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def test_augmentation_stream_is_the_same_for_any_number_of_workers(tmp_path, demo_spec):
+def test_augmentation_stream_is_the_same_for_any_number_of_workers(
+    demo_config, tmp_path, demo_spec
+):
     train = {"augment": "medical", "crop_foreground": 0.5, "seed": 4}
-    config = load_config(_config(tmp_path, demo_spec, train))
+    config = load_config(demo_config(train))
     dataset = train_dataset(config.spec, config.train)
     batches = {}
     for workers in (0, 2):
@@ -227,8 +216,8 @@ def test_augmentation_stream_is_the_same_for_any_number_of_workers(tmp_path, dem
     assert not torch.equal(next(iter(other))["images"]["optical"], batches[0][0])
 
 
-def test_an_augment_modality_must_be_one_of_the_spec(tmp_path, demo_spec):
-    path = _config(tmp_path, demo_spec, {"augment": [{"gamma": {"modalities": ["termal"]}}]})
+def test_an_augment_modality_must_be_one_of_the_spec(demo_config, tmp_path, demo_spec):
+    path = demo_config({"augment": [{"gamma": {"modalities": ["termal"]}}]})
     with pytest.raises(ConfigError) as info:
         load_config(path)
     (problem,) = info.value.problems
@@ -251,8 +240,10 @@ def test_an_augment_modality_must_be_one_of_the_spec(tmp_path, demo_spec):
         ([{"blur": {}, "noise": {}}], "train.augment[0]", "one `{name: {options}}` mapping"),
     ],
 )
-def test_bad_augment_entries_exit_2_naming_the_field(tmp_path, demo_spec, augment, field, text):
-    path = _config(tmp_path, demo_spec, {"augment": augment})
+def test_bad_augment_entries_exit_2_naming_the_field(
+    demo_config, tmp_path, demo_spec, augment, field, text
+):
+    path = demo_config({"augment": augment})
     result = subprocess.run(
         [sys.executable, "-m", "mmseg_heads", "inspect", str(path)], capture_output=True, text=True
     )
@@ -269,8 +260,8 @@ def test_every_transform_has_a_docstring_and_documented_options():
             assert node.doc, (name, option)
 
 
-def test_an_unaugmented_loader_reads_the_files_unchanged(tmp_path, demo_spec):
-    config = load_config(_config(tmp_path, demo_spec, {"hflip": False, "crop": 64}))
+def test_an_unaugmented_loader_reads_the_files_unchanged(demo_config, tmp_path, demo_spec):
+    config = load_config(demo_config({"hflip": False, "crop": 64}))
     dataset = train_dataset(config.spec, config.train)
     plain = type(dataset)(config.spec, "train")
     sample = dataset[(0, 123)]
@@ -279,9 +270,9 @@ def test_an_unaugmented_loader_reads_the_files_unchanged(tmp_path, demo_spec):
     )
 
 
-def test_train_warns_when_the_crop_is_larger_than_the_images(tmp_path, demo_spec):
+def test_train_warns_when_the_crop_is_larger_than_the_images(demo_config, tmp_path, demo_spec):
     # the demo's 16 training images are 64²: a 96² crop pads every one of them
-    path = _config(tmp_path, demo_spec, {"crop": 96, "epochs": 1, "workers": 0})
+    path = demo_config({"crop": 96, "epochs": 1, "workers": 0})
     command = [sys.executable, "-m", "mmseg_heads", "train", str(path), "train.epochs=1"]
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,15 +11,22 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from mmseg_heads.atomic import check_output_path, write_atomic
 from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
+from mmseg_heads.engine.loaders import train_dataset, train_loader
 from mmseg_heads.engine.trainer import model_from_config
+from mmseg_heads.errors import UserError
 from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.heads import TaskModalityAttention
 from mmseg_heads.models.model import MultiTaskSegmenter
+from mmseg_heads.report import plots
+from mmseg_heads.report.augment_preview import augment_preview_png
+
+PREVIEW = "--augment-preview"
 
 
 def add_parser(sub) -> None:
@@ -45,6 +53,26 @@ def add_parser(sub) -> None:
         action="store_true",
         help="read every data file again, ignoring and not writing the scan cache "
         "(~/.cache/mmseg_heads/scan; see docs/troubleshooting.md)",
+    )
+    p.add_argument(
+        PREVIEW,
+        metavar="OUT.png",
+        help="config only: also write a PNG grid of augmented training crops as the model "
+        "receives them, every task's label overlaid (needs the report extra; docs/training.md)",
+    )
+    p.add_argument(
+        "--preview-samples",
+        type=int,
+        default=4,
+        metavar="N",
+        help="samples (rows) in the augmentation preview (default 4)",
+    )
+    p.add_argument(
+        "--preview-seed",
+        type=int,
+        metavar="SEED",
+        help="seed of the preview's sample order and augmentations "
+        "(default: the config's train.seed, i.e. what epoch 1 of training draws)",
     )
 
 
@@ -176,12 +204,85 @@ def check_data(spec: DataSpec, *, cache: bool = True) -> ScanResult:
     return result
 
 
+def check_augment_preview(path: str | Path, samples: int) -> Path:
+    """Fail before any work when the preview cannot be drawn or written to ``path``.
+
+    Raises:
+        UserError: naming ``path`` and ``--augment-preview`` (or ``--preview-samples``).
+    """
+    path = Path(path)
+    if samples < 1:
+        raise UserError(f"must be at least 1, got {samples}", field="--preview-samples")
+    if path.suffix.lower() != ".png":
+        raise UserError("must name a .png file, e.g. augment_preview.png", file=path, field=PREVIEW)
+    check_output_path(path, field=PREVIEW, folder=False)
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(
+            f"folder {folder} does not exist; create it or choose another path",
+            file=path,
+            field=PREVIEW,
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"folder {folder} is not writable; choose another path", file=path, field=PREVIEW
+        )
+    if not plots.available():
+        raise UserError(
+            "needs matplotlib, which is not installed: pip install 'mmseg-heads[report]'",
+            file=path,
+            field=PREVIEW,
+        )
+    return path
+
+
+def augmented_samples(config: Config, count: int, seed: int | None = None) -> list[dict]:
+    """The first ``count`` training crops of epoch 1, in the loader's order and with its
+    augmentation draws; ``seed`` replaces ``train.seed`` (``None``: keep it)."""
+    train = {**config.train, "workers": 0}
+    if seed is not None:
+        train["seed"] = seed
+    dataset = train_dataset(config.spec, train)
+    if len(dataset) == 0:
+        raise UserError("the train split has no samples to preview", field=PREVIEW)
+    loader = train_loader(dataset, train, batch_size=count, epoch=1)
+    return [dataset[key] for key in list(loader.sampler)[:count]]
+
+
+def write_augment_preview(
+    config: Config, out_path: str | Path, samples: int = 4, seed: int | None = None
+) -> Path:
+    """Write the augmentation preview PNG (:mod:`mmseg_heads.report.augment_preview`) of
+    ``samples`` training crops to ``out_path``, atomically; ``seed`` as in
+    :func:`augmented_samples`.
+
+    Raises:
+        WriteError: the file could not be written (a previous one is unchanged).
+    """
+    items = augmented_samples(config, samples, seed)
+    used = config.train["seed"] if seed is None else seed
+    write_atomic(out_path, augment_preview_png(items, config.spec, config.train, used))
+    return Path(out_path)
+
+
 def run(args) -> int:
     path = Path(args.path)
     raw = load_yaml(path)
     # A data spec names modalities, tasks or splits (a config never does): one that lacks
     # `modalities` is still a spec, reported as such, not as a config with six unknown keys.
-    if {"modalities", "tasks", "splits"} & set(raw):
+    spec_only = bool({"modalities", "tasks", "splits"} & set(raw))
+    preview = None
+    if args.augment_preview is None and (args.preview_samples, args.preview_seed) != (4, None):
+        raise UserError("needs --augment-preview OUT.png", field="--preview-samples/--preview-seed")
+    if args.augment_preview is not None:
+        if spec_only:
+            raise UserError(
+                "needs a config (a data spec has no train settings to augment with)",
+                file=path,
+                field=PREVIEW,
+            )
+        preview = check_augment_preview(args.augment_preview, args.preview_samples)
+    if spec_only:
         spec = load_data_spec(path, data_root=args.data_root)
         scanned = check_data(spec, cache=not args.no_cache)
         print("\n".join(describe_spec(spec, counts=not args.no_counts, scanned=scanned)))
@@ -200,5 +301,8 @@ def run(args) -> int:
     print("\n".join(describe_model(model, args.size)))
     shapes = Shapes.from_spec(config.spec, config.train["crop"])
     print("\n".join(memory_guidance(model, shapes, config.train["batch_size"])))
+    if preview is not None:
+        written = write_augment_preview(config, preview, args.preview_samples, args.preview_seed)
+        print(f"\naugmentation preview: {written}")
     print("\nOK")
     return 0

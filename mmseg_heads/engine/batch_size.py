@@ -105,7 +105,9 @@ def activation_bytes_per_sample(
         return sum(storages.values())
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return max(0, saved_bytes(2) - saved_bytes(1))
+        # batches of 2 and 3, not 1 and 2: BatchNorm refuses one value per channel, which a
+        # batch of 1 gives at the deepest stride of a small crop (32² -> 1×1)
+        return max(0, saved_bytes(3) - saved_bytes(2))
 
 
 def choose_batch_size(
