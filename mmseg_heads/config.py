@@ -17,7 +17,7 @@ import yaml
 
 from mmseg_heads.data.augment import AugmentSchema
 from mmseg_heads.data.augment.presets import augment_modalities
-from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml, yaml_problem
+from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml, parse_yaml, yaml_problem
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
@@ -360,7 +360,9 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
                 )
             node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(text)
+            # An override replaces the file's value (no duplicate); keys repeated inside its
+            # value (`'loss.shapes={ce: 1, ce: 2}'`) are.
+            node[parts[-1]] = parse_yaml(text, file, field=key)
         except yaml.YAMLError as exc:
             raise UserError(
                 f"override {item!r}: value is not valid YAML ({yaml_problem(exc)[1]}); write a "
@@ -386,11 +388,28 @@ def load_config(
     spec_path = (
         Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
     )
+    if spec_path.is_dir():
+        raise UserError(data_folder_message(spec_path), file=path, field="data")
     if not spec_path.is_file():
         raise UserError(f"data spec {spec_path} not found", file=path, field="data")
     spec = load_data_spec(spec_path, data_root=data_root)
     check_cross_references(raw, spec, file=str(path))
     return Config(path=path, raw=raw, spec=spec)
+
+
+def data_folder_message(folder: Path) -> str:
+    """Why a folder given as the config's ``data`` is wrong, and the YAML files in it to pick."""
+    found = sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    listing = (
+        f"; it holds {', '.join(str(p) for p in found[:5])}"
+        + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        if found
+        else "; it holds no .yaml file"
+    )
+    return (
+        f"{folder} is a folder; `data` names a data spec, a YAML file (paths relative to the "
+        f"config's folder){listing}"
+    )
 
 
 def config_from_dict(raw: dict, spec: DataSpec, path: Path) -> Config:

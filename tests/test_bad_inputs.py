@@ -305,6 +305,110 @@ def test_a_folder_given_as_config(tmp_path, capsys):
     )
 
 
+DUPLICATE = "keep one of them (a YAML reader would silently take the last)"
+
+
+def test_duplicate_keys_in_a_config_stop_train(tmp_path, demo_spec, capsys):
+    """`epochs: 1` then `epochs: 2` trained 2 epochs without a word; now each repetition is one
+    line naming the dotted key and both lines. Overrides of the file's keys are no duplicates."""
+    config = write_config(tmp_path, demo_spec)  # its `train` starts with `epochs: 1`
+    lines = config.read_text().splitlines()
+    at = lines.index("train:")
+    assert lines[at + 1] == "  epochs: 1"
+    lines[at + 1 : at + 1] = ["  lr: 0.1", "  epochs: 2"]
+    lines += ["model:", "  fusion: sum"]
+    config.write_text("\n".join(lines) + "\n")
+    model = lines.index("model:") + 1
+    err = expect_user_error(
+        capsys,
+        ["train", config, "train.epochs=3"],
+        "error: 2 problems:\n",
+        f"  {config}: train.epochs: duplicate key: first at line {at + 3}, again at line "
+        f"{at + 4}; {DUPLICATE}\n",
+        f"  {config}: model: duplicate key: first at line {model}, again at line {len(lines) - 1}",
+        watch=[tmp_path, demo_spec.parent],
+    )
+    assert err.index(": train.epochs:") < err.index(": model:")  # by line of the repetition
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_task_given_twice_in_a_data_spec(tmp_path, demo_spec, capsys):
+    spec = write_spec(tmp_path, demo_spec, lambda raw: None)
+    lines = spec.read_text().splitlines()
+    tasks, hot = lines.index("tasks:"), lines.index("  hotspots:")
+    block = lines[
+        hot : next(i for i in range(hot + 1, len(lines)) if not lines[i].startswith("    "))
+    ]
+    lines[tasks + 1 : tasks + 1] = block  # hotspots first, and again where it was
+    spec.write_text("\n".join(lines) + "\n")
+    expect_user_error(
+        capsys,
+        ["inspect", spec],
+        f"error: {spec}: tasks.hotspots: duplicate key: first at line {tasks + 2}, again at line "
+        f"{hot + len(block) + 1}; {DUPLICATE}",
+        watch=[tmp_path, demo_spec.parent],
+    )
+
+
+def test_duplicate_key_inside_an_override_value(tmp_path, demo_spec, capsys):
+    config = write_config(tmp_path, demo_spec)
+    expect_user_error(
+        capsys,
+        ["train", config, "loss.shapes={ce: 1.0, ce: 2.0}"],
+        f"error: {config}: loss.shapes.ce: duplicate key: first at column 2, again at column 11; "
+        + DUPLICATE,
+        watch=[tmp_path, demo_spec.parent],
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_as_the_config_s_data_spec(tmp_path, demo_spec, capsys):
+    """It said "data spec data not found": the folder is there, it is just not a spec."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs/b.yaml").write_text(demo_spec.read_text())
+    (tmp_path / "specs/a.yaml").write_text(demo_spec.read_text())
+    (tmp_path / "specs/notes.txt").write_text("not a spec\n")
+    config = write_config(tmp_path, demo_spec, data="specs")
+    expect_user_error(
+        capsys,
+        ["train", config],
+        f"error: {config}: data: {tmp_path / 'specs'} is a folder; `data` names a data spec, a "
+        f"YAML file (paths relative to the config's folder); it holds {tmp_path / 'specs/a.yaml'}"
+        f", {tmp_path / 'specs/b.yaml'}\n",
+        watch=[tmp_path, demo_spec.parent],
+    )
+    (tmp_path / "empty").mkdir()
+    config = write_config(tmp_path, demo_spec, data="empty")
+    expect_user_error(
+        capsys,
+        ["inspect", config],
+        f"{tmp_path / 'empty'} is a folder; `data` names a data spec, a YAML file (paths relative "
+        "to the config's folder); it holds no .yaml file\n",
+        watch=[tmp_path, demo_spec.parent],
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "inspect"])
+def test_data_root_that_is_not_a_folder(tmp_path, demo_spec, capsys, command):
+    config = write_config(tmp_path, demo_spec)
+    archive = tmp_path / "images.zip"
+    archive.write_bytes(b"PK\x03\x04")
+    expect_user_error(
+        capsys,
+        [command, config if command == "train" else demo_spec, "--data-root", archive],
+        f"error: {archive}: --data-root: is a file, not a folder; --data-root names the folder "
+        "that replaces the data spec's `root` (the folder its file patterns are relative to)\n",
+        watch=[tmp_path, demo_spec.parent],
+    )
+    expect_user_error(
+        capsys,
+        [command, config if command == "train" else demo_spec, "--data-root", tmp_path / "nope"],
+        f"error: {tmp_path / 'nope'}: --data-root: folder not found; --data-root names the folder",
+        watch=[tmp_path, demo_spec.parent],
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_pickled_model_as_pretrained_weights(tmp_path, demo_spec, capsys):
     weights = tmp_path / "resnet18_full.pt"
     torch.save(torch.nn.Linear(2, 2), weights)
@@ -608,7 +712,13 @@ def smeared_jpeg_labels(data: Path, spec: dict) -> tuple[str, str]:
                 counts[int(value)] = counts.get(int(value), 0) + int(count)
     assert counts, "JPEG did not smear: the case tests nothing"
     listing = ", ".join(f"{v} ({n} px)" for v, n in sorted(counts.items()))
-    return "tasks.regions.values", f"raw label values with no class: {listing}; in 2 files"
+    return "tasks.regions.values", (
+        f"raw label values with no class: {listing}; in 2 files, e.g. "
+        f"{data / 'labels/regions/img0002.jpg'}, {data / 'labels/regions/img0017.jpg'} "
+        "(classes 0..2); the label files are JPEG, whose lossy compression creates in-between "
+        "values along class edges: save the labels in a lossless format (PNG), from the original "
+        "annotation (mapping these values with `values` would keep wrong pixels)\n"
+    )
 
 
 def mask_without_threshold(data: Path, spec: dict) -> tuple[str, str]:
@@ -865,6 +975,62 @@ def test_resume_a_run_dir_without_checkpoints(trained, tmp_path, capsys):
     )
 
 
+def test_resume_a_run_of_another_model(trained, tmp_path, capsys):
+    """It ended at torch's dangling `Error(s) in loading state_dict for MultiTaskSegmenter:`."""
+    other = write_config(
+        tmp_path,
+        trained.spec,
+        model={"decoder_channels": [16, 16, 8, 8, 4]},
+        train={"out": str(trained.run)},
+    )
+    err = expect_user_error(
+        capsys,
+        ["train", other, "--resume", trained.run],
+        f"error: {trained.run / 'checkpoints/last.pt'}: --resume: the checkpoint of run "
+        f"{trained.run} does not fit the model {other} describes (was `model` or `loss` changed "
+        "since the run started?); model: ",
+        "keys of another shape: ",
+        "(8 in the checkpoint, 4 in the model)",
+        f"; resume with the run's own config ({trained.run / 'config.yaml'}), or start a new run "
+        "without --resume\n",
+        watch=[trained.root, tmp_path],
+    )
+    assert "Error(s) in loading" not in err and not err.rstrip().endswith(":")
+    shaped = err.split("keys of another shape: ")[1].split(";")[0]
+    assert shaped.count(" in the model)") == 5 and shaped.endswith(" more")
+
+
+def test_evaluate_never_writes_over_a_report_it_did_not_write(trained, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.json").write_text('{"F": 0.91, "note": "my own numbers"}\n')
+    (out / "report.md").write_text("# my report\n")
+    expect_user_error(
+        capsys,
+        ["evaluate", trained.run, "--out", out],
+        f"error: {out}: --out: would overwrite {out / 'report.json'}, {out / 'report.md'}, which "
+        "`evaluate` did not write; choose another --out, or move or remove those files first\n",
+        watch=[trained.root, tmp_path],
+    )
+    # Our own earlier report of the same run is replaced: evaluating again works.
+    ours = tmp_path / "ours"
+    for _ in range(2):
+        assert main(["evaluate", str(trained.run), "--out", str(ours)]) == 0
+        capsys.readouterr()
+        report = json.loads((ours / "report.json").read_text())
+        assert report["run_dir"] == str(trained.run) and report["schema_version"] == 1
+    # ... but not the report of another run.
+    report["run_dir"] = str(tmp_path / "runs/other")
+    (ours / "report.json").write_text(json.dumps(report))
+    expect_user_error(
+        capsys,
+        ["evaluate", trained.run, "--out", ours],
+        f"error: {ours}: --out: would overwrite {ours / 'report.json'}, {ours / 'report.md'}, "
+        f"{ours / 'report.html'}, the report of another run ({tmp_path / 'runs/other'})",
+        watch=[trained.root, tmp_path],
+    )
+
+
 def _predict_cases():
     def unmatched(t, tmp):
         path = tmp / "holiday/photo.png"
@@ -901,7 +1067,21 @@ def _predict_cases():
         (tmp / "pred").write_text("keep me\n")
         return [t.data / "optical/img0000.png"], f"{tmp / 'pred'}: --out: is a file, not a folder"
 
+    def folder_input(t, tmp):
+        return [t.data], (
+            f"error: {t.data}: INPUT: is a folder; INPUT takes image files, not folders: give the "
+            f"files, e.g. with a shell glob: {t.data / 'optical'}/*.png\n"
+        )
+
+    def folder_modality(t, tmp):
+        return [t.data / "optical/img0000.png", "--modality", f"thermal={t.data}"], (
+            f"error: {t.data}: --modality: is a folder; --modality thermal=PATH takes one file of "
+            "modality 'thermal'\n"
+        )
+
     return [
+        folder_input,
+        folder_modality,
         unmatched,
         companion_missing,
         wrong_channels,

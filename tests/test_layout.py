@@ -42,7 +42,7 @@ def test_layer_imports_only_what_is_below_it(layer):
     files = (
         [PACKAGE / f"{layer}.py"]
         if (PACKAGE / f"{layer}.py").exists()
-        else sorted((PACKAGE / layer).glob("*.py"))
+        else sorted((PACKAGE / layer).rglob("*.py"))
     )
     assert files
     for path in files:

@@ -7,7 +7,7 @@ from pathlib import Path
 from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.checkpoint import resolve_checkpoint
 from mmseg_heads.engine.evaluate import evaluate
-from mmseg_heads.report.writers import markdown_report, write_report
+from mmseg_heads.report.writers import check_report_folder, markdown_report, write_report
 
 
 def add_parser(sub) -> None:
@@ -30,17 +30,23 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
 
 
-def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
-    run_dir = (
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory of a checkpoint (``RUN/checkpoints/best.pt`` -> ``RUN``)."""
+    return (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    return run_dir / f"report_{data_name}_{report['split']}"
+
+
+def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
+    return run_dir_of(checkpoint) / f"report_{data_name}_{report['split']}"
 
 
 def run(args) -> int:
     if args.out:
         check_output_path(args.out, field="--out")  # before the evaluation, not after it
     checkpoint = resolve_checkpoint(args.run)
+    if args.out:  # a report is written only over an earlier report of this run
+        check_report_folder(Path(args.out), run_dir_of(checkpoint), field="--out")
     report = evaluate(
         checkpoint,
         data=args.data,

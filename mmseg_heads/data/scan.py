@@ -393,9 +393,7 @@ def scan(spec: DataSpec, *, threads: int | None = None, cache: bool = True) -> S
         spec_task = spec.tasks[task]
         values = ", ".join(f"{v} ({n} px)" for v, n in sorted(counter.items()))
         shown = sorted(files[task])
-        hint = (
-            "add them to `values`" if spec_task.values else "give a `values` map or a `threshold`"
-        )
+        hint = spec_task.unmapped_hint(shown)
         problems.append(
             Problem(
                 f"raw label values with no class: {values}; in {len(shown)} files, e.g. "

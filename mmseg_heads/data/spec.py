@@ -27,6 +27,8 @@ IGNORE_INDEX = 255
 #: Between a case id and a slice index in the ids of sliced volumes: ``Case3001#2``.
 SLICE_SEPARATOR = "#"
 NORMALIZATIONS = ("zscore", "minmax", "imagenet", "none")
+#: Lossy label formats: their compression smears class edges into values of no class.
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def _check_pattern(value: str) -> str | None:
@@ -290,7 +292,7 @@ class TaskSpec:
             else:
                 table[i] = target
         if unmapped:
-            hint = "add them to `values`" if self.values else "give a `values` map or a `threshold`"
+            hint = self.unmapped_hint([file])
             raise UserError(
                 f"task {self.name!r}: raw label values {unmapped} have no class "
                 f"(classes 0..{self.num_classes - 1}); {hint}",
@@ -298,6 +300,16 @@ class TaskSpec:
                 field=f"tasks.{self.name}.values",
             )
         return table
+
+    def unmapped_hint(self, files: list[str | Path]) -> str:
+        """How to fix raw label values with no class found in ``files`` (label files)."""
+        if any(extension_of(f) in JPEG_EXTENSIONS for f in files):
+            return (
+                "the label files are JPEG, whose lossy compression creates in-between values "
+                "along class edges: save the labels in a lossless format (PNG), from the original "
+                "annotation (mapping these values with `values` would keep wrong pixels)"
+            )
+        return "add them to `values`" if self.values else "give a `values` map or a `threshold`"
 
     def _lookup(self, value) -> int | None:
         # NaN, infinities and fractions (float label files) are never a class index; int() would
@@ -666,13 +678,125 @@ def yaml_problem(exc: yaml.YAMLError) -> tuple[str | None, str]:
     return f"line {mark.line + 1}, column {mark.column + 1}", reason
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _NoDuplicatesLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, recording each key repeated within one mapping (where YAML readers
+    silently keep the last) instead of dropping the earlier one without a word.
+
+    Keys brought in by a merge (``<<: *base``) and then set again are YAML's way of overriding,
+    not duplicates. The keys checked are those each mapping had as written: PyYAML flattens
+    merges into the merged mapping's node in place, sometimes before that mapping's own turn.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        #: ``(dotted field of the mapping, first key node, repeated key node)``.
+        self.duplicates: list[tuple[str, yaml.Node, yaml.Node]] = []
+        #: ``id(mapping node) -> (its dotted field, its key nodes as written)``.
+        self._written: dict[int, tuple[str, list[yaml.Node]]] = {}
+
+    def construct_document(self, node):
+        self._written = {
+            id(mapping): (where, [k for k, _ in mapping.value if k.tag != _MERGE_TAG])
+            for mapping, where in _mappings(node)
+        }
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        where, keys = self._written.pop(id(node), ("", []))
+        seen: dict = {}
+        for key_node in keys:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not key_node:
+                self.duplicates.append((where, first, key_node))
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_text(node: yaml.Node) -> str:
+    return node.value if isinstance(node, yaml.ScalarNode) else "?"
+
+
+def _mappings(root: yaml.Node) -> list[tuple[yaml.MappingNode, str]]:
+    """Every mapping node of a composed YAML document with its dotted field (``train``,
+    ``train.augment[0].flip``; ``""`` for the top level), in document order."""
+    found: list[tuple[yaml.MappingNode, str]] = []
+    visited: set[int] = set()
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    while todo:
+        node, where = todo.pop()
+        if id(node) in visited:  # an alias: the first place it appears names it
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            found.append((node, where))
+            children = [
+                (value, f"{where}.{_key_text(key)}" if where else _key_text(key))
+                for key, value in node.value
+            ]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        else:
+            continue
+        todo += reversed(children)  # popped in document order
+    return found
+
+
+def parse_yaml(text: str, file: str | Path, *, field: str = ""):
+    """``yaml.safe_load(text)``, except that a key repeated within one mapping is an error: one
+    :class:`UserError` per repetition, naming ``file``, the dotted field (below ``field``, e.g. an
+    override's key) and where both are written.
+
+    Raises:
+        ConfigError: the duplicates; ``yaml.YAMLError`` for a syntax error, as ``safe_load``.
+    """
+    loader = _NoDuplicatesLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if not loader.duplicates:
+        return data
+    one_line = "\n" not in text.strip()
+    problems = []
+    for where, first, again in sorted(
+        loader.duplicates, key=lambda d: (d[2].start_mark.line, d[2].start_mark.column)
+    ):
+        a, b = first.start_mark, again.start_mark
+        if one_line:
+            at = f"first at column {a.column + 1}, again at column {b.column + 1}"
+        elif a.line == b.line:
+            at = (
+                f"first at line {a.line + 1}, column {a.column + 1}, again at column {b.column + 1}"
+            )
+        else:
+            at = f"first at line {a.line + 1}, again at line {b.line + 1}"
+        dotted = ".".join(part for part in (field, where, _key_text(first)) if part)
+        problems.append(
+            UserError(
+                f"duplicate key: {at}; keep one of them (a YAML reader would silently take the "
+                "last)",
+                file=file,
+                field=dotted,
+            )
+        )
+    raise ConfigError(problems)
+
+
 def load_yaml(path: Path) -> dict:
+    """A YAML file (a config or a data spec) as a mapping; a key given twice in one mapping is an
+    error (see :class:`_NoDuplicatesLoader`)."""
     if path.is_dir():
         raise UserError("is a folder; give a YAML file (a config or a data spec)", file=path)
     if not path.is_file():
         raise UserError("file not found", file=path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text(), path)
     except UnicodeDecodeError as exc:
         raise UserError(
             f"not a text file ({exc.reason} at byte {exc.start}); give a YAML config or data spec",
@@ -692,8 +816,24 @@ def load_yaml(path: Path) -> dict:
 def load_data_spec(path: str | Path, *, data_root: str | Path | None = None) -> DataSpec:
     """Load and validate a data spec; ``data_root`` overrides its ``root``."""
     path = Path(path)
+    if data_root is not None:
+        check_data_root(Path(data_root))
     raw = validate(DATA_SPEC_SCHEMA, load_yaml(path), file=str(path))
     return data_spec_from_dict(raw, path, data_root=data_root)
+
+
+def check_data_root(root: Path) -> None:
+    """``--data-root`` must be a folder: it replaces the data spec's ``root``."""
+    what = "is a file, not a folder" if root.is_file() else None
+    if what is None and not root.exists():
+        what = "folder not found"
+    if what is not None:
+        raise UserError(
+            f"{what}; --data-root names the folder that replaces the data spec's `root` (the "
+            "folder its file patterns are relative to)",
+            file=root,
+            field="--data-root",
+        )
 
 
 def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None = None) -> DataSpec:

@@ -187,6 +187,20 @@ def companion_files(
     return files
 
 
+def folder_input_message(folder: Path, spec: DataSpec) -> str:
+    """What to do about a folder given as an ``INPUT``: name its files (a shell glob does)."""
+    first = next(iter(spec.modalities.values()))
+    pattern = Path(first.files)
+    # A data root given as the folder: its files sit in the pattern's folder (`optical/{id}.png`).
+    inner = pattern.parent if "{id}" not in str(pattern.parent) else Path()
+    where = folder / inner if (folder / inner).is_dir() else folder
+    glob = f"{where}/*{extension_of(pattern) or '.png'}"
+    return (
+        f"is a folder; INPUT takes image files, not folders: give the files, e.g. with a shell "
+        f"glob: {glob}"
+    )
+
+
 def inputs_from_paths(
     paths: list[Path],
     spec: DataSpec,
@@ -205,6 +219,8 @@ def inputs_from_paths(
     """
     samples: dict[str, PredictInput] = {}
     for path in paths:
+        if path.is_dir():
+            raise UserError(folder_input_message(path, spec), file=path, field=INPUT_FIELD)
         if not path.is_file():
             raise UserError("input file not found", file=path, field=INPUT_FIELD)
         modality, sample_id, root = match_input(path, spec)
@@ -242,6 +258,12 @@ def parse_modality_args(pairs: list[str], spec: DataSpec) -> dict[str, Path]:
         if name in files:
             raise UserError(f"modality {name!r} given twice", field=MODALITY_FIELD)
         path = Path(value)
+        if path.is_dir():
+            raise UserError(
+                f"is a folder; --modality {name}=PATH takes one file of modality {name!r}",
+                file=path,
+                field=MODALITY_FIELD,
+            )
         if not path.is_file():
             raise UserError(f"file of modality {name!r} not found", file=path, field=MODALITY_FIELD)
         files[name] = path

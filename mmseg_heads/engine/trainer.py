@@ -515,20 +515,17 @@ class Trainer:
         }
 
     def _resume(self, state: dict) -> None:
+        checkpoint = self.run_dir / "checkpoints" / "last.pt"
+        for part, module in (("model", self.model), ("loss", self.criterion)):
+            try:
+                module.load_state_dict(state[part])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                how = state_differences(module, state.get(part) or {}) or _first_line(exc)
+                raise self._misfit(checkpoint, f"{part}: {how}") from exc
         try:
-            self.model.load_state_dict(state["model"])
-            self.criterion.load_state_dict(state["loss"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            first_line = (
-                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            )
-            raise UserError(
-                "the run's checkpoint does not fit the model this config describes (was `model` or "
-                f"`loss` changed since the run started?): {first_line}",
-                file=self.config.path,
-                field="--resume",
-            ) from exc
+            raise self._misfit(checkpoint, f"optimizer: {_first_line(exc)}") from exc
         self.scheduler.load_state_dict(state["scheduler"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
@@ -540,6 +537,17 @@ class Trainer:
             _truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
         barrier(self.world)
         log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    def _misfit(self, checkpoint: Path, how: str) -> UserError:
+        """The error for a run whose checkpoint the model of this config cannot load."""
+        return UserError(
+            f"the checkpoint of run {self.run_dir} does not fit the model {self.config.path} "
+            f"describes (was `model` or `loss` changed since the run started?); {how}; resume "
+            f"with the run's own config ({self.run_dir / 'config.yaml'}), or start a new run "
+            "without --resume",
+            file=checkpoint,
+            field="--resume",
+        )
 
     def _own_rng_state(self, state: dict) -> dict:
         """This process's RNG state; with another number of processes, the run goes on inexactly."""
@@ -658,6 +666,45 @@ def train(config: Config, *, progress: bool = True, resume: str | Path | None = 
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _listing(keys: list[str], limit: int) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def state_differences(module: torch.nn.Module, state: dict, limit: int = 5) -> str:
+    """How a state dict differs from ``module``'s, on one line: the keys the module has and the
+    state lacks, the keys the state has and the module lacks, and the keys whose tensors differ
+    in shape, each with its count and its first names (about ``limit`` names, shared among the
+    kinds found). ``""`` when none differs."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    reshaped = [
+        f"{key} ({'×'.join(map(str, state[key].shape))} in the checkpoint, "
+        f"{'×'.join(map(str, own[key].shape))} in the model)"
+        for key in own
+        if key in state
+        and hasattr(state[key], "shape")
+        and tuple(state[key].shape) != tuple(own[key].shape)
+    ]
+    kinds = [
+        (f"{len(keys)} {label}", keys)
+        for label, keys in (
+            ("keys of the model missing from the checkpoint", missing),
+            ("keys of the checkpoint the model lacks", unexpected),
+            ("keys of another shape", reshaped),
+        )
+        if keys
+    ]
+    each = max(1, -(-limit // len(kinds))) if kinds else limit
+    return "; ".join(f"{what}: {_listing(keys, each)}" for what, keys in kinds)
 
 
 def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:

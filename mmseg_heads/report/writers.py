@@ -6,9 +6,23 @@ import json
 from pathlib import Path
 
 from mmseg_heads.atomic import write_atomic
+from mmseg_heads.errors import UserError
 from mmseg_heads.report import tables
 
-__all__ = ["json_report", "markdown_report", "write_atomic", "write_report"]
+__all__ = [
+    "REPORT_FILES",
+    "check_report_folder",
+    "json_report",
+    "markdown_report",
+    "write_atomic",
+    "write_report",
+]
+
+#: The files :func:`write_report` writes into its folder.
+REPORT_FILES = ("report.json", "report.md", "report.html")
+#: How our report.md and report.html begin (see :func:`markdown_report` and ``html.html_report``).
+_MARKDOWN_START = "# Evaluation on split `"
+_HTML_MARK = "<title>mmseg_heads report: "
 
 
 def markdown_report(report: dict) -> str:
@@ -54,11 +68,68 @@ def json_report(report: dict) -> str:
     return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2) + "\n"
 
 
+def _report_run(path: Path) -> Path | None:
+    """The run directory a ``report.json`` of ours names; ``None`` for any other file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or "schema_version" not in data or "tasks" not in data:
+        return None
+    return Path(data["run_dir"]) if isinstance(data.get("run_dir"), str) else None
+
+
+def _starts_with(path: Path, marker: str, size: int = 4096) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return marker in handle.read(size)
+    except OSError:
+        return False
+
+
+def check_report_folder(out: Path, run_dir: Path, *, field: str = "--out") -> None:
+    """Refuse, before any work, to write a report over files in ``out`` that are not a previous
+    report of the same run: files the user wrote, or another run's report.
+
+    A previous report of ours is told by its ``report.json`` (valid JSON holding our
+    ``schema_version`` and ``tasks``, and ``run_dir`` naming ``run_dir``) and by how our
+    ``report.md`` and ``report.html`` begin.
+
+    Raises:
+        UserError: naming ``out`` and ``field``, listing the files in the way.
+    """
+    existing = [out / name for name in REPORT_FILES if (out / name).exists()]
+    if not existing:
+        return
+    json_path = out / "report.json"
+    reported = _report_run(json_path) if json_path.is_file() else None
+    ours = {
+        json_path: reported is not None,
+        out / "report.md": _starts_with(out / "report.md", _MARKDOWN_START),
+        out / "report.html": _starts_with(out / "report.html", _HTML_MARK),
+    }
+    foreign = [path for path in existing if not (path.is_file() and ours[path])]
+    same_run = reported is None or reported.resolve() == run_dir.resolve()
+    if foreign:
+        reason = "which `evaluate` did not write"
+    elif not same_run:
+        foreign = existing
+        reason = f"the report of another run ({reported})"
+    else:
+        return  # our own earlier report of this run: evaluating again replaces it
+    raise UserError(
+        f"would overwrite {', '.join(map(str, foreign))}, {reason}; choose another --out, or move "
+        "or remove those files first",
+        file=out,
+        field=field,
+    )
+
+
 def write_report(report: dict, out: Path, *, metrics_log: Path | None = None) -> list[Path]:
     """Write the three files into ``out``; the HTML page embeds its figures."""
     from mmseg_heads.report.html import html_report
 
-    paths = [out / "report.json", out / "report.md", out / "report.html"]
+    paths = [out / name for name in REPORT_FILES]
     write_atomic(paths[0], json_report(report))
     write_atomic(paths[1], markdown_report(report))
     records = []
