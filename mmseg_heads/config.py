@@ -1,7 +1,7 @@
 """Experiment configs: one YAML file (data, model, loss, train, eval), validated before any work.
 
 :func:`load_config` applies dotted ``key=value`` overrides, checks the file against
-:data:`CONFIG_SCHEMA` (every problem at once, each naming the file and the dotted field), loads the
+:func:`config_schema` (every problem at once, each naming the file and the dotted field), loads the
 data spec it points to and checks cross-references (heads and losses name real tasks, encoders
 cover every modality, class-weight lists match class counts).
 """
@@ -22,293 +22,205 @@ from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.build import check_encoders, encoder_groups
-from mmseg_heads.models.fusion import FUSIONS
-from mmseg_heads.models.heads import GATES, HEADS
+from mmseg_heads.models.schema import model_schema
 from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "poly", "step", "constant")
 
-ENCODER_SCHEMA = OneOf(
-    [
-        Field(str, doc="encoder name"),
-        Struct(
-            {
-                "name": Field(str, doc="encoder name"),
-                "pretrained": Field(str, default=None, doc="none | imagenet | PATH"),
-            }
-        ),
-    ],
-    doc="an smp encoder name (`resnet50`, `vgg16`, …) or `tu-<timm name>`; or {name, pretrained}",
-)
 
-HEAD_SCHEMA = Struct(
-    {
-        "source": Field(
-            str,
-            default="fused",
-            doc="`fused`, or a modality (or encoder group) to branch off before fusion",
-        ),
-        "decoder": Field(
-            str,
-            default="shared",
-            choices=tuple(HEADS.names()),
-            doc="`shared` trunk decoder + classifier, or `own` decoder",
-        ),
-        "gate": Field(
-            str,
-            default="none",
-            choices=GATES,
-            doc="`attention`: task-specific modality attention + additive attention gates (Oktay et al. 2018)",
-        ),
-    }
-)
-
-
-def _term(options: dict[str, Field], doc: str) -> OneOf:
+def _term(term: type) -> OneOf:
+    """A loss term's entry: a bare weight, or ``{weight, **its options}``."""
     return OneOf(
         [
             Field(float, minimum=0.0),
-            Struct({"weight": Field(float, default=1.0, minimum=0.0), **options}),
+            Struct({"weight": Field(float, default=1.0, minimum=0.0), **term.options}),
         ],
         default=None,
-        doc=doc,
+        doc=term.doc,
     )
 
 
-TASK_LOSS_SCHEMA = Struct(
-    {
-        "ce": _term(
-            {
-                "class_weights": ListOf(
-                    Field(float, minimum=0.0), default=None, doc="one weight per class"
-                ),
-                "label_smoothing": Field(float, default=0.0, minimum=0.0, maximum=1.0),
-            },
-            "cross-entropy: a weight, or {weight, class_weights, label_smoothing}",
-        ),
-        "dice": _term(
-            {
-                "smooth": Field(float, default=1.0, minimum=0.0),
-                "per_sample": Field(bool, default=False),
-            },
-            "soft Dice over classes present in the target: a weight, or {weight, smooth, per_sample}",
-        ),
-        "focal": _term(
-            {
-                "gamma": Field(float, default=2.0, minimum=0.0),
-                "alpha": OneOf(
-                    [Field(float), ListOf(Field(float))],
-                    default=None,
-                    doc="scalar or one per class",
-                ),
-            },
-            "focal loss: a weight, or {weight, gamma, alpha}",
-        ),
-    },
-    doc="loss terms of one task (default `{ce: 1.0, dice: 1.0}`)",
-)
-assert set(TASK_LOSS_SCHEMA.fields) == set(LOSS_TERMS.names()), "schema and LOSS_TERMS disagree"
+def task_loss_schema() -> Struct:
+    """The loss terms of one task, one entry per registered term (read at call time)."""
+    return Struct(
+        {name: _term(LOSS_TERMS.get(name)) for name in LOSS_TERMS.names()},
+        doc="loss terms of one task (default `{ce: 1.0, dice: 1.0}`)",
+    )
 
-CONFIG_SCHEMA = Struct(
-    {
-        "data": Field(str, doc="data spec file (relative to this config)"),
-        "model": Struct(
-            {
-                "encoders": MapOf(
-                    ENCODER_SCHEMA,
-                    min_items=1,
-                    doc='`{modality: encoder}`, `{shared: encoder}` or `{"A+B": encoder}` (stacked)',
-                ),
-                "pretrained": Field(
-                    str, default="none", doc="default for every encoder: none | imagenet | PATH"
-                ),
-                "depth": Field(
-                    int, default=5, minimum=3, maximum=5, doc="encoder stages (5: strides up to 32)"
-                ),
-                "fusion": Field(
-                    str,
-                    default="concat",
-                    choices=tuple(FUSIONS.names()),
-                    doc="per-stride fusion: concat (+1×1 conv), sum (project + add), attention (softmax over modalities)",
-                ),
-                "strides": ListOf(
-                    Field(int, minimum=1),
-                    default=None,
-                    doc="strides whose fused levels feed the decoders (default all; must include the deepest)",
-                ),
-                "modality_dropout": Field(
-                    float,
-                    default=0.0,
-                    minimum=0.0,
-                    maximum=0.9,
-                    doc="training: probability of dropping each modality from the fusion per sample (never all)",
-                ),
-                "decoder_channels": ListOf(
-                    Field(int, minimum=1),
-                    default=lambda: [256, 128, 64, 32, 16],
-                    doc="channels of each decoder block, deepest first",
-                ),
-                "heads": MapOf(
-                    HEAD_SCHEMA,
-                    default=dict,
-                    doc="one head per task (a task not listed gets the defaults)",
-                ),
-            },
-            doc="the network",
-        ),
-        "loss": Struct(
-            {
-                "task_weighting": Field(
-                    str,
-                    default="fixed",
-                    choices=WEIGHTINGS,
-                    doc="fixed (`task_weights`) or uncertainty (learned per-task weights, Kendall et al. 2018)",
-                ),
-                "task_weights": MapOf(
-                    Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"
-                ),
-            },
-            extra=TASK_LOSS_SCHEMA,
-            default=FILL,
-            doc="per-task loss terms by task name, plus the keys below",
-        ),
-        "train": Struct(
-            {
-                "epochs": Field(int, default=40, minimum=1, doc="passes over the training split"),
-                "batch_size": OneOf(
-                    [Field(int, minimum=1), Field(str, choices=("auto",))],
-                    default=8,
-                    doc="samples per step and process; `auto`: the largest that fits the GPU's "
-                    "memory budget, or the fastest per sample on the CPU (printed)",
-                ),
-                "crop": Field(
-                    int, default=256, minimum=32, doc="side of the random square training crop"
-                ),
-                "hflip": Field(bool, default=True, doc="random left-right flips"),
-                "vflip": Field(bool, default=False, doc="random up-down flips"),
-                "augment": AugmentSchema(),
-                "crop_foreground": Field(
-                    float,
-                    default=0.0,
-                    minimum=0.0,
-                    maximum=1.0,
-                    doc="chance that a crop is centred near a random labelled foreground pixel "
-                    "(a class first, then a pixel); otherwise the crop is placed uniformly",
-                ),
-                "resize": OneOf(
-                    [
-                        Field(int, minimum=8),
-                        ListOf(
+
+def config_schema() -> Struct:
+    """The whole config's schema, built from the registries each time (so a fusion, head, loss
+    term or augmentation registered after import is a valid choice)."""
+    return Struct(
+        {
+            "data": Field(str, doc="data spec file (relative to this config)"),
+            "model": model_schema(),
+            "loss": Struct(
+                {
+                    "task_weighting": Field(
+                        str,
+                        default="fixed",
+                        choices=WEIGHTINGS,
+                        doc="fixed (`task_weights`) or uncertainty (learned per-task weights, Kendall et al. 2018)",
+                    ),
+                    "task_weights": MapOf(
+                        Field(float, minimum=0.0), default=dict, doc="`{task: weight}`, default 1"
+                    ),
+                },
+                extra=task_loss_schema(),
+                default=FILL,
+                doc="per-task loss terms by task name, plus the keys below",
+            ),
+            "train": Struct(
+                {
+                    "epochs": Field(
+                        int, default=40, minimum=1, doc="passes over the training split"
+                    ),
+                    "batch_size": OneOf(
+                        [Field(int, minimum=1), Field(str, choices=("auto",))],
+                        default=8,
+                        doc="samples per step and process; `auto`: the largest that fits the GPU's "
+                        "memory budget, or the fastest per sample on the CPU (printed)",
+                    ),
+                    "crop": Field(
+                        int, default=256, minimum=32, doc="side of the random square training crop"
+                    ),
+                    "hflip": Field(bool, default=True, doc="random left-right flips"),
+                    "vflip": Field(bool, default=False, doc="random up-down flips"),
+                    "augment": AugmentSchema(),
+                    "crop_foreground": Field(
+                        float,
+                        default=0.0,
+                        minimum=0.0,
+                        maximum=1.0,
+                        doc="chance that a crop is centred near a random labelled foreground pixel "
+                        "(a class first, then a pixel); otherwise the crop is placed uniformly",
+                    ),
+                    "resize": OneOf(
+                        [
                             Field(int, minimum=8),
-                            min_items=2,
-                            max_items=2,
-                            check=lambda v: None if v[0] <= v[1] else "low must not exceed high",
-                        ),
-                    ],
-                    default=None,
-                    doc="training: scale each image so its shorter side is N px, or a side drawn "
-                    "from [low, high] (scale jitter); default: native size",
-                ),
-                "lr": Field(float, default=1e-3, minimum=0.0),
-                "weight_decay": Field(float, default=1e-4, minimum=0.0),
-                "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
-                "grad_clip": Field(
-                    float, default=None, minimum=0.0, doc="clip the gradient norm to this value"
-                ),
-                "schedule": Field(
-                    str,
-                    default="cosine",
-                    choices=SCHEDULES,
-                    doc="LR schedule over optimizer steps: cosine to 0, poly (power 0.9), step, constant",
-                ),
-                "warmup_epochs": Field(
-                    float,
-                    default=0.0,
-                    minimum=0.0,
-                    doc="linear LR warm-up from 0 (fractions allowed)",
-                ),
-                "step_epochs": Field(
-                    int,
-                    default=30,
-                    minimum=1,
-                    doc="`schedule: step`: multiply the LR by 0.1 every N epochs",
-                ),
-                "encoder_lr_mult": Field(
-                    float,
-                    default=1.0,
-                    minimum=0.0,
-                    doc="encoders' LR = lr × this (e.g. 0.1 for pretrained)",
-                ),
-                "accumulate": Field(
-                    int,
-                    default=1,
-                    minimum=1,
-                    doc="gradient accumulation: batches per optimizer step",
-                ),
-                "freeze_encoders_epochs": Field(
-                    int,
-                    default=0,
-                    minimum=0,
-                    doc="train the first N epochs with encoders frozen (weights and BatchNorm statistics)",
-                ),
-                "unfreeze_batch_size": Field(
-                    int,
-                    default=None,
-                    minimum=1,
-                    doc="batch size once encoders unfreeze (default: batch_size)",
-                ),
-                "checkpoint_every": Field(
-                    int,
-                    default=0,
-                    minimum=0,
-                    doc="also keep checkpoints/epoch_<N>.pt every N epochs (0: off)",
-                ),
-                "precision": Field(
-                    str,
-                    default="auto",
-                    choices=PRECISIONS,
-                    doc="auto: bf16 autocast where the CPU/GPU supports it, else fp16 + loss "
-                    "scaling on CUDA, else fp32",
-                ),
-                "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
-                "compile": Field(
-                    bool,
-                    default=False,
-                    doc="run training steps through torch.compile: 1.3× per step on a GPU, none "
-                    "on a CPU (docs/performance.md §9); the first steps wait for the compiler",
-                ),
-                "sync_batchnorm": Field(
-                    bool,
-                    default=False,
-                    doc="under torchrun: BatchNorm statistics over all processes (CUDA only)",
-                ),
-                "tensorboard": Field(
-                    bool,
-                    default=False,
-                    doc="also log to RUN_DIR/tensorboard (needs the `tensorboard` extra)",
-                ),
-                "seed": Field(int, default=0),
-                "out": Field(str, default=None, doc="run directory (default `runs/<config name>`)"),
-            },
-            default=FILL,
-        ),
-        "eval": Struct(
-            {
-                "beta": Field(float, default=1.0, minimum=0.0, doc="F-beta's beta"),
-                "split": Field(
-                    str, default="val", doc="split evaluated each epoch and by `evaluate`"
-                ),
-                "select_by": Field(
-                    str,
-                    default="mean_foreground_f",
-                    doc="`mean_foreground_f` or `<task>` (its macro foreground F)",
-                ),
-            },
-            default=FILL,
-        ),
-    }
-)
+                            ListOf(
+                                Field(int, minimum=8),
+                                min_items=2,
+                                max_items=2,
+                                check=lambda v: (
+                                    None if v[0] <= v[1] else "low must not exceed high"
+                                ),
+                            ),
+                        ],
+                        default=None,
+                        doc="training: scale each image so its shorter side is N px, or a side drawn "
+                        "from [low, high] (scale jitter); default: native size",
+                    ),
+                    "lr": Field(float, default=1e-3, minimum=0.0),
+                    "weight_decay": Field(float, default=1e-4, minimum=0.0),
+                    "optimizer": Field(str, default="adamw", choices=("adamw", "adam", "sgd")),
+                    "grad_clip": Field(
+                        float, default=None, minimum=0.0, doc="clip the gradient norm to this value"
+                    ),
+                    "schedule": Field(
+                        str,
+                        default="cosine",
+                        choices=SCHEDULES,
+                        doc="LR schedule over optimizer steps: cosine to 0, poly (power 0.9), step, constant",
+                    ),
+                    "warmup_epochs": Field(
+                        float,
+                        default=0.0,
+                        minimum=0.0,
+                        doc="linear LR warm-up from 0 (fractions allowed)",
+                    ),
+                    "step_epochs": Field(
+                        int,
+                        default=30,
+                        minimum=1,
+                        doc="`schedule: step`: multiply the LR by 0.1 every N epochs",
+                    ),
+                    "encoder_lr_mult": Field(
+                        float,
+                        default=1.0,
+                        minimum=0.0,
+                        doc="encoders' LR = lr × this (e.g. 0.1 for pretrained)",
+                    ),
+                    "accumulate": Field(
+                        int,
+                        default=1,
+                        minimum=1,
+                        doc="gradient accumulation: batches per optimizer step",
+                    ),
+                    "freeze_encoders_epochs": Field(
+                        int,
+                        default=0,
+                        minimum=0,
+                        doc="train the first N epochs with encoders frozen (weights and BatchNorm statistics)",
+                    ),
+                    "unfreeze_batch_size": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="batch size once encoders unfreeze (default: batch_size)",
+                    ),
+                    "checkpoint_every": Field(
+                        int,
+                        default=0,
+                        minimum=0,
+                        doc="also keep checkpoints/epoch_<N>.pt every N epochs (0: off)",
+                    ),
+                    "precision": Field(
+                        str,
+                        default="auto",
+                        choices=PRECISIONS,
+                        doc="auto: bf16 autocast where the CPU/GPU supports it, else fp16 + loss "
+                        "scaling on CUDA, else fp32",
+                    ),
+                    "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
+                    "compile": Field(
+                        bool,
+                        default=False,
+                        doc="run training steps through torch.compile: 1.3× per step on a GPU, none "
+                        "on a CPU (docs/performance.md §9); the first steps wait for the compiler",
+                    ),
+                    "sync_batchnorm": Field(
+                        bool,
+                        default=False,
+                        doc="under torchrun: BatchNorm statistics over all processes (CUDA only)",
+                    ),
+                    "tensorboard": Field(
+                        bool,
+                        default=False,
+                        doc="also log to RUN_DIR/tensorboard (needs the `tensorboard` extra)",
+                    ),
+                    "seed": Field(int, default=0),
+                    "out": Field(
+                        str, default=None, doc="run directory (default `runs/<config name>`)"
+                    ),
+                },
+                default=FILL,
+            ),
+            "eval": Struct(
+                {
+                    "beta": Field(float, default=1.0, minimum=0.0, doc="F-beta's beta"),
+                    "split": Field(
+                        str, default="val", doc="split evaluated each epoch and by `evaluate`"
+                    ),
+                    "select_by": Field(
+                        str,
+                        default="mean_foreground_f",
+                        doc="`mean_foreground_f` or `<task>` (its macro foreground F)",
+                    ),
+                },
+                default=FILL,
+            ),
+        }
+    )
+
+
+def __getattr__(name: str):
+    # ``CONFIG_SCHEMA`` reads the registries as they are now, like ``config_schema()``.
+    if name == "CONFIG_SCHEMA":
+        return config_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -384,7 +296,7 @@ def load_config(
     spec's ``root``."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
-    raw = validate(CONFIG_SCHEMA, raw, file=str(path))
+    raw = validate(config_schema(), raw, file=str(path))
     spec_path = (
         Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
     )
@@ -414,7 +326,7 @@ def data_folder_message(folder: Path) -> str:
 
 def config_from_dict(raw: dict, spec: DataSpec, path: Path) -> Config:
     """Rebuild a Config from a resolved mapping (as stored in a checkpoint)."""
-    raw = validate(CONFIG_SCHEMA, raw, file=str(path))
+    raw = validate(config_schema(), raw, file=str(path))
     check_cross_references(raw, spec, file=str(path))
     return Config(path=path, raw=raw, spec=spec)
 

@@ -13,12 +13,23 @@ from torch import nn
 
 from mmseg_heads.losses import functional as LF
 from mmseg_heads.registry import Registry
+from mmseg_heads.schema import Field, ListOf, Node, OneOf
 
+#: name -> term class. A term declares ``doc`` (one line) and ``options`` (schema nodes of its
+#: config options besides ``weight``): the config schema and config.md are built from them.
 LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
 
 
 @LOSS_TERMS.register("ce")
 class CrossEntropyTerm(nn.Module):
+    doc = "cross-entropy: a weight, or {weight, class_weights, label_smoothing}"
+    options: dict[str, Node] = {
+        "class_weights": ListOf(
+            Field(float, minimum=0.0), default=None, doc="one weight per class"
+        ),
+        "label_smoothing": Field(float, default=0.0, minimum=0.0, maximum=1.0),
+    }
+
     def __init__(
         self,
         *,
@@ -45,6 +56,14 @@ class CrossEntropyTerm(nn.Module):
 
 @LOSS_TERMS.register("focal")
 class FocalTerm(nn.Module):
+    doc = "focal loss: a weight, or {weight, gamma, alpha}"
+    options: dict[str, Node] = {
+        "gamma": Field(float, default=2.0, minimum=0.0),
+        "alpha": OneOf(
+            [Field(float), ListOf(Field(float))], default=None, doc="scalar or one per class"
+        ),
+    }
+
     def __init__(
         self, *, ignore_index: int, gamma: float = 2.0, alpha: float | list[float] | None = None
     ):
@@ -69,6 +88,12 @@ class FocalTerm(nn.Module):
 
 @LOSS_TERMS.register("dice")
 class DiceTerm(nn.Module):
+    doc = "soft Dice over classes present in the target: a weight, or {weight, smooth, per_sample}"
+    options: dict[str, Node] = {
+        "smooth": Field(float, default=1.0, minimum=0.0),
+        "per_sample": Field(bool, default=False),
+    }
+
     def __init__(self, *, ignore_index: int, smooth: float = 1.0, per_sample: bool = False):
         super().__init__()
         self.ignore_index = ignore_index

@@ -7,6 +7,7 @@ from mmseg_heads.models.decoder import UnetDecoder
 from mmseg_heads.models.encoders import Encoder, build_encoder, encoder_name_problem
 from mmseg_heads.models.heads import HEADS
 from mmseg_heads.models.model import MultiTaskSegmenter
+from mmseg_heads.models.schema import fill_model_defaults, head_defaults
 from mmseg_heads.models.trunk import FusionTrunk
 
 SHARED = "shared"
@@ -78,13 +79,19 @@ def _encoder_options(value, default_pretrained: str) -> tuple[str, str]:
 def build_model(
     model: dict, *, modalities: dict[str, int], tasks: dict[str, int]
 ) -> MultiTaskSegmenter:
-    """Build the model from a validated ``model`` config section.
+    """Build the model from a ``model`` config section, as a dict.
 
     Args:
-        model: the config's ``model`` section (defaults filled in).
+        model: the config's ``model`` section; omitted keys take the schema's defaults, e.g.
+            ``{"encoders": {"rgb": "resnet34", "depth": "resnet18"}}``.
         modalities: ``{modality: channels}``.
         tasks: ``{task: number of classes}``.
+
+    Raises:
+        ConfigError: the section does not fit the schema (one line per problem).
+        UserError: an encoder cannot be built (unknown name, weights missing).
     """
+    model = fill_model_defaults(model, file="build_model(model=…)")
     encoders_cfg = model["encoders"]
     groups = encoder_groups(encoders_cfg, list(modalities))
     built: dict[str, Encoder] = {}
@@ -106,8 +113,7 @@ def build_model(
         strides=model.get("strides"),
         modality_channels=modalities,
     )
-    default_head = {"source": "fused", "decoder": "shared", "gate": "none"}
-    head_cfgs = {task: default_head | model["heads"].get(task, {}) for task in tasks}
+    head_cfgs = {task: head_defaults() | model["heads"].get(task, {}) for task in tasks}
     needs_shared = any(HEADS.get(cfg["decoder"]).uses_shared_decoder for cfg in head_cfgs.values())
     decoder = UnetDecoder(trunk.levels, model["decoder_channels"]) if needs_shared else None
     heads = {}

@@ -1,0 +1,119 @@
+"""Extensions own their options: a loss term or fusion registered after import is one decorated
+class, valid in a config, documented by its own fields, and trains; build_model takes a plain dict."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from mmseg_heads.config import config_schema, load_config
+from mmseg_heads.errors import ConfigError
+from mmseg_heads.losses.task_loss import LOSS_TERMS
+from mmseg_heads.models.build import build_model
+from mmseg_heads.models.fusion import FUSIONS, ConcatFusion
+from mmseg_heads.schema import Field, doc_rows
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TINY = "tu-mobilenetv3_small_050"
+
+
+class SquaredErrorTerm(nn.Module):
+    """A throwaway loss term: mean squared error between probabilities and the one-hot target."""
+
+    doc = "squared error of probabilities: a weight, or {weight, power}"
+    options = {"power": Field(float, default=2.0, minimum=1.0, doc="exponent of the error")}
+
+    def __init__(self, *, ignore_index: int, power: float = 2.0):
+        super().__init__()
+        self.ignore_index, self.power = ignore_index, power
+
+    def forward(self, log_probs, target):
+        valid = target != self.ignore_index
+        onehot = torch.nn.functional.one_hot(
+            target.clamp(max=log_probs.shape[1] - 1), log_probs.shape[1]
+        )
+        error = (log_probs.exp() - onehot.permute(0, 3, 1, 2)).abs() ** self.power
+        return error.sum(1)[valid].mean()
+
+
+class HalfConcatFusion(ConcatFusion):
+    """A throwaway fusion: concat, then halve."""
+
+    def forward(self, features, present):
+        fused, weights = super().forward(features, present)
+        return fused * 0.5, weights
+
+
+@pytest.fixture
+def registered():
+    LOSS_TERMS.register("squared")(SquaredErrorTerm)
+    FUSIONS.register("half_concat")(HalfConcatFusion)
+    try:
+        yield
+    finally:
+        LOSS_TERMS._items.pop("squared")
+        FUSIONS._items.pop("half_concat")
+
+
+def _config(tmp_path, demo_spec, **changes) -> object:
+    config = {
+        "data": str(demo_spec),
+        "model": {
+            "encoders": {"optical": TINY, "thermal": TINY},
+            "decoder_channels": [16, 16, 8, 8, 8],
+            "fusion": "half_concat",
+        },
+        "loss": {"shapes": {"squared": {"weight": 1.0, "power": 1.5}, "ce": 1.0}},
+        "train": {"epochs": 1, "batch_size": 4, "crop": 32, "workers": 0, "precision": "fp32",
+                  "out": str(tmp_path / "run")},
+    } | changes  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_term_and_a_fusion_registered_after_import_validate_document_and_train(
+    registered, tmp_path, demo_spec
+):
+    from mmseg_heads.engine.trainer import train
+
+    config = load_config(_config(tmp_path, demo_spec))
+    assert config.loss["shapes"]["squared"] == {"weight": 1.0, "power": 1.5}
+    keys = {row.key for row in doc_rows(config_schema())}
+    assert "loss.<name>.squared.power" in keys
+    run_dir = train(config, progress=False)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    losses = [
+        line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"train"' in line
+    ]
+    assert losses and "squared" in losses[-1]
+
+
+def test_a_registered_term_s_options_are_checked(registered, tmp_path, demo_spec):
+    path = _config(tmp_path, demo_spec, loss={"shapes": {"squared": {"power": 0.5, "pwr": 2}}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    fields = {p.field: str(p) for p in info.value.problems}
+    assert "below the minimum 1.0" in fields["loss.shapes.squared.power"]
+    assert "did you mean 'power'" in fields["loss.shapes.squared.pwr"]
+
+
+def test_an_unregistered_fusion_is_refused_once_it_is_gone(tmp_path, demo_spec):
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, demo_spec, loss={}))
+    (problem,) = info.value.problems
+    assert problem.field == "model.fusion" and "half_concat" in str(problem)
+
+
+def test_build_model_takes_a_plain_dict_with_defaults_filled():
+    model = build_model({"encoders": {"rgb": TINY}}, modalities={"rgb": 3}, tasks={"seg": 4})
+    out = model({"rgb": torch.zeros(2, 3, 64, 64)})
+    assert out["seg"].shape == (2, 4, 64, 64)
+    with pytest.raises(ConfigError) as info:
+        build_model({"encoders": {"rgb": TINY}, "depht": 4}, modalities={"rgb": 3}, tasks={"s": 2})
+    assert "did you mean 'depth'" in str(info.value)
