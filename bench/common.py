@@ -10,7 +10,6 @@ machines or runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -156,13 +155,17 @@ def _progress(text: str) -> None:
 # precision and training steps
 
 
-def autocast(precision: str, device: torch.device):
-    """``bf16``: autocast to bfloat16 (CPU or CUDA); ``fp32``: nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
-    return contextlib.nullcontext()
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The trainer's autocast: ``bf16`` to bfloat16 (CPU or CUDA); ``fp32``: nothing."""
+    from mmseg_heads.engine.precision import autocast as engine_autocast
+
+    return engine_autocast(check_precision(precision), device)
 
 
 def default_precision(device: torch.device) -> str:
@@ -179,16 +182,16 @@ def training_step(
     precision: str,
     device: torch.device,
 ) -> Callable[[], None]:
-    """One step as mmseg_heads' trainer runs it: forward under autocast, loss on float32 logits
-    outside it, backward, optimizer step."""
+    """A step of any model (another package's too) as mmseg_heads' trainer takes one: forward
+    under autocast, loss on float32 logits outside it, backward, the trainer's optimizer step
+    (``engine.optim.optimizer_step``). Our model's step is :func:`ours_step`."""
+    from mmseg_heads.engine.optim import optimizer_step
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
         with autocast(precision, device):
             out = forward()
-        value = loss(out)
-        value.backward()
-        optimizer.step()
+        loss(out).backward()
+        optimizer_step(optimizer)
 
     return step
 
@@ -256,9 +259,17 @@ def synthetic_batch(
     }
 
 
-def trainer_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW as ``engine/trainer.py::_optimizer`` makes it (fused: one kernel for all tensors)."""
-    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
+#: The ``train`` settings of the optimizer the benchmarks train our model with.
+TRAIN_OPTIMIZER = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 1e-4, "encoder_lr_mult": 1.0}
+
+
+def trainer_optimizer(
+    model: torch.nn.Module, criterion: torch.nn.Module | None = None
+) -> torch.optim.Optimizer:
+    """The trainer's optimizer (``engine.optim.build_optimizer``: fused AdamW) for our model."""
+    from mmseg_heads.engine.optim import build_optimizer
+
+    return build_optimizer(model, criterion, TRAIN_OPTIMIZER)
 
 
 def as_trained(model: torch.nn.Module, batch: dict) -> tuple[torch.nn.Module, dict]:
@@ -279,7 +290,7 @@ def ours_step(
     optimizer: torch.optim.Optimizer | None = None,
     trained_layout: bool = True,
 ) -> Callable[[], None]:
-    """A training step of our model, as ``engine/trainer.py::_train_epoch`` runs it.
+    """A training step of our model: the trainer's own (``engine.steps.training_step``).
 
     ``trained_layout``: channels-last model and images, fused AdamW unless ``optimizer`` is
     given (what ``mmseg-heads train`` does); ``False`` leaves the model and batch as they are
@@ -293,15 +304,14 @@ def ours_step(
         if trained_layout
         else torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     )
-    return training_step(
-        lambda: model(batch["images"]),
-        lambda logits: criterion(
-            {k: v.float() for k, v in logits.items()}, batch["labels"], batch["has_label"]
-        )[0],
-        optimizer,
-        precision,
-        device,
-    )
+    from mmseg_heads.engine.steps import training_step as engine_step
+
+    check_precision(precision)
+
+    def step() -> None:
+        engine_step(model, criterion, optimizer, batch, precision=precision, device=device)
+
+    return step
 
 
 def profile_steps(steps: dict, device: torch.device, top: int = 12) -> tuple[dict, str]:

@@ -78,6 +78,10 @@ OURS = {
 
 # the same with a ResNet34 trunk: cheaper steps, so more of them in the same budget
 OURS["ours_early_r34"] = OURS["ours_early_gated"] | {"encoders": {"C0+LGE+T2": "resnet34"}}
+# and without the attention gates: every head a classifier on the shared decoder
+OURS["ours_early_r34_nogate"] = OURS["ours_early_r34"] | {
+    "heads": {t: {"source": "fused", "decoder": "shared", "gate": "none"} for t in SEQUENCE_OF}
+}
 
 
 class CentreCrop:

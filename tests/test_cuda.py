@@ -21,7 +21,8 @@ from test_engine import TINY_ENCODER, write_config
 from mmseg_heads.config import load_config
 from mmseg_heads.engine import batch_size as auto
 from mmseg_heads.engine.evaluate import evaluate
-from mmseg_heads.engine.trainer import Trainer, model_from_config, train
+from mmseg_heads.engine.run import model_from_config
+from mmseg_heads.engine.trainer import Trainer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -19,7 +19,8 @@ from mmseg_heads.engine import trainer as trainer_module
 from mmseg_heads.engine.distributed import ShardSampler, World
 from mmseg_heads.engine.evaluate import evaluate
 from mmseg_heads.engine.loaders import train_dataset, train_loader
-from mmseg_heads.engine.trainer import Trainer, model_from_config, seed_everything, train
+from mmseg_heads.engine.run import model_from_config
+from mmseg_heads.engine.trainer import Trainer, seed_everything, train
 from mmseg_heads.errors import UserError
 
 

@@ -443,7 +443,8 @@ def test_context_feeds_neighbour_slices_as_channels_with_edges_replicated(volume
 
 
 def test_predict_reads_the_same_context_channels_as_training(volumes):
-    from mmseg_heads.engine.predict import PredictInput, read_sample
+    from mmseg_heads.engine.predict_inputs import PredictInput
+    from mmseg_heads.engine.predict_segment import read_sample
 
     spec = load_data_spec(_spec(volumes, {"slice_axis": 2, "context": 2}))
     files = {m: spec.modality_file(m, "Case02") for m in spec.modalities}
@@ -473,7 +474,7 @@ def test_context_changes_the_model_inputs_and_inspect_says_so(volumes, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "channels 1 × 3 slices (context 1) = 3 in" in result.stdout
     from mmseg_heads.config import load_config
-    from mmseg_heads.engine.trainer import model_from_config
+    from mmseg_heads.engine.run import model_from_config
 
     model = model_from_config(load_config(path))
     batch = {m: torch.zeros(1, 3, 64, 64) for m in ("C0", "LGE")}

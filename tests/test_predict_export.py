@@ -23,24 +23,22 @@ from torch.nn import functional as F
 from mmseg_heads import atomic
 from mmseg_heads.cli.main import main
 from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.patterns import match_pattern
 from mmseg_heads.data.spec import load_data_spec
 from mmseg_heads.engine import export as export_module
 from mmseg_heads.engine import predict as predict_module
 from mmseg_heads.engine.checkpoint import resolve_checkpoint
-from mmseg_heads.engine.evaluate import load_run
 from mmseg_heads.engine.export import ExportCheckError, export_onnx
-from mmseg_heads.engine.predict import (
-    PredictInput,
-    Sample,
+from mmseg_heads.engine.predict_inputs import PredictInput, match_input
+from mmseg_heads.engine.predict_segment import Sample, read_sample
+from mmseg_heads.engine.predict_write import (
     display_rgb,
-    match_input,
-    match_pattern,
     overlay,
-    read_sample,
     write_nifti_mask,
     write_overlay,
     write_png_mask,
 )
+from mmseg_heads.engine.run import load_run
 from mmseg_heads.errors import UserError, WriteError
 from mmseg_heads.palette import default_palette
 

@@ -17,9 +17,10 @@ import yaml
 
 from mmseg_heads.cli.main import main
 from mmseg_heads.data.spec import TaskSpec
-from mmseg_heads.engine.evaluate import load_run, task_extras
+from mmseg_heads.engine.evaluate import task_extras
 from mmseg_heads.engine.evaluator import run_evaluation
 from mmseg_heads.engine.loaders import eval_loader
+from mmseg_heads.engine.run import load_run
 from mmseg_heads.palette import default_palette
 from mmseg_heads.report import html, plots
 from mmseg_heads.report.schema import REPORT_SCHEMA

@@ -14,7 +14,7 @@ import yaml
 
 from mmseg_heads.config import apply_overrides, load_config
 from mmseg_heads.data.spec import load_data_spec, load_yaml, parse_yaml
-from mmseg_heads.engine.trainer import state_differences
+from mmseg_heads.engine.resume import state_differences
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.report.writers import check_report_folder
 

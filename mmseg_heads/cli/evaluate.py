@@ -7,6 +7,7 @@ from pathlib import Path
 from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.checkpoint import resolve_checkpoint
 from mmseg_heads.engine.evaluate import evaluate
+from mmseg_heads.engine.run import run_dir_of
 from mmseg_heads.report.writers import check_report_folder, markdown_report, write_report
 
 
@@ -28,13 +29,6 @@ def add_parser(sub) -> None:
         help="also evaluate with each modality missing and report ΔF per task and class",
     )
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory of a checkpoint (``RUN/checkpoints/best.pt`` -> ``RUN``)."""
-    return (
-        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    )
 
 
 def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:

@@ -18,7 +18,7 @@ from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.loaders import train_dataset, train_loader
-from mmseg_heads.engine.trainer import model_from_config
+from mmseg_heads.engine.run import model_from_config
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.heads import TaskModalityAttention

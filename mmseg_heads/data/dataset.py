@@ -8,7 +8,7 @@ files once.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,16 +17,17 @@ import torch
 from torch.utils.data import Dataset
 
 from mmseg_heads.data.augment import TrainTransform
+from mmseg_heads.data.checks import (
+    channel_mismatch,
+    missing_label_file,
+    missing_modality_file,
+    size_mismatch,
+)
+from mmseg_heads.data.labels import IGNORE_INDEX, unique_values
 from mmseg_heads.data.normalize import clip_percentiles, normalize
 from mmseg_heads.data.readers import NIFTI_EXTENSIONS, extension_of, read_array, read_shape
-from mmseg_heads.data.spec import (
-    IGNORE_INDEX,
-    SLICE_SEPARATOR,
-    DataSpec,
-    ModalitySpec,
-    TaskSpec,
-    unique_values,
-)
+from mmseg_heads.data.spec import DataSpec, ModalitySpec, TaskSpec
+from mmseg_heads.data.splits import SLICE_SEPARATOR
 from mmseg_heads.data.transforms import pad_to, round_up
 from mmseg_heads.errors import UserError
 
@@ -124,21 +125,14 @@ class MultiModalDataset(Dataset):
         for sample_id in self.cases:
             for name in self.spec.modalities:
                 path = self.spec.modality_file(name, sample_id)
-                if not path.is_file():
-                    raise UserError(
-                        f"file not found: {path} (id {sample_id!r})",
-                        file=self.spec.path,
-                        field=f"modalities.{name}.files",
-                    )
+                problem = missing_modality_file(path, sample_id, name, exists=path.is_file())
+                if problem is not None:
+                    raise problem.error(self.spec.path)
             for name, task in self.spec.tasks.items():
                 path = self.spec.label_file(name, sample_id)
-                if not task.optional and not path.is_file():
-                    raise UserError(
-                        f"label file not found: {path} (id {sample_id!r}); mark the task `optional: true` "
-                        "if some samples have no label",
-                        file=self.spec.path,
-                        field=f"tasks.{name}.labels",
-                    )
+                problem = missing_label_file(path, sample_id, task, exists=path.is_file())
+                if problem is not None:
+                    raise problem.error(self.spec.path)
 
     # --- volumes -----------------------------------------------------------------------------
     def _case_files(self, case: str) -> dict[Path, str]:
@@ -265,20 +259,14 @@ class MultiModalDataset(Dataset):
         return labels, has_label
 
     def _check_sizes(self, sample_id: str, images: dict, labels: dict) -> tuple[int, int]:
-        sizes = {f"modality {k}": v.shape[-2:] for k, v in images.items()}
-        sizes |= {f"task {k}": v.shape for k, v in labels.items()}
-        fields = [f"modalities.{k}.files" for k in images] + [f"tasks.{k}.labels" for k in labels]
-        if len(set(sizes.values())) > 1:
-            listing = ", ".join(f"{k} {'×'.join(map(str, s))}" for k, s in sizes.items())
-            # The field of the first file whose size differs from the most common one.
-            common = Counter(sizes.values()).most_common(1)[0][0]
-            odd = next(f for f, s in zip(fields, sizes.values(), strict=True) if s != common)
-            raise UserError(
-                f"id {sample_id!r}: files differ in size: {listing}",
-                file=self.spec.path,
-                field=odd,
-            )
-        return tuple(next(iter(sizes.values())))
+        sizes = [
+            (f"modality {k}", v.shape[-2:], f"modalities.{k}.files") for k, v in images.items()
+        ]
+        sizes += [(f"task {k}", v.shape, f"tasks.{k}.labels") for k, v in labels.items()]
+        problem = size_mismatch(sample_id, sizes)
+        if problem is not None:
+            raise problem.error(self.spec.path)
+        return tuple(sizes[0][1])
 
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -312,12 +300,9 @@ def prepare_image(plane: np.ndarray, modality: ModalitySpec, path: Path) -> np.n
         UserError: naming ``path``, when the channel count differs from the spec's.
     """
     array = plane[None] if plane.ndim == 2 else np.moveaxis(plane, -1, 0)
-    if array.shape[0] != modality.channels:
-        raise UserError(
-            f"has {array.shape[0]} channels but the data spec says {modality.channels}",
-            file=path,
-            field=f"modalities.{modality.name}.channels",
-        )
+    problem = channel_mismatch(path, array.shape[0], modality)
+    if problem is not None:
+        raise problem.error(path)
     image = array.astype(np.float32)
     if modality.clip_percentiles is not None:
         image = clip_percentiles(image, *modality.clip_percentiles)

@@ -24,6 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mmseg_heads.data.checks import (
+    Problem,
+    channel_mismatch,
+    missing_label_file,
+    missing_modality_file,
+    size_mismatch,
+)
+from mmseg_heads.data.labels import dense_minimum
 from mmseg_heads.data.readers import read_array
 from mmseg_heads.data.scan_cache import FileFacts, FileStamp, Histogram, ScanCache, open_cache
 from mmseg_heads.data.spec import DataSpec
@@ -32,13 +40,6 @@ from mmseg_heads.errors import ConfigError, UserError
 #: What reading one file gave: its facts, a problem message (it does not decode), or ``None`` (no
 #: such file).
 Read = FileFacts | str | None
-
-
-@dataclass
-class Problem:
-    message: str
-    field: str | None = None
-    severity: str = "error"  # or "warning"
 
 
 @dataclass
@@ -67,9 +68,7 @@ class ScanResult:
     def raise_errors(self, spec: DataSpec) -> None:
         """One :class:`ConfigError` listing every error (exit status 2 in the CLI)."""
         if self.errors:
-            raise ConfigError(
-                [UserError(p.message, file=spec.path, field=p.field) for p in self.errors]
-            )
+            raise ConfigError([p.error(spec.path) for p in self.errors])
 
     def class_pixels(self, spec: DataSpec, task: str, ids: list[str]) -> tuple[int, Counter] | None:
         """``(labelled samples, pixels per class index)`` of ``task`` over the files of ``ids``
@@ -168,18 +167,13 @@ def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
     return ids, problems
 
 
-#: Integer label arrays whose values span less than this are counted with a bincount (no sort).
-_DENSE_RANGE = 1 << 16
-
-
 def value_histogram(raw: np.ndarray) -> Histogram:
     """``((raw value, pixels), ...)`` of an array, ascending by value (NaN last, counted once)."""
-    if raw.size and np.issubdtype(raw.dtype, np.integer):
-        low, high = int(raw.min()), int(raw.max())
-        if high - low < _DENSE_RANGE:
-            counts = np.bincount(raw.ravel().astype(np.int64) - low)
-            present = np.flatnonzero(counts)
-            return tuple(zip((present + low).tolist(), counts[present].tolist(), strict=True))
+    low = dense_minimum(raw)
+    if low is not None:
+        counts = np.bincount(raw.ravel().astype(np.int64) - low)
+        present = np.flatnonzero(counts)
+        return tuple(zip((present + low).tolist(), counts[present].tolist(), strict=True))
     values, counts = np.unique(raw, return_counts=True)
     return tuple(zip(values.tolist(), counts.tolist(), strict=True))
 
@@ -263,8 +257,7 @@ def _grid(shape: tuple, spec: DataSpec) -> tuple:
 def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdReport:
     """Every check of one file id, on the facts read; collects problems instead of stopping."""
     report = _IdReport()
-    sizes: dict[str, tuple] = {}
-    fields: dict[str, str] = {}  # sizes' key -> the spec field of that file
+    sizes: list[tuple[str, tuple, str]] = []  # (name in a message, grid, spec field) per file
     undecodable: set[Path] = set()  # reported once, under the first field that names the file
 
     def decoded(path: Path, where: str) -> FileFacts | None:
@@ -279,7 +272,7 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
     for name, modality in spec.modalities.items():
         path, where = spec.modality_file(name, sample_id), f"modalities.{name}.files"
         if read[path] is None:
-            report.problems.append(Problem(f"file not found: {path} (id {sample_id!r})", where))
+            report.problems.append(missing_modality_file(path, sample_id, name, exists=False))
             continue
         facts = decoded(path, where)
         if facts is None:
@@ -289,24 +282,18 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
             report.flat.setdefault(where, []).append((path, shape))
             continue
         channels = 1 if len(shape) == (3 if spec.volume is not None else 2) else shape[-1]
-        if channels != modality.channels:
-            report.problems.append(
-                Problem(
-                    f"{path} has {channels} channels but the spec says {modality.channels}",
-                    f"modalities.{name}.channels",
-                )
-            )
+        problem = channel_mismatch(path, channels, modality, in_message=True)
+        if problem is not None:
+            report.problems.append(problem)
         if facts.finite is False:
             report.problems.append(Problem(f"{path} holds NaN or infinite values", where))
-        sizes[f"{name} ({path.name})"] = _grid(shape, spec)
-        fields[f"{name} ({path.name})"] = where
+        sizes.append((f"{name} ({path.name})", _grid(shape, spec), where))
     for name, task in spec.tasks.items():
         path, where = spec.label_file(name, sample_id), f"tasks.{name}.labels"
         if read[path] is None:
-            if not task.optional:
-                report.problems.append(
-                    Problem(f"label file not found: {path} (id {sample_id!r})", where)
-                )
+            problem = missing_label_file(path, sample_id, task, exists=False, fix=False)
+            if problem is not None:
+                report.problems.append(problem)
             continue
         facts = decoded(path, where)
         if facts is None:
@@ -316,8 +303,7 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
         if spec.volume is not None and len(shape) < 3:
             report.flat.setdefault(where, []).append((path, shape))
             continue
-        sizes[f"{name} labels ({path.name})"] = _grid(shape, spec)
-        fields[f"{name} labels ({path.name})"] = where
+        sizes.append((f"{name} labels ({path.name})", _grid(shape, spec), where))
         squeezed = sum(1 for s in shape if s != 1)  # np.squeeze(raw).ndim
         if spec.volume is None and len(shape) > 2 and squeezed != 2:
             colour = len(shape) == 3 and shape[2] in (3, 4)
@@ -335,12 +321,9 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
                 if value not in task.ignore and task._lookup(value) is None:
                     report.unmapped.setdefault(name, Counter())[value] += count
                     report.unmapped_files.setdefault(name, set()).add(str(path))
-    if len(set(sizes.values())) > 1:
-        listing = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in sizes.items())
-        # Name the field of the first file whose size differs from the most common one.
-        common = Counter(sizes.values()).most_common(1)[0][0]
-        odd = next(fields[k] for k, v in sizes.items() if v != common)
-        report.problems.append(Problem(f"id {sample_id!r}: files differ in size: {listing}", odd))
+    problem = size_mismatch(sample_id, sizes)
+    if problem is not None:
+        report.problems.append(problem)
     return report
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -140,6 +141,18 @@ def average_gradients(module: torch.nn.Module, world: World) -> None:
             parameter.grad = grad / world.size
 
 
+def summed_over_processes(parts: tuple[dict, ...], world: World) -> tuple[dict, ...]:
+    """Dicts of numbers (an epoch's loss sums, counts…) of every process, summed key by key."""
+    if not world.distributed:
+        return parts
+    merged: tuple[dict, ...] = tuple({} for _ in parts)
+    for gathered in gather_objects(parts, world):
+        for into, part in zip(merged, gathered, strict=True):
+            for key, value in part.items():
+                into[key] = into.get(key, 0) + value
+    return merged
+
+
 def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
     """Give every process rank 0's buffers (BatchNorm running statistics).
 
@@ -149,6 +162,46 @@ def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
     if world.distributed:
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
+
+
+def check_world_fits(samples: int, world: World, *, file: str | Path) -> None:
+    """Every process needs at least one training sample."""
+    if samples < world.size:
+        raise UserError(
+            f"the training split has {samples} samples, fewer than the "
+            f"{world.size} processes torchrun started",
+            file=file,
+            field="train",
+        )
+
+
+def sync_batchnorm(model: torch.nn.Module, world: World, *, file: str | Path) -> torch.nn.Module:
+    """``train.sync_batchnorm``: BatchNorm statistics over every process's batch (CUDA only)."""
+    if not world.distributed:
+        log.info("train.sync_batchnorm has no effect in a single process")
+        return model
+    if world.device.type != "cuda":
+        raise UserError(
+            "SyncBatchNorm runs only on CUDA devices (torch has no CPU version); set it false "
+            "for CPU training (each process then normalises over its own batch)",
+            file=file,
+            field="train.sync_batchnorm",
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def data_parallel(model: torch.nn.Module, world: World) -> torch.nn.Module:
+    """DDP under torchrun, the model itself otherwise.
+
+    ``find_unused_parameters``: heads of tasks without a label in a batch, encoders of
+    modalities dropped by ``modality_dropout`` and frozen encoders take no part in some steps.
+    """
+    if not world.distributed:
+        return model
+    ids = [world.device.index] if world.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=True
+    )
 
 
 def _collective_device(world: World) -> torch.device:

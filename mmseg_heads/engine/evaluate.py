@@ -12,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmseg_heads.config import Config, config_from_dict
+from mmseg_heads.config import Config
 from mmseg_heads.data.dataset import MultiModalDataset, collate
-from mmseg_heads.data.spec import DataSpec, TaskSpec, data_spec_from_dict, load_data_spec
-from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from mmseg_heads.data.spec import TaskSpec
 from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
 from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.precision import autocast, resolve_precision
-from mmseg_heads.engine.trainer import model_from_config
-from mmseg_heads.errors import UserError
+from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
 from mmseg_heads.models.build import encoder_groups
 
 log = logging.getLogger(__name__)
@@ -28,53 +26,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: Worst and best samples per task drawn in the HTML report.
 EXAMPLES_PER_END = 2
-
-
-def spec_from_checkpoint(state: dict) -> DataSpec:
-    return data_spec_from_dict(
-        state["data_spec"], Path(state["data_spec_path"]), data_root=state["data_root"]
-    )
-
-
-def check_same_tasks(spec: DataSpec, reference: DataSpec, checkpoint: Path) -> None:
-    """An external spec must have the checkpoint's modalities (and channels) and tasks (and classes)."""
-    ours, theirs = reference.describe(), spec.describe()
-    for key in ("modalities", "tasks"):
-        if ours[key] != theirs[key]:
-            raise UserError(
-                f"{key} {theirs[key]} differ from the checkpoint's {ours[key]} ({checkpoint})",
-                file=spec.path,
-                field=key,
-            )
-
-
-def load_external_spec(data: str | Path) -> DataSpec:
-    """The data spec of ``--data``, read instead of the checkpoint's own."""
-    if not Path(data).exists():
-        raise UserError("data spec not found", file=data, field="--data")
-    return load_data_spec(data)
-
-
-def load_run(
-    checkpoint: str | Path, data: str | Path | None = None
-) -> tuple[Config, torch.nn.Module, dict, Path]:
-    """``(config, model with weights, checkpoint state, checkpoint path)``."""
-    path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(path)
-    spec = spec_from_checkpoint(state)
-    if data is not None:
-        external = load_external_spec(data)
-        check_same_tasks(external, spec, path)
-        spec = external
-    config = config_from_dict(state["config"], spec, Path(state["config_path"]))
-    model = model_from_config(config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(
-            f"weights do not fit the model its config describes ({str(exc)[:300]})", file=path
-        ) from exc
-    return config, model, state, path
 
 
 def ablation_path(config: Config) -> str:
@@ -192,8 +143,8 @@ def evaluate(
         "split": split,
         "data_spec": str(config.spec.path),
         "checkpoint": str(path),
-        "run_dir": str(path.parent.parent if path.parent.name == "checkpoints" else path.parent),
-        "epoch": state["epoch"],
+        "run_dir": str(run_dir_of(path)),
+        "epoch": state.epoch,
         "samples": len(loader.dataset),
         "precision": precision,
         "modalities": config.spec.input_channels(),
@@ -231,11 +182,13 @@ def task_extras(task: TaskSpec) -> dict:
     }
 
 
-def run_batch_size(config: Config, state: dict) -> int:
+def run_batch_size(config: Config, checkpoint: RunCheckpoint) -> int:
     """The run's batch size; ``auto`` means the one measured when it started (kept in each
     checkpoint), or 8 for checkpoints from before ``auto`` existed."""
     size = config.train["batch_size"]
-    return state.get("batch_size", 8) if size == "auto" else size
+    if size != "auto":
+        return size
+    return checkpoint.batch_size if checkpoint.batch_size is not None else 8
 
 
 def model_head_config(config: Config, task: str) -> dict:

@@ -1,0 +1,78 @@
+"""The optimizer and LR schedule of a run, built from its ``train`` config section, and one
+optimizer step (gradient clipping, fp16 loss scaling)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+import torch
+from torch import nn
+
+from mmseg_heads.engine.schedule import lr_factor
+
+
+def build_optimizer(
+    model: nn.Module, criterion: nn.Module | None, train_cfg: dict
+) -> torch.optim.Optimizer:
+    """Two parameter groups: encoders at ``lr × encoder_lr_mult``, everything else (the loss's
+    learned task weights included) at ``lr``.
+
+    ``train_cfg``: ``optimizer`` (``sgd``, ``adam``, ``adamw``), ``lr``, ``weight_decay`` and
+    ``encoder_lr_mult``, as the config's ``train`` section has them.
+    """
+    encoder_ids = {id(p) for p in model.trunk.encoders.parameters()}
+    encoders = [p for p in model.parameters() if id(p) in encoder_ids]
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
+    rest += list(criterion.parameters()) if criterion is not None else []
+    lr, wd = train_cfg["lr"], train_cfg["weight_decay"]
+    groups = [
+        {"params": rest, "lr": lr},
+        {"params": encoders, "lr": lr * train_cfg["encoder_lr_mult"]},
+    ]
+    if train_cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+    # fused: one kernel for all parameters (measured 1.4× faster steps on the CPU, bench/whatif.py)
+    if train_cfg["optimizer"] == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train_cfg: dict, steps_per_epoch: list[int]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The LR schedule over every optimizer step of the run (``steps_per_epoch``: one count per
+    epoch), warm-up first; see :func:`~mmseg_heads.engine.schedule.lr_factor`."""
+    schedule = partial(
+        lr_factor,
+        total=sum(steps_per_epoch),
+        warmup=round(train_cfg["warmup_epochs"] * steps_per_epoch[0]),
+        schedule=train_cfg["schedule"],
+        step_size=train_cfg["step_epochs"] * steps_per_epoch[-1],
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    grad_clip: float | None = None,
+    parameters: Iterable[torch.Tensor] = (),
+) -> None:
+    """Step where any parameter has a gradient, then clear every gradient.
+
+    ``grad_clip``: clip the norm of ``parameters``' gradients first (unscaled under fp16).
+    ``scaler``: fp16's ``GradScaler``, which skips a step whose gradients overflowed.
+    """
+    if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+        if grad_clip:
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+            scaler.update()
+    optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,162 @@
+"""Resuming a run from its ``last.pt``: which run, the states put back, the RNG streams.
+
+A resumed run reproduces the uninterrupted one exactly on the CPU: every state that decides what
+comes next (weights, optimizer, schedule, loss scale, every process's RNG) is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmseg_heads.config import Config
+from mmseg_heads.engine.distributed import World
+from mmseg_heads.engine.run import RunCheckpoint
+from mmseg_heads.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:
+    """The run directory ``--resume`` names (``auto``: the config's), checked to hold a run."""
+    if resume is None:
+        return None
+    run_dir = config.run_dir() if str(resume) == "auto" else Path(resume)
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(
+            f"nothing to resume in {run_dir} (no checkpoints/last.pt); start it without --resume",
+            file=config.path,
+            field="--resume",
+        )
+    return run_dir
+
+
+def rng_states() -> dict:
+    """Every RNG state, as types ``torch.load(weights_only=True)`` accepts."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(key.copy()),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    numpy = states["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["key"].numpy(), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+    )
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def own_rng_state(checkpoint: RunCheckpoint, world: World) -> dict:
+    """This process's RNG state; with another number of processes, the run goes on inexactly."""
+    per_rank = checkpoint.rng_per_rank
+    if per_rank is None:  # a checkpoint from before torchrun training
+        per_rank = [checkpoint.rng]
+    if len(per_rank) != world.size:
+        log.warning(
+            "this run was trained by %d process(es) and resumes with %d: it continues, but "
+            "its random draws differ from an uninterrupted run",
+            len(per_rank), world.size,
+        )  # fmt: skip
+    return per_rank[min(world.rank, len(per_rank) - 1)]
+
+
+def misfit_error(run_dir: Path, config_path: Path, checkpoint: Path, how: str) -> UserError:
+    """The error for a run whose checkpoint the model of this config cannot load."""
+    return UserError(
+        f"the checkpoint of run {run_dir} does not fit the model {config_path} "
+        f"describes (was `model` or `loss` changed since the run started?); {how}; resume "
+        f"with the run's own config ({run_dir / 'config.yaml'}), or start a new run "
+        "without --resume",
+        file=checkpoint,
+        field="--resume",
+    )
+
+
+def restore_states(
+    checkpoint: RunCheckpoint,
+    *,
+    model: torch.nn.Module,
+    loss: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    misfit: Callable[[str], UserError],
+) -> None:
+    """Load the checkpoint's states into the run's objects.
+
+    Raises:
+        UserError: from ``misfit(how)``, where the model, loss or optimizer state does not fit
+            (``how``: the keys that differ, or the first line of torch's error).
+    """
+    for part, target in (("model", model), ("loss", loss), ("optimizer", optimizer)):
+        state = getattr(checkpoint, part)
+        try:
+            if state is None:  # a checkpoint from before the trainer kept it
+                raise KeyError(part)
+            target.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            differences = (
+                state_differences(target, state or {})
+                if isinstance(target, torch.nn.Module)
+                else ""
+            )
+            raise misfit(f"{part}: {differences or first_line(exc)}") from exc
+    scheduler.load_state_dict(checkpoint.scheduler)
+    if checkpoint.scaler is not None:
+        scaler.load_state_dict(checkpoint.scaler)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _listing(keys: list[str], limit: int) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def state_differences(module: torch.nn.Module, state: dict, limit: int = 5) -> str:
+    """How a state dict differs from ``module``'s, on one line: the keys the module has and the
+    state lacks, the keys the state has and the module lacks, and the keys whose tensors differ
+    in shape, each with its count and its first names (about ``limit`` names, shared among the
+    kinds found). ``""`` when none differs."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    reshaped = [
+        f"{key} ({'×'.join(map(str, state[key].shape))} in the checkpoint, "
+        f"{'×'.join(map(str, own[key].shape))} in the model)"
+        for key in own
+        if key in state
+        and hasattr(state[key], "shape")
+        and tuple(state[key].shape) != tuple(own[key].shape)
+    ]
+    kinds = [
+        (f"{len(keys)} {label}", keys)
+        for label, keys in (
+            ("keys of the model missing from the checkpoint", missing),
+            ("keys of the checkpoint the model lacks", unexpected),
+            ("keys of another shape", reshaped),
+        )
+        if keys
+    ]
+    each = max(1, -(-limit // len(kinds))) if kinds else limit
+    return "; ".join(f"{what}: {_listing(keys, each)}" for what, keys in kinds)

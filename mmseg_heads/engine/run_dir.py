@@ -1,0 +1,119 @@
+"""A training run's directory: created once and never overwritten, room for its checkpoints, and
+``metrics.jsonl`` (one line per batch, a train line and a validation line per epoch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from mmseg_heads.atomic import check_free_space, checkpoint_bytes, write_atomic
+from mmseg_heads.config import Config
+from mmseg_heads.engine.distributed import SINGLE_PROCESS, World, barrier
+from mmseg_heads.errors import UserError
+from mmseg_heads.metrics.confusion import ConfusionMatrix
+
+
+def holds_run(run_dir: Path) -> bool:
+    """A run has started once it logged an epoch or saved a checkpoint."""
+    return (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*.pt"))
+
+
+def prepare_run_dir(config: Config, world: World = SINGLE_PROCESS) -> Path:
+    """Create the run directory; one that already holds a run is never overwritten.
+
+    Every process checks (so all stop with the same message); rank 0 alone writes.
+    """
+    run_dir = config.run_dir()
+    if holds_run(run_dir):
+        raise UserError(
+            f"run directory {run_dir} already holds a run; continue it with `--resume auto`, or set "
+            f"another `train.out` (e.g. train.out={run_dir}_2)",
+            file=config.path,
+            field="train.out",
+        )
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create run directory {run_dir}: {exc}", file=config.path, field="train.out"
+        ) from exc
+    if world.is_main:
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False)
+        )
+        shutil.copyfile(config.spec.path, run_dir / "data_spec.yaml")
+    barrier(world)
+    return run_dir
+
+
+def check_checkpoint_space(
+    config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int
+) -> None:
+    """Stop before the first epoch when the checkpoints still to come will not fit.
+
+    ``modules``: what each checkpoint holds with its optimizer state (the model and the loss);
+    ``done``: epochs already trained (a resumed run needs only the rest).
+    """
+    train_cfg = config.train
+    params = sum(p.numel() for module in modules for p in module.parameters())
+    slots = 1 if train_cfg["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
+    every = train_cfg["checkpoint_every"]
+    numbered = (train_cfg["epochs"] // every - done // every) if every else 0
+    folder = run_dir / "checkpoints"
+    new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
+    files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
+    check_free_space(
+        folder,
+        files * checkpoint_bytes(params, slots),
+        file=config.path,
+        field="train.out",
+        what=f"{files} checkpoints of {params / 1e6:.1f} M parameters: model + optimizer state",
+    )
+
+
+def append_jsonl(path: Path, records: list[dict]) -> None:
+    with path.open("a") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+
+
+def truncate_log(path: Path, epoch: int) -> None:
+    """Drop the lines of epochs after ``epoch`` (written before a crash); rewritten atomically."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def selection_score(summaries: dict[str, dict], select_by: str) -> float:
+    """The number ``best.pt`` is chosen by: a task's macro foreground F, or their mean."""
+    if select_by != "mean_foreground_f":
+        return summaries[select_by]["macro_foreground_f"] or 0.0
+    values = [
+        s["macro_foreground_f"] for s in summaries.values() if s["macro_foreground_f"] is not None
+    ]
+    return sum(values) / len(values) if values else 0.0
+
+
+def val_record(
+    epoch: int, eval_cfg: dict, score: float, summaries: dict, matrices: dict[str, ConfusionMatrix]
+) -> dict:
+    """The epoch's validation line: headline scores, F per class and the confusion matrices."""
+    headline = ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
+    return {
+        "epoch": epoch,
+        "split": eval_cfg["split"],
+        "select_by": eval_cfg["select_by"],
+        "score": score,
+        "tasks": {
+            t: {k: s[k] for k in headline}
+            | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
+            | {"confusion": matrices[t].matrix.cpu().tolist()}
+            for t, s in summaries.items()
+        },
+    }

@@ -1,0 +1,112 @@
+"""One training step, as the trainer takes it: forward under autocast, the loss on float32 logits,
+backward, an optimizer step; and the per-batch foreground counts the trainer logs.
+
+The trainer adds gradient accumulation, DDP and the LR schedule around these; benchmarks and
+notebooks call :func:`training_step` for a step of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
+from mmseg_heads.engine.distributed import World, summed_over_processes
+from mmseg_heads.engine.optim import optimizer_step
+from mmseg_heads.engine.precision import autocast
+from mmseg_heads.metrics.diagnostics import foreground_counts
+from mmseg_heads.metrics.functional import confusion_matrix, predicted_classes
+
+
+def forward_loss(
+    model: nn.Module,
+    criterion: nn.Module,
+    batch: dict,
+    *,
+    precision: str,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
+    """``(float32 logits per task, loss, the loss's parts)`` of a collated batch.
+
+    The model runs under ``precision``'s autocast; the loss outside it, on float32 logits.
+    """
+    with autocast(precision, device):
+        logits = model(batch["images"])
+    logits = {k: v.float() for k, v in logits.items()}
+    loss, parts = criterion(logits, batch["labels"], batch["has_label"])
+    return logits, loss, parts
+
+
+def learns(logits: dict[str, torch.Tensor], parts: dict) -> bool:
+    """Whether any task of the batch has a finite loss (else there is nothing to learn)."""
+    return len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits)
+
+
+def training_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict,
+    *,
+    precision: str,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
+    """One optimizer step on one collated batch, as the trainer takes it (without gradient
+    accumulation, DDP and the LR schedule); returns ``(logits, loss, parts)``."""
+    logits, loss, parts = forward_loss(model, criterion, batch, precision=precision, device=device)
+    if learns(logits, parts):
+        (loss if scaler is None else scaler.scale(loss)).backward()
+    optimizer_step(optimizer, scaler, grad_clip=grad_clip, parameters=model.parameters())
+    return logits, loss, parts
+
+
+@torch.no_grad()
+def batch_foreground_counts(
+    logits: dict[str, torch.Tensor], batch: dict, spec: DataSpec
+) -> dict[str, dict]:
+    """Per-task foreground TP/FP/FN of a training batch's labelled samples."""
+    counts = {}
+    for task, value in logits.items():
+        labelled = batch["has_label"][task]
+        matrix = confusion_matrix(
+            predicted_classes(value[labelled]),
+            batch["labels"][task][labelled],
+            spec.tasks[task].num_classes,
+            IGNORE_INDEX,
+            validate=False,  # this step's cross-entropy has rejected out-of-range labels
+        )
+        counts[task] = foreground_counts(matrix)
+    return counts
+
+
+@dataclass
+class EpochLosses:
+    """An epoch's running loss sums (the total, and each part the loss returns as a tensor) and,
+    per task, the batches without a label of it."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, loss: torch.Tensor, parts: dict) -> None:
+        for task in parts["skipped"]:
+            self.skipped[task] = self.skipped.get(task, 0) + 1
+        values = {"loss": loss.detach(), **{k: v for k, v in parts.items() if torch.is_tensor(v)}}
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+    def postfix(self) -> dict[str, str]:
+        """The progress bar's running means: the total and each task's, not each term's."""
+        return {k: f"{v:.3f}" for k, v in self.means().items() if "/" not in k}
+
+    def summed(self, world: World) -> EpochLosses:
+        """Every process's sums and counts together (this process's own without torchrun)."""
+        return EpochLosses(*summed_over_processes((self.sums, self.counts, self.skipped), world))
