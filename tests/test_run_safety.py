@@ -273,3 +273,14 @@ def test_unmapped_values_of_a_jpeg_label_file_advise_a_lossless_format():
     with pytest.raises(UserError) as excinfo:
         task.map_labels(raw, "labels/img0002.png")
     assert excinfo.value.message.endswith("(classes 0..2); give a `values` map or a `threshold`")
+
+
+def test_numbers_in_exponent_form_are_floats_in_files_and_overrides(tmp_path):
+    from mmseg_heads.data.yaml_io import parse_yaml
+
+    assert parse_yaml("lr: 3e-4\nwd: 1E-5\nsteps: 12\nname: 1e", "x.yaml") == {
+        "lr": 3e-4,
+        "wd": 1e-5,
+        "steps": 12,
+        "name": "1e",
+    }

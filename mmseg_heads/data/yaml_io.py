@@ -8,6 +8,7 @@ reason.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -93,6 +94,14 @@ def _mappings(root: yaml.Node) -> list[tuple[yaml.MappingNode, str]]:
             continue
         todo += reversed(children)  # popped in document order
     return found
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot (``1.0e-3``). Everyone
+# writes learning rates as ``3e-4``, so numbers in exponent form are floats here (as in YAML 1.2).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_NoDuplicatesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789")
+)
 
 
 def parse_yaml(text: str, file: str | Path, *, field: str = ""):

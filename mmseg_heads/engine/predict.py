@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from mmseg_heads.data.dataset import with_context
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.predict_inputs import resolve_inputs
-from mmseg_heads.engine.predict_segment import read_sample, segment
+from mmseg_heads.engine.predict_segment import prepare_planes, read_sample, segment
 from mmseg_heads.engine.predict_write import write_masks
-from mmseg_heads.engine.run import load_run, read_run_checkpoint, run_data_spec
+from mmseg_heads.engine.run import Run, load_run, read_run_checkpoint, run_data_spec
 from mmseg_heads.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -94,3 +96,50 @@ def predict(
         written += write_masks(sample, masks, spec, Path(out), with_overlay=overlay)
         log.debug("predicted %s from %s", item.id, item.files)
     return written
+
+
+def predict_arrays(
+    run: Run,
+    images: dict[str, np.ndarray],
+    *,
+    device: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
+    """Masks for images already in memory: no files read or written.
+
+    Args:
+        run: a loaded run (:func:`~mmseg_heads.engine.run.load_run`).
+        images: ``{modality: array}`` as a file of that modality would hold it (raw values:
+            ``H×W``, ``H×W×C``, or ``S×H×W(×C)`` for ``S`` slices of a volume); each is clipped and
+            normalised as the run's data spec says, with its 2-D context for volumes.
+        device: ``cuda``, ``cpu`` or ``None`` (CUDA where there is one).
+        batch_size: planes per forward pass.
+
+    Returns:
+        ``{task: H×W uint8}`` (``S×H×W`` for ``S`` slices): class indices.
+
+    Raises:
+        UserError: a modality is missing or has the wrong channel count, or sizes differ.
+    """
+    spec = run.config.spec
+    missing = [m for m in spec.modalities if m not in images]
+    if missing:
+        raise UserError(
+            f"no image for {', '.join(missing)} (modalities: {', '.join(spec.modalities)})"
+        )
+    planes = {}
+    for name, modality in spec.modalities.items():
+        array = np.asarray(images[name])
+        stacked = array.ndim == 4 or (array.ndim == 3 and modality.channels == 1)
+        stack = array if stacked else array[None]
+        prepared = prepare_planes(stack, modality, Path(f"<{name} array>"))
+        planes[name] = with_context(prepared, spec.context)
+    target = resolve_device(device)
+    precision = resolve_precision(run.config.train["precision"], target)
+    masks = segment(
+        run.model.to(target), planes, device=target, precision=precision, batch_size=batch_size
+    )
+    single = all(
+        np.asarray(images[m]).ndim == 2 + (spec.modalities[m].channels > 1) for m in spec.modalities
+    )
+    return {task: mask[0] if single else mask for task, mask in masks.items()}
