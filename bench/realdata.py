@@ -82,6 +82,8 @@ OURS["ours_early_r34"] = OURS["ours_early_gated"] | {"encoders": {"C0+LGE+T2": "
 OURS["ours_early_r34_nogate"] = OURS["ours_early_r34"] | {
     "heads": {t: {"source": "fused", "decoder": "shared", "gate": "none"} for t in SEQUENCE_OF}
 }
+# the ResNet-50 trunk without gates: joint_unet's network, built by our trunk and heads
+OURS["ours_early_r50_nogate"] = OURS["ours_early_r34_nogate"] | {"encoders": {"C0+LGE+T2": "resnet50"}}
 
 
 class CentreCrop:

@@ -6,8 +6,9 @@ other behaviour. Changes that were applied since are kept, timed against what th
 
 1. Training step of the trunk benchmark's model (C0, LGE, T2 with one resnet50 each; 3 tasks;
    batch 2, 256×256), fp32 and bf16:
-   - ``channels_last``: model and inputs in channels-last memory format (``engine/trainer.py``);
-   - ``fused AdamW``: ``torch.optim.AdamW(..., fused=True)`` (``engine/trainer.py::_optimizer``);
+   - ``channels_last``: model and inputs in channels-last memory format (``engine/trainer.py``,
+     ``engine/evaluator.py::to_device``);
+   - ``fused AdamW``: ``torch.optim.AdamW(..., fused=True)`` (``engine/optim.py::build_optimizer``);
    - both together;
    - ``single-source pass-through``: with early fusion (``{"C0+LGE+T2": resnet50}``) every stride
      has one source, and its concat fusion still runs a 1×1 conv + BN + ReLU; the what-if passes
