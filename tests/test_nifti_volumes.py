@@ -485,3 +485,77 @@ def test_context_out_of_range_is_a_spec_error(volumes):
     with pytest.raises(ConfigError) as info:
         load_data_spec(_spec(volumes, {"slice_axis": 2, "context": -1}))
     assert info.value.problems[0].field == "volume.context"
+
+
+# --- one answer per input --------------------------------------------------------------------
+
+
+def test_scores_do_not_depend_on_the_batch_size_and_match_predict(volumes):
+    """Slices of 20×24, 37×45 and 50×29 in one batch: each is segmented as predict segments it
+    alone (padded to the model's stride, no more), so batch 1 and batch 4 agree exactly."""
+    from torch.utils.data import DataLoader
+
+    from mmseg_heads.engine.evaluator import run_evaluation
+    from mmseg_heads.engine.predict_segment import segment
+    from mmseg_heads.models.build import build_model
+
+    spec = load_data_spec(_spec(volumes, splits={"all": {"pattern": "^Case"}}))
+    torch.manual_seed(0)
+    model = build_model(
+        {"encoders": {"C0+LGE": "tu-mobilenetv3_small_050"}, "decoder_channels": [8] * 5},
+        modalities=spec.input_channels(),
+        tasks={t.name: t.num_classes for t in spec.tasks.values()},
+    )
+    for module in model.modules():  # BN statistics far from init, so padding matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    dataset = MultiModalDataset(spec, "all")
+    matrices = {}
+    for batch_size in (1, 4):
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+        result = run_evaluation(
+            model, loader, spec, device=torch.device("cpu"), precision="fp32", per_sample=True
+        )
+        matrices[batch_size] = {t: m.matrix.clone() for t, m in result.matrices.items()}
+    for task in matrices[1]:
+        assert torch.equal(matrices[1][task], matrices[4][task]), task
+    # and the masks are predict's: one slice of each size through `segment`
+    for sample in (dataset[0], dataset[-1]):
+        images = {m: x[None].numpy() for m, x in sample["images"].items()}
+        masks = segment(model, images, device=torch.device("cpu"))
+        loader = DataLoader([sample], batch_size=1, collate_fn=collate)
+        one = run_evaluation(model, loader, spec, device=torch.device("cpu"), precision="fp32")
+        label = sample["labels"]["anatomy"]
+        pred = torch.from_numpy(masks["anatomy"][0]).long()
+        from mmseg_heads.metrics.confusion import ConfusionMatrix
+
+        expected = ConfusionMatrix(list(spec.tasks["anatomy"].classes), IGNORE_INDEX)
+        expected.update(pred[None], label[None])
+        assert torch.equal(one.matrices["anatomy"].matrix, expected.matrix)
+
+
+def test_a_mixed_batch_is_split_into_each_sample_padded_as_predict_pads_it(volumes):
+    import torch.nn.functional as F
+
+    from mmseg_heads.engine.evaluator import same_size_parts
+
+    spec = load_data_spec(_spec(volumes, splits={"all": {"pattern": "^Case"}}))
+    dataset = MultiModalDataset(spec, "all")
+    samples = [dataset[4], dataset[5], dataset[6], dataset[-1]]  # 20×24 ×2, 37×45, 50×29
+    batch = collate(samples)
+    assert batch["images"]["C0"].shape[-2:] == (64, 64)
+    parts = same_size_parts(batch, 32)
+    assert sorted(len(p["id"]) for p in parts) == [1, 1, 2]
+    for part in parts:
+        for row, sample_id in enumerate(part["id"]):
+            sample = next(s for s in samples if s["id"] == sample_id)
+            h, w = sample["size"]
+            alone = F.pad(
+                sample["images"]["C0"], (0, -(-w // 32) * 32 - w, 0, -(-h // 32) * 32 - h)
+            )
+            assert torch.equal(part["images"]["C0"][row], alone)
+            assert part["labels"]["scar"].shape[-2:] == alone.shape[-2:]
+    # a batch of one size is passed through untouched
+    same = collate([dataset[0], dataset[1]])
+    assert same_size_parts(same, 32) == [same]

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
+from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.precision import autocast
 from mmseg_heads.metrics import functional as MF
 from mmseg_heads.metrics.confusion import ConfusionMatrix
@@ -31,6 +32,36 @@ def to_device(batch: dict, device: torch.device) -> dict:
         "labels": {k: v.to(device, non_blocking=True) for k, v in batch["labels"].items()},
         "has_label": {k: v.to(device) for k, v in batch["has_label"].items()},
     }
+
+
+def same_size_parts(batch: dict, multiple: int) -> list[dict]:
+    """A collated batch split by each sample's own padded size, cropped to it.
+
+    ``collate`` pads every sample to the largest of its batch; the network's output near an
+    image's border depends on how much padding follows it, so each sample is segmented as
+    ``predict`` segments it alone: padded to a multiple of ``multiple`` and no more. Then a score
+    does not depend on the batch size or on which samples share a batch.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (height, width) in enumerate(batch["size"]):
+        groups.setdefault((round_up(height, multiple), round_up(width, multiple)), []).append(index)
+    if len(groups) == 1:
+        (height, width), _ = next(iter(groups.items()))
+        if next(iter(batch["images"].values())).shape[-2:] == (height, width):
+            return [batch]
+    parts = []
+    for (height, width), indices in groups.items():
+        rows = torch.tensor(indices)
+        parts.append(
+            {
+                "images": {k: v[rows, :, :height, :width] for k, v in batch["images"].items()},
+                "labels": {k: v[rows, :height, :width] for k, v in batch["labels"].items()},
+                "has_label": {k: v[rows] for k, v in batch["has_label"].items()},
+                "id": [batch["id"][i] for i in indices],
+                "size": [batch["size"][i] for i in indices],
+            }
+        )
+    return parts
 
 
 @dataclass
@@ -98,7 +129,12 @@ def run_evaluation(
     head_means = {task: _WeightMeans(groups) for task in result.matrices}
     fusion_means = _WeightMeans(groups)
     desc = "evaluate" + (f" without {', '.join(missing)}" if missing else "")
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    parts = (
+        part
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False)
+        for part in same_size_parts(batch, model.trunk.max_stride)
+    )
+    for batch in parts:
         batch = to_device(batch, device)
         images = {m: x for m, x in batch["images"].items() if m not in missing}
         with autocast(precision, device):
