@@ -1068,9 +1068,16 @@ def _predict_cases():
         return [t.data / "optical/img0000.png"], f"{tmp / 'pred'}: --out: is a file, not a folder"
 
     def folder_input(t, tmp):
-        return [t.data], (
-            f"error: {t.data}: INPUT: is a folder; INPUT takes image files, not folders: give the "
-            f"files, e.g. with a shell glob: {t.data / 'optical'}/*.png\n"
+        (tmp / "empty").mkdir()
+        return [tmp / "empty"], (
+            f"error: {tmp / 'empty'}: INPUT: is a folder with no .png file of modality 'optical' "
+            f"(looked in {tmp / 'empty'}); give the files, or the data folder whose layout the "
+            "data spec describes\n"
+        )
+
+    def glob_matches_nothing(t, tmp):
+        return [str(tmp / "nothing" / "*.png")], (
+            f"error: {tmp / 'nothing' / '*.png'}: INPUT: matches no file\n"
         )
 
     def folder_modality(t, tmp):
@@ -1081,6 +1088,7 @@ def _predict_cases():
 
     return [
         folder_input,
+        glob_matches_nothing,
         folder_modality,
         unmatched,
         companion_missing,
@@ -1100,6 +1108,23 @@ def test_predict_argument_problem(trained, tmp_path, capsys, case):
         message,
         watch=[trained.root, tmp_path],
     )
+
+
+@pytest.mark.parametrize("form", ["data root", "files folder", "quoted glob"])
+def test_predict_takes_a_folder_or_a_glob_like_dir_predict(trained, tmp_path, capsys, form):
+    from mmseg_heads.cli.main import main
+
+    argument = {
+        "data root": trained.data,
+        "files folder": trained.data / "optical",
+        "quoted glob": str(trained.data / "optical" / "img000*.png"),
+    }[form]
+    assert main(["predict", str(trained.run), str(argument), "--out", str(tmp_path / "p")]) == 0
+    expected = sorted(p.stem for p in (trained.data / "optical").glob("img000*.png"))
+    if form != "quoted glob":
+        expected = sorted(p.stem for p in (trained.data / "optical").glob("*.png"))
+    for task in ("shapes", "hotspots"):
+        assert sorted(p.stem for p in (tmp_path / "p" / task).glob("*.png")) == expected
 
 
 def test_export_argument_problems(trained, tmp_path, capsys):

@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
         epilog=(
             "examples:\n"
             "  mmseg-heads predict runs/demo/run mmseg_demo/data/optical/img0100.png --out pred\n"
+            "  mmseg-heads predict runs/demo/run mmseg_demo/data/optical --out pred   # a folder\n"
             "  mmseg-heads predict runs/demo/run/checkpoints/best.pt --out pred \\\n"
             "      --modality optical=photo.png --modality thermal=heat.png --overlay"
         ),
@@ -31,7 +32,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("checkpoint", help="run directory (uses checkpoints/best.pt) or checkpoint file")
     p.add_argument(
-        "inputs", nargs="*", metavar="INPUT", help="a file of any modality (put these first)"
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="a file of any modality, a folder (its files of the first modality, or the data "
+        "folder the spec describes) or a glob pattern (put these first)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(

@@ -8,6 +8,7 @@ files follow from their patterns under that root. ``--modality NAME=PATH`` names
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,18 +105,49 @@ def companion_files(
     return files
 
 
-def folder_input_message(folder: Path, spec: DataSpec) -> str:
-    """What to do about a folder given as an ``INPUT``: name its files (a shell glob does)."""
-    first = next(iter(spec.modalities.values()))
+def folder_files(folder: Path, spec: DataSpec) -> list[Path]:
+    """The first modality's files in a folder given as an ``INPUT`` (unet-pytorch's
+    ``dir_predict``); the other modalities are found by their patterns, as for a single file.
+
+    The folder may be the data root (its files sit in the pattern's folder, ``optical/{id}.png``)
+    or the folder of the files themselves.
+
+    Raises:
+        UserError: the folder holds no file of that modality.
+    """
+    name, first = next(iter(spec.modalities.items()))
     pattern = Path(first.files)
-    # A data root given as the folder: its files sit in the pattern's folder (`optical/{id}.png`).
     inner = pattern.parent if "{id}" not in str(pattern.parent) else Path()
     where = folder / inner if (folder / inner).is_dir() else folder
-    glob = f"{where}/*{extension_of(pattern) or '.png'}"
-    return (
-        f"is a folder; INPUT takes image files, not folders: give the files, e.g. with a shell "
-        f"glob: {glob}"
-    )
+    ext = extension_of(pattern) or extension_of(Path(first.files))
+    files = sorted(p for p in where.iterdir() if p.is_file() and extension_of(p) == ext)
+    if not files:
+        raise UserError(
+            f"is a folder with no {ext or ''} file of modality {name!r} (looked in {where}); "
+            "give the files, or the data folder whose layout the data spec describes",
+            file=folder,
+            field=INPUT_FIELD,
+        )
+    return files
+
+
+def expand_inputs(paths: list[Path], spec: DataSpec) -> list[Path]:
+    """``INPUT`` arguments as files: folders become their files (:func:`folder_files`), and a
+    pattern with ``*``, ``?`` or ``[`` that is not a file itself is expanded as a glob (for shells
+    that do not expand it, or when it was quoted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += folder_files(path, spec)
+        elif not path.exists() and any(c in str(path) for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            files = [p for p in matches if p.is_file()]
+            if not files:
+                raise UserError("matches no file", file=path, field=INPUT_FIELD)
+            out += files
+        else:
+            out.append(path)
+    return out
 
 
 def inputs_from_paths(
@@ -135,9 +167,7 @@ def inputs_from_paths(
             inputs from different folders share an id (their masks would overwrite each other).
     """
     samples: dict[str, PredictInput] = {}
-    for path in paths:
-        if path.is_dir():
-            raise UserError(folder_input_message(path, spec), file=path, field=INPUT_FIELD)
+    for path in expand_inputs(paths, spec):
         if not path.is_file():
             raise UserError("input file not found", file=path, field=INPUT_FIELD)
         modality, sample_id, root = match_input(path, spec)
