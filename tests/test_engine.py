@@ -247,3 +247,17 @@ def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_continue(tmp_path, demo_s
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _epoch_of(last) == 6
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, demo_spec, caplog):
+    import logging
+
+    from mmseg_heads.engine.trainer import train
+
+    config = load_config(write_config(tmp_path, demo_spec, epochs=1))
+    run_dir = train(config, progress=False)
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        assert train(config, resume="auto", progress=False) == run_dir
+    assert "nothing left to train" in caplog.text and "epoch 1 of train.epochs 1" in caplog.text
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before

@@ -351,6 +351,12 @@ class Trainer:
     def _fit(self) -> Path:
         eval_cfg = self.config.eval
         epochs = self.config.train["epochs"]
+        if self.epoch >= epochs:
+            log.warning(
+                "nothing left to train: %s already holds epoch %d of train.epochs %d; raise "
+                "train.epochs to train on",
+                self.run_dir / "checkpoints" / "last.pt", self.epoch, epochs,
+            )  # fmt: skip
         while self.epoch < epochs:
             self.epoch += 1
             started = time.perf_counter()
