@@ -87,6 +87,16 @@ def test_train_then_evaluate_writes_run_dir_and_reports(tmp_path, demo_spec, cap
         assert shapes["per_class"][name]["support"] == sum(row)
     assert "## shapes" in (tmp_path / "report" / "report.md").read_text()
 
+    # --checkpoint last: that checkpoint, into a folder of its own by default
+    code, out, err = run_cli(capsys, "evaluate", run, "--checkpoint", "last")
+    assert code == 0, err
+    last = json.loads((run / "report_demo_val_last" / "report.json").read_text())
+    assert last["checkpoint"].endswith("last.pt")
+    code, out, err = run_cli(
+        capsys, "evaluate", run / "checkpoints/last.pt", "--checkpoint", "best"
+    )
+    assert code == 2 and "--checkpoint: --checkpoint best picks a checkpoint of a run" in err
+
 
 def test_evaluate_on_another_spec_with_the_same_tasks(tmp_path, demo_spec, capsys):
     config = write_config(tmp_path, demo_spec)

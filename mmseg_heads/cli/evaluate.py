@@ -1,4 +1,4 @@
-"""``mmseg-heads evaluate RUN_DIR|CHECKPOINT [--data SPEC] [--split S] [--out DIR]``."""
+"""``mmseg-heads evaluate RUN_DIR|CHECKPOINT [--checkpoint best|last] [--data SPEC] [--split S] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--split", help="split to evaluate (default: the config's eval.split)")
     p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="which checkpoint of the run directory (default: best.pt, else last.pt)",
+    )
+    p.add_argument(
         "--ablate-modalities",
         action="store_true",
         help="also evaluate with each modality missing and report ΔF per task and class",
@@ -32,13 +37,15 @@ def add_parser(sub) -> None:
 
 
 def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
-    return run_dir_of(checkpoint) / f"report_{data_name}_{report['split']}"
+    """``RUN/report_<data>_<split>``; another checkpoint than best.pt adds its name."""
+    suffix = "" if checkpoint.name == "best.pt" else f"_{checkpoint.stem}"
+    return run_dir_of(checkpoint) / f"report_{data_name}_{report['split']}{suffix}"
 
 
 def run(args) -> int:
     if args.out:
         check_output_path(args.out, field="--out")  # before the evaluation, not after it
-    checkpoint = resolve_checkpoint(args.run)
+    checkpoint = resolve_checkpoint(args.run, args.checkpoint)
     if args.out:  # a report is written only over an earlier report of this run
         check_report_folder(Path(args.out), run_dir_of(checkpoint), field="--out")
     report = evaluate(

@@ -48,16 +48,26 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
-    """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``)."""
+def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) -> Path:
+    """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``); ``which`` (``best`` or
+    ``last``) asks for that one only. A file is taken as it is."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
+        names = (f"{which}.pt",) if which else ("best.pt", "last.pt")
+        for name in names:
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
+        wanted = " or ".join(f"checkpoints/{n}" for n in names)
         raise UserError(
-            "no checkpoints/best.pt or checkpoints/last.pt in this run directory (has its training "
-            "finished an epoch?); give another run directory or a checkpoint file",
+            f"no {wanted} in this run directory (has its training finished an epoch?); give "
+            "another run directory or a checkpoint file",
             file=path,
+        )
+    if which:
+        raise UserError(
+            f"--checkpoint {which} picks a checkpoint of a run directory; this is a file: give "
+            "the run directory, or the file alone",
+            file=path,
+            field="--checkpoint",
         )
     return path
