@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
         "demo",
         help="make a synthetic two-modality data set, train, evaluate, report",
         description="Writes OUT/data (images, labels, data spec), OUT/demo.yaml (config), OUT/run "
-        "(checkpoints, metrics.jsonl) and OUT/run/report_demo_val (report.json, report.md).",
+        "(checkpoints, metrics.jsonl) and OUT/run/report_demo_val (report.json, report.md, "
+        "report.html).",
         epilog="example: mmseg-heads demo --out /tmp/demo",
     )
     p.add_argument(

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  mmseg-heads export runs/demo/run --out demo.onnx\n"
+            "  mmseg-heads export mmseg_demo/run --out demo.onnx\n"
             "  mmseg-heads export runs/myops/checkpoints/best.pt --out myops.onnx --size 256 224"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  mmseg-heads predict runs/demo/run mmseg_demo/data/optical/img0100.png --out pred\n"
-            "  mmseg-heads predict runs/demo/run mmseg_demo/data/optical --out pred   # a folder\n"
-            "  mmseg-heads predict runs/demo/run/checkpoints/best.pt --out pred \\\n"
+            "  mmseg-heads predict mmseg_demo/run mmseg_demo/data/optical/img0100.png --out pred\n"
+            "  mmseg-heads predict mmseg_demo/run mmseg_demo/data/optical --out pred   # a folder\n"
+            "  mmseg-heads predict mmseg_demo/run/checkpoints/best.pt --out pred \\\n"
             "      --modality optical=photo.png --modality thermal=heat.png --overlay"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

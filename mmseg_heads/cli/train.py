@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from mmseg_heads.cli.inspect import check_data
@@ -16,6 +17,7 @@ def add_parser(sub) -> None:
         "train",
         help="train the model a config describes",
         description="Train; writes RUN_DIR/{config.yaml, data_spec.yaml, checkpoints/, metrics.jsonl}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mmseg-heads train configs/demo.yaml train.epochs=5 train.out=runs/try1\n"
         "  mmseg-heads train configs/demo.yaml --resume auto\n"
         "  torchrun --nproc_per_node 2 -m mmseg_heads train configs/demo.yaml   # one process per GPU",
