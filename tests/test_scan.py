@@ -294,3 +294,22 @@ def test_class_counts_from_the_scan_equal_reading_the_labels(tmp_path, demo_spec
         assert len(result.facts) == 4  # the label file both tasks share was read once
     else:
         assert "    hotspots: 16 labelled; pixels: background " in text
+
+
+def test_inspect_lists_a_class_that_never_occurs_and_flags_it(demo_spec, tmp_path, capsys):
+    import yaml
+
+    from mmseg_heads.cli.main import main
+
+    raw = yaml.safe_load(demo_spec.read_text())
+    raw["root"] = str((demo_spec.parent / raw.get("root", ".")).resolve())
+    raw["tasks"]["shapes"]["classes"] = [*raw["tasks"]["shapes"]["classes"], "hexagon"]
+    raw["tasks"]["shapes"].pop("colors", None)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    assert main(["inspect", str(spec), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    shapes = next(line for line in out.splitlines() if "shapes:" in line and "pixels" in line)
+    assert "hexagon 0" in shapes and shapes.endswith("(no pixel of hexagon!)")
+    hotspots = next(line for line in out.splitlines() if "hotspots:" in line and "pixels" in line)
+    assert "no pixel" not in hotspots

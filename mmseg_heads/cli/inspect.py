@@ -112,11 +112,13 @@ def _class_counts(dataset: MultiModalDataset, scanned: ScanResult | None = None)
     for task in dataset.spec.tasks.values():
         known = scanned.class_pixels(dataset.spec, task.name, dataset.cases) if scanned else None
         labelled, counter = known if known is not None else _read_class_counts(dataset, task.name)
-        names = [*task.classes]
-        parts = [
-            f"{names[i] if i != IGNORE_INDEX else 'ignore'} {counter[i]}" for i in sorted(counter)
-        ]
-        lines.append(f"    {task.name}: {labelled} labelled; pixels: {', '.join(parts)}")
+        # every class, those with no pixel too: a class that never occurs must stand out
+        parts = [f"{name} {counter[i]}" for i, name in enumerate(task.classes)]
+        if counter[IGNORE_INDEX]:
+            parts.append(f"ignore {counter[IGNORE_INDEX]}")
+        absent = [name for i, name in enumerate(task.classes) if counter[i] == 0]
+        warning = f"  (no pixel of {', '.join(absent)}!)" if absent else ""
+        lines.append(f"    {task.name}: {labelled} labelled; pixels: {', '.join(parts)}{warning}")
     return lines
 
 
