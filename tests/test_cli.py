@@ -75,6 +75,7 @@ def test_train_then_evaluate_writes_run_dir_and_reports(tmp_path, demo_spec, cap
 
     code, out, err = run_cli(capsys, "evaluate", run, "--out", tmp_path / "report")
     assert code == 0, err
+    assert "\r" not in err  # not a terminal: no progress bar redrawn into the log
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["schema_version"] == 1 and report["split"] == "val"
     assert set(report["tasks"]) == {"shapes", "hotspots"}

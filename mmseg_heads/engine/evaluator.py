@@ -131,7 +131,8 @@ def run_evaluation(
     desc = "evaluate" + (f" without {', '.join(missing)}" if missing else "")
     parts = (
         part
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False)
+        # None: tqdm draws only on a terminal, so piped logs get no carriage-return junk
+        for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
         for part in same_size_parts(batch, model.trunk.max_stride)
     )
     for batch in parts:
