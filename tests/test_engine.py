@@ -261,3 +261,21 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, d
         assert train(config, resume="auto", progress=False) == run_dir
     assert "nothing left to train" in caplog.text and "epoch 1 of train.epochs 1" in caplog.text
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_the_epoch_line_says_time_learning_rate_and_best(tmp_path, demo_spec, caplog):
+    import logging
+    import re
+
+    from mmseg_heads.engine.trainer import train
+
+    config = load_config(write_config(tmp_path, demo_spec, epochs=2))
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        train(config, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2
+    pattern = (
+        r"^epoch 1/2: loss [0-9.]+; shapes F [0-9.]+, hotspots F [0-9.]+; lr [0-9.e-]+; [0-9.]+ s"
+    )
+    assert re.match(pattern, lines[0]), lines[0]
+    assert lines[0].endswith("(best so far)")  # the first epoch always improves on nothing

@@ -382,7 +382,11 @@ class Trainer:
             f_text = ", ".join(
                 f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
             )
-            log.info("epoch %d/%d: loss %.4f; %s", self.epoch, epochs, train_record["loss"], f_text)
+            log.info(
+                "epoch %d/%d: loss %.4f; %s; lr %.3g; %.1f s%s",
+                self.epoch, epochs, train_record["loss"], f_text, train_record["lr"], seconds,
+                " (best so far)" if improved else "",
+            )  # fmt: skip
         return self.run_dir
 
 
