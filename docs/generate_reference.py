@@ -23,7 +23,7 @@ import yaml
 from mmseg_heads.config import CONFIG_SCHEMA
 from mmseg_heads.data.augment import PRESETS, TRANSFORMS
 from mmseg_heads.data.spec import DATA_SPEC_SCHEMA
-from mmseg_heads.schema import DocRow, Node, Struct, doc_rows
+from mmseg_heads.schema import DocRow, Node, doc_rows
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -356,7 +356,7 @@ def render_augmentations() -> str:
         doc = " ".join(cls.__doc__.split()).replace("``", "`")
         out.append(f"### `{name}` ({cls.kind})\n\n{doc}\n")
         out.append("| option | type | default | meaning |\n| --- | --- | --- | --- |")
-        for row in doc_rows(Struct(cls.schema_fields())):
+        for row in doc_rows(cls.schema()):
             out.append(
                 f"| `{row.key}` | {_cell(row.type)} | {format_default(row.default)} | "
                 f"{_cell(meaning(row))} |"

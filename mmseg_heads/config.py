@@ -23,7 +23,7 @@ from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.build import check_encoders, encoder_groups
 from mmseg_heads.models.schema import model_schema
-from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, validate
+from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, ascending, validate
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "poly", "step", "constant")
@@ -104,9 +104,7 @@ def config_schema() -> Struct:
                                 Field(int, minimum=8),
                                 min_items=2,
                                 max_items=2,
-                                check=lambda v: (
-                                    None if v[0] <= v[1] else "low must not exceed high"
-                                ),
+                                check=ascending,
                             ),
                         ],
                         default=None,

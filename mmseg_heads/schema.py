@@ -27,6 +27,11 @@ def closest(word: str, options: list[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def ascending(values: list) -> str | None:
+    """``ListOf.check`` for a ``[low, high]`` pair: low must not exceed high."""
+    return None if values[0] <= values[1] else "low must not exceed high"
+
+
 class Node:
     """Base of every schema node: ``validate`` returns the value with defaults filled in."""
 

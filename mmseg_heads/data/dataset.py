@@ -229,11 +229,11 @@ class MultiModalDataset(Dataset):
             return [_as_plane(read_array(path), path, self.spec.path)] * (2 * context + 1)
         volume = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
         axis = self.spec.volume.slice_axis
+        indices = context_indices(index, volume.shape[axis], context)
         # Basic indexing, not np.take: NIfTI arrays are Fortran-ordered, where take is ~1000× slower.
-        return [
-            np.ascontiguousarray(volume[(slice(None),) * axis + (i,)])
-            for i in context_indices(index, volume.shape[axis], context)
-        ]
+        # A slice repeated at an edge is one array, prepared once by read_images.
+        planes = {i: np.ascontiguousarray(volume[(slice(None),) * axis + (i,)]) for i in indices}
+        return [planes[i] for i in indices]
 
     # --- samples -----------------------------------------------------------------------------
     def read_images(self, sample_id: str) -> dict[str, np.ndarray]:
@@ -243,7 +243,11 @@ class MultiModalDataset(Dataset):
         for name, modality in self.spec.modalities.items():
             path = self.spec.modality_file(name, sample_id)
             planes = self._read_plane(path, sample_id, self.spec.context)
-            images[name] = np.concatenate([prepare_image(p, modality, path) for p in planes])
+            prepared: dict[int, np.ndarray] = {}  # by identity: a replicated edge slice once
+            for plane in planes:
+                if id(plane) not in prepared:
+                    prepared[id(plane)] = prepare_image(plane, modality, path)
+            images[name] = np.concatenate([prepared[id(plane)] for plane in planes])
         return images
 
     def read_labels(self, sample_id: str, size: tuple[int, int]) -> tuple[dict, dict]:

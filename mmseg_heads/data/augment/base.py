@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from mmseg_heads.registry import Registry
-from mmseg_heads.schema import Field, ListOf, Node
+from mmseg_heads.schema import Field, ListOf, Node, Struct, ascending
 
 Tensors = dict[str, torch.Tensor]
 
@@ -38,19 +38,13 @@ def probability(default: float) -> Field:
 
 def value_range(default: Sequence[float], *, minimum: float, doc: str) -> ListOf:
     """A ``[low, high]`` option: both at least ``minimum``, low <= high."""
-
-    def ordered(values: list) -> str | None:
-        if len(values) == 2 and all(isinstance(v, (int, float)) for v in values):
-            return None if values[0] <= values[1] else "low must not exceed high"
-        return None
-
     return ListOf(
         Field(float, minimum=minimum),
         default=lambda: list(default),
         doc=doc,
         min_items=2,
         max_items=2,
-        check=ordered,
+        check=ascending,
     )
 
 
@@ -71,9 +65,7 @@ class Transform:
     ``__init__`` receives the validated options as keyword arguments.
     """
 
-    name: str = ""
     kind: str = ""
-    doc: str = ""
     options: dict[str, Node] = {}
     default_p: float = 0.5
 
@@ -85,6 +77,11 @@ class Transform:
     @classmethod
     def schema_fields(cls) -> dict[str, Node]:
         return {"p": probability(cls.default_p), **cls.options}
+
+    @classmethod
+    def schema(cls) -> Struct:
+        """The schema of this transform's YAML options (``p`` included)."""
+        return Struct(cls.schema_fields())
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.schema_fields())

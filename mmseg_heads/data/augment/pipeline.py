@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mmseg_heads.data.augment.base import GeometricTransform, IntensityTransform, Tensors, uniform
+from mmseg_heads.data.augment.base import (
+    GeometricTransform,
+    IntensityTransform,
+    Tensors,
+    chance,
+    uniform,
+)
 from mmseg_heads.data.augment.geometric import HorizontalFlip, Scale, VerticalFlip
 from mmseg_heads.data.augment.presets import build_transforms
 from mmseg_heads.data.spec import IGNORE_INDEX
@@ -79,7 +85,7 @@ class TrainTransform:
         side = self.crop
         for transform in reversed(chain):
             side = transform.source_side(side)
-        window = self.crop if not chain or side == self.crop else math.ceil(side)
+        window = math.ceil(side)
         centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
         top, left = round(centre[0] - window / 2), round(centre[1] - window / 2)
         images = {k: cut(v, top, left, window, 0.0) for k, v in images.items()}
@@ -111,7 +117,7 @@ class TrainTransform:
         generator: torch.Generator,
     ) -> tuple[float, float]:
         """Centre of the crop in input pixels; ``crop`` is the crop's side in input pixels."""
-        if self.crop_foreground > 0 and uniform(generator, 0, 1) < self.crop_foreground:
+        if self.crop_foreground > 0 and chance(generator, self.crop_foreground):
             pixel = foreground_pixel(labels, has_label, generator)
             if pixel is not None:
                 # anywhere within a quarter crop of the pixel, kept inside the image if it fits

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmseg_heads.data.augment.base import TRANSFORMS, Transform
 from mmseg_heads.errors import UserError
-from mmseg_heads.schema import Node, Struct, closest
+from mmseg_heads.schema import Field, Node, validate
 
 #: Documented expansions of the preset names (docs/training.md explains when to use each).
 PRESETS: dict[str, list[dict]] = {
@@ -78,9 +78,7 @@ class AugmentSchema(Node):
 
     def validate(self, value, path, problems):
         if isinstance(value, str):
-            if value not in PRESETS:
-                problems.append(UserError(_unknown("preset", value, list(PRESETS)), field=path))
-            return value
+            return Field(str, choices=tuple(PRESETS)).validate(value, path, problems)
         if not isinstance(value, list):
             problems.append(
                 UserError(
@@ -103,22 +101,14 @@ class AugmentSchema(Node):
                     )
                 )
             elif name not in TRANSFORMS:
-                problems.append(
-                    UserError(_unknown("augmentation", name, TRANSFORMS.names()), field=where)
-                )
+                Field(str, choices=tuple(TRANSFORMS.names())).validate(name, where, problems)
             else:
-                schema = Struct(TRANSFORMS.get(name).schema_fields())
+                schema = TRANSFORMS.get(name).schema()
                 out.append({name: schema.validate(options, f"{where}.{name}", problems)})
         return out
 
     def describe(self) -> str:
         return "preset name or list of transforms"
-
-
-def _unknown(kind: str, name: str, choices: list[str]) -> str:
-    hint = closest(name, choices)
-    did_you_mean = f"did you mean {hint!r}? " if hint else ""
-    return f"unknown {kind} {name!r}; {did_you_mean}choose one of: {', '.join(choices)}"
 
 
 def expand(augment: str | list[dict]) -> list[dict]:
@@ -131,10 +121,10 @@ def build_transforms(augment: str | list[dict]) -> list[Transform]:
     transforms = []
     for entry in expand(augment):
         name, options = _entry_name(entry)
-        schema = Struct(TRANSFORMS.get(name).schema_fields())
-        problems: list[UserError] = []
-        filled = schema.validate(options, name, problems)  # presets get their defaults filled
-        transforms.append(TRANSFORMS.get(name)(**filled))
+        transform = TRANSFORMS.get(name)
+        # fills a preset entry's defaults; a preset that breaks its own schema fails here
+        filled = validate(transform.schema(), options, file=f"train.augment: {name}")
+        transforms.append(transform(**filled))
     return transforms
 
 
