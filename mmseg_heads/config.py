@@ -18,6 +18,7 @@ import yaml
 from mmseg_heads.data.augment import AugmentSchema
 from mmseg_heads.data.augment.presets import augment_modalities
 from mmseg_heads.data.spec import DataSpec, load_data_spec, load_yaml, parse_yaml, yaml_problem
+from mmseg_heads.data.transforms import TTA_FLIPS
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.losses.multitask import WEIGHTINGS
 from mmseg_heads.losses.task_loss import LOSS_TERMS
@@ -206,6 +207,27 @@ def config_schema() -> Struct:
                         str,
                         default="mean_foreground_f",
                         doc="`mean_foreground_f` or `<task>` (its macro foreground F)",
+                    ),
+                    "window": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="sliding-window side in pixels, a multiple of the model's largest "
+                        "stride; omitted: whole images (see Inference in predict_export.md)",
+                    ),
+                    "overlap": Field(
+                        float,
+                        default=0.5,
+                        minimum=0.0,
+                        check=lambda v: None if v < 1 else "must be below 1",
+                        doc="fraction of a window shared with its neighbour (with `window`)",
+                    ),
+                    "tta": ListOf(
+                        Field(str, choices=tuple(TTA_FLIPS)),
+                        default=[],
+                        check=lambda v: None if len(set(v)) == len(v) else "names a flip twice",
+                        doc="test-time flips whose probabilities are averaged, e.g. "
+                        "`[hflip, vflip]` (every combination: 4 passes)",
                     ),
                 },
                 default=FILL,

@@ -66,7 +66,8 @@ TRAINING = {
 }
 #: The engine modules that use a trained run (and their helpers): none may reach TRAINING.
 INFERENCE = {
-    "run", "checkpoint", "evaluate", "evaluator", "loaders", "precision", "distributed",
+    "run", "checkpoint", "evaluate", "evaluator", "inference", "loaders", "precision",
+    "distributed",
     "predict", "predict_inputs", "predict_segment", "predict_write",
     "export", "onnx_graph", "capture",
 }  # fmt: skip
@@ -78,12 +79,13 @@ ENGINE_ALLOWED = {
     "distributed": set(),
     "capture": set(),
     "loaders": {"distributed"},
-    "evaluator": {"precision"},
+    "inference": {"precision"},
+    "evaluator": {"inference"},
     # inference: a run's checkpoint and model, evaluation, prediction, export
-    "run": {"checkpoint"},
-    "evaluate": {"evaluator", "loaders", "precision", "run"},
+    "run": {"checkpoint", "inference"},
+    "evaluate": {"evaluator", "inference", "loaders", "precision", "run"},
     "predict_inputs": set(),
-    "predict_segment": {"precision", "predict_inputs"},
+    "predict_segment": {"inference", "predict_inputs"},
     "predict_write": {"predict_segment"},
     "predict": {"precision", "predict_inputs", "predict_segment", "predict_write", "run"},
     "onnx_graph": {"capture"},
@@ -97,8 +99,8 @@ ENGINE_ALLOWED = {
     "run_dir": {"distributed"},
     "resume": {"distributed", "run"},
     "trainer": {
-        "batch_size", "distributed", "evaluator", "loaders", "optim", "precision", "resume",
-        "run", "run_dir", "steps", "tensorboard",
+        "batch_size", "distributed", "evaluator", "inference", "loaders", "optim", "precision",
+        "resume", "run", "run_dir", "steps", "tensorboard",
     },
 }  # fmt: skip
 

@@ -189,6 +189,33 @@ def test_summary_beta_is_used_for_f():
     assert s["per_class"]["a"]["dice"] == pytest.approx(10 / 13)
 
 
+def test_summary_dice_means_by_hand_and_apart_from_f_at_beta_two():
+    cm = ConfusionMatrix(["a", "b", "c"], IGNORE)
+    cm.update(*_pixels_from_matrix(MATRIX))
+    # Dice = 2 TP / (2 TP + FP + FN): a 10/13, b 6/10, c 8/9, whatever beta is.
+    for beta in (1.0, 2.0):
+        s = cm.summary(beta=beta)
+        assert s["macro_dice"] == pytest.approx((10 / 13 + 6 / 10 + 8 / 9) / 3)
+        assert s["macro_foreground_dice"] == pytest.approx((6 / 10 + 8 / 9) / 2)
+        assert s["macro_foreground_iou"] == pytest.approx((3 / 7 + 4 / 5) / 2)
+    assert cm.summary(beta=1.0)["macro_foreground_f"] == pytest.approx((6 / 10 + 8 / 9) / 2)
+    # F-2 = 5 TP / (5 TP + 4 FN + FP): b 15/28, c 20/21; Dice stays F-1.
+    s = cm.summary(beta=2.0)
+    assert s["macro_foreground_f"] == pytest.approx((15 / 28 + 20 / 21) / 2)
+    assert s["macro_foreground_dice"] != pytest.approx(s["macro_foreground_f"])
+    assert s["macro_dice"] != pytest.approx(s["macro_f"])
+
+
+def test_dice_means_skip_absent_classes_and_are_none_when_nothing_is_defined():
+    cm = ConfusionMatrix(["bg", "x"], IGNORE)
+    target = torch.zeros(4, dtype=torch.int64)
+    cm.update(target.clone(), target)  # only background, predicted right: x is absent
+    s = cm.summary()
+    assert s["macro_dice"] == 1.0
+    assert s["macro_foreground_dice"] is None
+    assert s["macro_foreground_iou"] is None
+
+
 def test_absent_class_has_none_scores_and_a_reason():
     cm = ConfusionMatrix(["bg", "x", "y"], IGNORE)
     target = torch.tensor([0, 0, 1, 1])

@@ -490,12 +490,17 @@ def test_context_out_of_range_is_a_spec_error(volumes):
 # --- one answer per input --------------------------------------------------------------------
 
 
-def test_scores_do_not_depend_on_the_batch_size_and_match_predict(volumes):
+@pytest.mark.parametrize("windowed", [False, True])
+def test_scores_do_not_depend_on_the_batch_size_and_match_predict(volumes, windowed):
     """Slices of 20×24, 37×45 and 50×29 in one batch: each is segmented as predict segments it
-    alone (padded to the model's stride, no more), so batch 1 and batch 4 agree exactly."""
+    alone (padded to the model's stride, no more), so batch 1 and batch 4 agree exactly; also
+    with 32-pixel windows and a test-time flip."""
     from torch.utils.data import DataLoader
 
     from mmseg_heads.engine.evaluator import run_evaluation
+    from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference
+
+    inference = Inference(32, 0.5, ("hflip",)) if windowed else WHOLE_IMAGE
     from mmseg_heads.engine.predict_segment import segment
     from mmseg_heads.models.build import build_model
 
@@ -515,7 +520,13 @@ def test_scores_do_not_depend_on_the_batch_size_and_match_predict(volumes):
     for batch_size in (1, 4):
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
         result = run_evaluation(
-            model, loader, spec, device=torch.device("cpu"), precision="fp32", per_sample=True
+            model,
+            loader,
+            spec,
+            device=torch.device("cpu"),
+            precision="fp32",
+            per_sample=True,
+            inference=inference,
         )
         matrices[batch_size] = {t: m.matrix.clone() for t, m in result.matrices.items()}
     for task in matrices[1]:
@@ -523,9 +534,11 @@ def test_scores_do_not_depend_on_the_batch_size_and_match_predict(volumes):
     # and the masks are predict's: one slice of each size through `segment`
     for sample in (dataset[0], dataset[-1]):
         images = {m: x[None].numpy() for m, x in sample["images"].items()}
-        masks = segment(model, images, device=torch.device("cpu"))
+        masks = segment(model, images, device=torch.device("cpu"), inference=inference)
         loader = DataLoader([sample], batch_size=1, collate_fn=collate)
-        one = run_evaluation(model, loader, spec, device=torch.device("cpu"), precision="fp32")
+        one = run_evaluation(
+            model, loader, spec, device=torch.device("cpu"), precision="fp32", inference=inference
+        )
         label = sample["labels"]["anatomy"]
         pred = torch.from_numpy(masks["anatomy"][0]).long()
         from mmseg_heads.metrics.confusion import ConfusionMatrix

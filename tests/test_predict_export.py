@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -680,3 +681,71 @@ def test_export_write_failures_are_write_errors(tmp_path, monkeypatch, where, er
     assert str(info.value).startswith(f"{out}: cannot write: {reason}")
     assert info.value.errno == error
     assert tree(tmp_path) == {"tiny.onnx": b"an earlier export"}
+
+
+# --- sliding windows and test-time flips ------------------------------------------------------
+
+
+def test_predict_windows_and_flips_give_the_masks_segment_planes_gives(run_dir, tmp_path, capsys):
+    from mmseg_heads.engine.inference import Inference
+    from mmseg_heads.engine.precision import resolve_precision
+    from mmseg_heads.engine.predict_inputs import resolve_inputs
+    from mmseg_heads.engine.predict_segment import read_sample, segment
+
+    write_pair(tmp_path / "in", "wide", height=70, width=100, seed=3)
+    source = tmp_path / "in" / "optical" / "wide.png"
+    flags = ["--window", 32, "--overlap", 0.25, "--tta", "hflip,vflip", "--batch-size", 3]
+    code, _, err = run_cli(capsys, "predict", run_dir, source, "--out", tmp_path / "w", *flags)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", run_dir, source, "--out", tmp_path / "whole")
+    assert code == 0, err
+    run = cached_load_run(run_dir)
+    spec = run.config.spec
+    sample = read_sample(resolve_inputs(spec, [source], [], allow_missing=False)[0], spec)
+    options = Inference(32, 0.25, ("hflip", "vflip"))
+    cpu = torch.device("cpu")
+    precision = resolve_precision(run.config.train["precision"], cpu)
+    expected = segment(
+        run.model, sample.images, device=cpu, precision=precision, batch_size=3, inference=options
+    )
+    differ = 0
+    for task in CLASSES:
+        windowed = read_mask(tmp_path / "w" / task / "wide.png")
+        assert np.array_equal(windowed, expected[task][0]), task
+        differ += int((windowed != read_mask(tmp_path / "whole" / task / "wide.png")).sum())
+    assert differ > 0  # 32-pixel windows on a 70×100 image do change some pixels
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (
+            ["--window", 48],
+            "--window: 48 is not a multiple of the model's largest stride 32 (try 64)",
+        ),
+        (["--window", 0], "--window: must be a positive number of pixels, got 0"),
+        (["--overlap", 1], "--overlap: must be at least 0 and below 1, got 1.0"),
+        (["--tta", "hflip,rot90"], "--tta: 'rot90' is not one of hflip, vflip (or `none`)"),
+    ],
+)
+def test_bad_inference_flags_exit_2_naming_the_flag(run_dir, tmp_path, capsys, flags, message):
+    write_pair(tmp_path / "in", "x", height=40, width=40)
+    source = tmp_path / "in" / "optical" / "x.png"
+    code, _, err = run_cli(capsys, "predict", run_dir, source, "--out", tmp_path / "o", *flags)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_records_its_inference_options(run_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    flags = ["--window", 32, "--tta", "vflip", "--out", out]
+    code, stdout, err = run_cli(capsys, "evaluate", run_dir, "--split", "val", *flags)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["inference"] == {"window": 32, "overlap": 0.5, "tta": ["vflip"]}
+    expected = "32-pixel sliding windows, overlap 0.5, Gaussian-weighted; test-time flips vflip"
+    assert expected in (out / "report.md").read_text()
+    assert expected in (out / "report.html").read_text()
+    code, stdout, err = run_cli(capsys, "report", out)
+    assert code == 0 and "| inference | " + expected in stdout

@@ -21,9 +21,12 @@ from mmseg_heads.engine.evaluate import task_extras
 from mmseg_heads.engine.evaluator import run_evaluation
 from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.run import load_run
+from mmseg_heads.metrics.confusion import summarize
 from mmseg_heads.palette import default_palette
-from mmseg_heads.report import html, plots
+from mmseg_heads.report import html, plots, tables
+from mmseg_heads.report.compare import comparison_markdown, comparison_tables
 from mmseg_heads.report.schema import REPORT_SCHEMA
+from mmseg_heads.report.writers import markdown_report
 
 #: 0.3 M parameters: a training test writes checkpoints of a few MB, not hundreds.
 TINY_ENCODER = "tu-mobilenetv3_small_050"
@@ -62,6 +65,9 @@ def evaluated(tmp_path_factory, demo_spec):
 def test_report_json_matches_its_documented_schema(evaluated):
     _, report = evaluated
     jsonschema.validate(report, REPORT_SCHEMA)
+    for summary in report["tasks"].values():  # optional in the schema, always in a new report
+        for key in ("macro_iou", "macro_foreground_iou", "macro_dice", "macro_foreground_dice"):
+            assert key in summary
     documented = (ROOT / "docs" / "report.md").read_text()
     assert json.dumps(REPORT_SCHEMA, indent=2) in documented
     # The demo spec has no `colors`: each task carries the default palette, one colour per class.
@@ -79,6 +85,101 @@ def test_report_without_a_palette_stays_valid(evaluated):
     old["tasks"]["shapes"]["palette"] = [[0, 0, 0], [256, 0, 0]]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(old, REPORT_SCHEMA)
+
+
+def test_report_without_the_iou_and_dice_means_stays_valid(evaluated):
+    """A report.json written before tasks had the Dice means (or the IoU means) still validates."""
+    _, report = evaluated
+    old = copy.deepcopy(report)
+    for summary in old["tasks"].values():
+        for key in ("macro_iou", "macro_foreground_iou", "macro_dice", "macro_foreground_dice"):
+            del summary[key]
+    jsonschema.validate(old, REPORT_SCHEMA)
+    old["tasks"]["shapes"]["macro_foreground_dice"] = "high"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(old, REPORT_SCHEMA)
+
+
+# --- summary and comparison tables (no run needed) ------------------------------------------
+
+#: Rows = truth, columns = prediction; Dice: bg 10/13, a 6/10, b 8/9; IoU: 5/8, 3/7, 4/5.
+HAND_MATRIX = torch.tensor([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
+
+
+def _hand_report(beta: float = 2.0) -> dict:
+    summary = summarize(HAND_MATRIX, ["background", "a", "b"], beta)
+    return {
+        "schema_version": 1,
+        "split": "val",
+        "checkpoint": "run/checkpoints/best.pt",
+        "data_spec": "spec.yaml",
+        "epoch": 3,
+        "samples": 2,
+        "heads": {"t": {"decoder": "shared"}},
+        "tasks": {"t": summary | {"annotated_on": ["optical"]}},
+        "per_sample": {},
+        "gates": {},
+        "examples": {},
+    }
+
+
+def test_summary_table_shows_miou_and_mean_dice_beside_macro_foreground_f(monkeypatch):
+    report = _hand_report(beta=2.0)
+    miou = (5 / 8 + 3 / 7 + 4 / 5) / 3
+    fg_miou = (3 / 7 + 4 / 5) / 2
+    fg_dice = (6 / 10 + 8 / 9) / 2
+    fg_f2 = (15 / 28 + 20 / 21) / 2  # F-2 of a and b
+    header, rows = tables.summary_table(report)
+    assert header == [
+        "task", "annotated on", "head", "macro foreground F", "mIoU (with background)",
+        "foreground mIoU", "mean foreground Dice", "macro F", "pixel accuracy",
+    ]  # fmt: skip
+    assert rows[0][:7] == [
+        "t", "optical", "decoder: shared", f"{fg_f2:.3f}", f"{miou:.3f}", f"{fg_miou:.3f}",
+        f"{fg_dice:.3f}",
+    ]  # fmt: skip
+    assert rows[0][-1] == f"{12 / 16:.3f}"
+    md = markdown_report(report)
+    assert "| " + " | ".join(header) + " |" in md
+    assert f"| {fg_f2:.3f} | {miou:.3f} | {fg_miou:.3f} | {fg_dice:.3f} |" in md
+    assert "background included, as MMSegmentation's mIoU" in md
+    monkeypatch.setattr(plots, "available", lambda: False)
+    page = html.html_report(report)
+    summary = re.search(r'<table class="summary">.*?</table>', page).group(0)
+    assert "<th>mIoU (with background)</th>" in summary
+    assert f"<td>{fg_f2:.3f}</td><td>{miou:.3f}</td><td>{fg_miou:.3f}</td>" in summary
+    assert f"<td>{fg_dice:.3f}</td>" in summary
+
+
+def test_summary_table_of_an_old_report_shows_a_dash_for_missing_means():
+    report = _hand_report()
+    for key in ("macro_iou", "macro_foreground_iou", "macro_dice", "macro_foreground_dice"):
+        del report["tasks"]["t"][key]
+    _, rows = tables.summary_table(report)
+    assert rows[0][4:7] == ["—", "—", "—"]
+
+
+def test_comparison_has_miou_and_dice_rows_and_a_dash_for_an_old_report():
+    new, better, old = _hand_report(), _hand_report(), _hand_report()
+    better["tasks"]["t"]["macro_iou"] = 0.9
+    for key in ("macro_iou", "macro_foreground_dice"):
+        del old["tasks"]["t"][key]
+    miou = (5 / 8 + 3 / 7 + 4 / 5) / 3
+    fg_dice = (6 / 10 + 8 / 9) / 2
+    (header, rows), best = comparison_tables({"new": new, "better": better, "old": old})["t"]
+    assert header == ["", "new", "better", "old"]
+    assert [row[0] for row in rows] == [
+        "macro foreground F", "mIoU (with background)", "mean foreground Dice",
+        "F background", "F a", "F b",
+    ]  # fmt: skip
+    assert rows[1][1:] == [f"{miou:.3f}", "0.900", "—"]
+    assert rows[2][1:] == [f"{fg_dice:.3f}", f"{fg_dice:.3f}", "—"]
+    assert best[1] == 1  # the old report's dash is no candidate
+    md = comparison_markdown({"new": new, "better": better, "old": old})
+    assert f"| mIoU (with background) | {miou:.3f} | **0.900** | — |" in md
+    # one run with the value, one without: nothing to mark
+    (_, rows), best = comparison_tables({"new": new, "old": old})["t"]
+    assert rows[1][1:] == [f"{miou:.3f}", "—"] and best[1] is None
 
 
 # --- class colours (no run needed) ----------------------------------------------------------
@@ -245,6 +346,7 @@ def test_report_command_compares_runs_and_marks_the_best(evaluated, tmp_path, ca
         if line.startswith("| macro foreground F") and "0.999" in line
     )
     assert "**0.999**" in row
+    assert any(line.startswith("| mIoU (with background) |") for line in out.splitlines())
     assert (tmp_path / "cmp" / "comparison.html").read_text().count("<strong>") >= 1
 
 

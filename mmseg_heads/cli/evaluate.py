@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmseg_heads.atomic import check_output_path
+from mmseg_heads.cli.inference_flags import add_inference_flags, inference_overrides
 from mmseg_heads.engine.checkpoint import resolve_checkpoint
 from mmseg_heads.engine.evaluate import evaluate
 from mmseg_heads.engine.run import run_dir_of
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
         help="also evaluate with each modality missing and report ΔF per task and class",
     )
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
+    add_inference_flags(p)
 
 
 def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
@@ -55,6 +57,7 @@ def run(args) -> int:
         ablate=args.ablate_modalities,
         with_examples=True,
         progress=True,
+        **inference_overrides(args),
     )
     out = (
         Path(args.out)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mmseg_heads.atomic import check_output_path
+from mmseg_heads.cli.inference_flags import add_inference_flags, inference_overrides
 from mmseg_heads.engine.predict import predict
 from mmseg_heads.errors import UserError
 
@@ -68,6 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--device", metavar="D", help="cpu, cuda, cuda:1 … (default: CUDA where available)"
     )
+    add_inference_flags(p)
 
 
 def run(args) -> int:
@@ -84,6 +86,7 @@ def run(args) -> int:
         allow_missing=args.allow_missing,
         batch_size=args.batch_size,
         device=args.device,
+        **inference_overrides(args),
     )
     for path in written:
         print(f"wrote {path}")

@@ -1,4 +1,5 @@
-"""Padding shared by training batches and inference (augmentation lives in :mod:`.augment`).
+"""Padding shared by training batches and inference, and the flips of test-time augmentation
+(training augmentation lives in :mod:`.augment`).
 
 Images are ``C×H×W`` arrays, labels ``H×W`` int64 arrays; padding gives images 0 (the mean after
 normalisation) and labels :data:`IGNORE_INDEX`, so padded pixels never reach a loss or a metric.
@@ -11,6 +12,9 @@ import numpy as np
 from mmseg_heads.data.spec import IGNORE_INDEX
 
 Arrays = dict[str, np.ndarray]
+
+#: Test-time flips by name (``eval.tta``): the image dimension each one mirrors.
+TTA_FLIPS = {"hflip": -1, "vflip": -2}
 
 
 def pad_to(images: Arrays, labels: Arrays, height: int, width: int) -> tuple[Arrays, Arrays]:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mmseg_heads.config import Config
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.spec import TaskSpec
 from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
+from mmseg_heads.engine.inference import Inference, segment_planes
 from mmseg_heads.engine.loaders import eval_loader
-from mmseg_heads.engine.precision import autocast, resolve_precision
+from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
 from mmseg_heads.models.build import encoder_groups
 
@@ -92,24 +92,25 @@ def _examples(per_sample: dict[str, dict[str, float | None]]) -> dict[str, dict[
 
 
 @torch.inference_mode()
-def predict_samples(model, dataset: MultiModalDataset, ids: list[str], device, precision) -> dict:
-    """``{id: {"images": {m: C×H×W}, "labels": {t: H×W}, "pred": {t: H×W}}}`` as numpy arrays."""
+def predict_samples(
+    model, dataset: MultiModalDataset, ids: list[str], device, precision, inference: Inference
+) -> dict:
+    """``{id: {"images": {m: C×H×W}, "labels": {t: H×W}, "pred": {t: H×W}}}`` as numpy arrays,
+    segmented exactly as the evaluation did."""
     index = {sample_id: i for i, sample_id in enumerate(dataset.ids)}
     out = {}
     for sample_id in ids:
-        batch = to_device(collate([dataset[index[sample_id]]]), device)
-        with autocast(precision, device):
-            logits = model(batch["images"])
+        batch = to_device(collate([dataset[index[sample_id]]], model.trunk.max_stride), device)
+        classes = segment_planes(
+            model, batch["images"], inference, precision=precision, device=device
+        )
         h, w = batch["size"][0]
         out[sample_id] = {
             "images": {
                 m: x[0, :, :h, :w].float().cpu().numpy() for m, x in batch["images"].items()
             },
             "labels": {t: y[0, :h, :w].cpu().numpy() for t, y in batch["labels"].items()},
-            "pred": {
-                t: v[0, :, :h, :w].argmax(0).cpu().numpy().astype(np.int64)
-                for t, v in logits.items()
-            },
+            "pred": {t: v[0, :h, :w].cpu().numpy() for t, v in classes.items()},
         }
     return out
 
@@ -122,20 +123,32 @@ def evaluate(
     ablate: bool = False,
     with_examples: bool = False,
     progress: bool = False,
+    window: int | None = None,
+    overlap: float | None = None,
+    tta: tuple[str, ...] | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a split; returns the report dict.
 
-    With ``with_examples``, ``report["_examples"]`` holds the worst and best samples' arrays
-    (for the HTML page; not written to JSON).
+    ``window``, ``overlap`` and ``tta`` replace the run's ``eval`` options (see
+    :class:`~mmseg_heads.engine.inference.Inference`). With ``with_examples``,
+    ``report["_examples"]`` holds the worst and best samples' arrays (for the HTML page; not
+    written to JSON).
     """
-    config, model, state, path = load_run(checkpoint, data)
+    run = load_run(checkpoint, data)
+    config, model, state, path = run
+    inference = run.inference(window, overlap, tta)
     split = split or config.eval["split"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.train["precision"], device)
     loader = eval_loader(config.spec, split, run_batch_size(config, state), config.train["workers"])
     model = model.to(device, memory_format=torch.channels_last)
     beta = config.eval["beta"]
-    common = {"device": device, "precision": precision, "progress": progress}
+    common = {
+        "device": device,
+        "precision": precision,
+        "progress": progress,
+        "inference": inference,
+    }
     result = run_evaluation(model, loader, config.spec, per_sample=True, gates=True, **common)
     summaries = _summaries(result, beta)
     report = {
@@ -147,6 +160,7 @@ def evaluate(
         "epoch": state.epoch,
         "samples": len(loader.dataset),
         "precision": precision,
+        "inference": inference.describe(),
         "modalities": config.spec.input_channels(),
         "encoder_groups": {g: list(ms) for g, ms in model.trunk.groups.items()},
         "fusion": config.model["fusion"],
@@ -169,7 +183,9 @@ def evaluate(
         ids = sorted(
             {i for ends in report["examples"].values() for group in ends.values() for i in group}
         )
-        report["_examples"] = predict_samples(model, loader.dataset, ids, device, precision)
+        report["_examples"] = predict_samples(
+            model, loader.dataset, ids, device, precision, inference
+        )
     return report
 
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
 from mmseg_heads.data.transforms import round_up
-from mmseg_heads.engine.precision import autocast
+from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference, segment_planes
 from mmseg_heads.metrics import functional as MF
 from mmseg_heads.metrics.confusion import ConfusionMatrix
 
@@ -116,9 +116,15 @@ def run_evaluation(
     per_sample: bool = False,
     gates: bool = False,
     progress: bool = False,
+    inference: Inference = WHOLE_IMAGE,
 ) -> EvalResult:
-    """Evaluate every labelled pixel of ``loader``; padding and ignore pixels are left out."""
+    """Evaluate every labelled pixel of ``loader``; padding and ignore pixels are left out.
+
+    Each sample is segmented as :func:`~mmseg_heads.engine.inference.segment_planes` does for
+    ``predict``, with ``inference``'s window and flips; with ``gates``, gate weights are averaged
+    over every forward pass (every window and flip)."""
     model.eval()
+    inference.check(model.trunk.max_stride)
     result = EvalResult(
         {
             t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device)
@@ -135,26 +141,32 @@ def run_evaluation(
         for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
         for part in same_size_parts(batch, model.trunk.max_stride)
     )
+
+    def add_gates(weights: dict) -> None:
+        _accumulate_gates(weights, head_means, fusion_means)
+
     for batch in parts:
         batch = to_device(batch, device)
         images = {m: x for m, x in batch["images"].items() if m not in missing}
-        with autocast(precision, device):
-            logits, weights = model(images, return_gates=True)
+        classes = segment_planes(
+            model,
+            images,
+            inference,
+            precision=precision,
+            device=device,
+            batch_size=loader.batch_size or 1,
+            on_gates=add_gates if gates else None,
+        )
         for task, matrix in result.matrices.items():
             labelled = batch["has_label"][task]
             if not labelled.any():
                 continue
-            pred, target = (
-                MF.predicted_classes(logits[task][labelled]),
-                batch["labels"][task][labelled],
-            )
+            pred, target = classes[task][labelled], batch["labels"][task][labelled]
             matrix.update(pred, target)
             if per_sample:
                 ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
                 scores = sample_scores(pred, target, matrix.num_classes)
                 result.per_sample.setdefault(task, {}).update(zip(ids, scores, strict=True))
-        if gates:
-            _accumulate_gates(weights, head_means, fusion_means)
     if gates:
         result.head_weights = {t: m.means() for t, m in head_means.items() if m.count}
         result.fusion_weights = fusion_means.means()
@@ -181,8 +193,15 @@ def evaluate_model(
     device: torch.device,
     precision: str,
     progress: bool = False,
+    inference: Inference = WHOLE_IMAGE,
 ) -> dict[str, ConfusionMatrix]:
     """``{task: ConfusionMatrix}`` over every labelled pixel of the loader (used each epoch)."""
     return run_evaluation(
-        model, loader, spec, device=device, precision=precision, progress=progress
+        model,
+        loader,
+        spec,
+        device=device,
+        precision=precision,
+        progress=progress,
+        inference=inference,
     ).matrices

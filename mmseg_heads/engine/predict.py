@@ -59,6 +59,9 @@ def predict(
     allow_missing: bool = False,
     batch_size: int = 8,
     device: str | None = None,
+    window: int | None = None,
+    overlap: float | None = None,
+    tta: tuple[str, ...] | None = None,
 ) -> list[Path]:
     """Segment every input with a checkpoint and write its masks; returns the files written.
 
@@ -75,6 +78,8 @@ def predict(
             out of the fusion) instead of failing.
         batch_size: planes per forward pass (the slices of a volume).
         device: ``cpu``, ``cuda``, ``cuda:1``…; default CUDA where available.
+        window, overlap, tta: replace the run's ``eval`` options of the same names (sliding
+            window, test-time flips; :class:`~mmseg_heads.engine.inference.Inference`).
 
     Raises:
         UserError: a problem with the checkpoint, the inputs or the arguments.
@@ -84,14 +89,21 @@ def predict(
     spec = run_spec(checkpoint, data)
     items = resolve_inputs(spec, inputs, modality_files, allow_missing=allow_missing)
     target = resolve_device(device)
-    config, model, _, _ = load_run(checkpoint, data)
+    run = load_run(checkpoint, data)
+    config, model = run.config, run.model
+    inference = run.inference(window, overlap, tta)
     precision = resolve_precision(config.train["precision"], target)
     model = model.to(target).eval()
     written: list[Path] = []
     for item in items:
         sample = read_sample(item, spec)
         masks = segment(
-            model, sample.images, device=target, precision=precision, batch_size=batch_size
+            model,
+            sample.images,
+            device=target,
+            precision=precision,
+            batch_size=batch_size,
+            inference=inference,
         )
         written += write_masks(sample, masks, spec, Path(out), with_overlay=overlay)
         log.debug("predicted %s from %s", item.id, item.files)
@@ -104,6 +116,9 @@ def predict_arrays(
     *,
     device: str | None = None,
     batch_size: int = 8,
+    window: int | None = None,
+    overlap: float | None = None,
+    tta: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Masks for images already in memory: no files read or written.
 
@@ -113,7 +128,8 @@ def predict_arrays(
             ``H×W``, ``H×W×C``, or ``S×H×W(×C)`` for ``S`` slices of a volume); each is clipped and
             normalised as the run's data spec says, with its 2-D context for volumes.
         device: ``cuda``, ``cpu`` or ``None`` (CUDA where there is one).
-        batch_size: planes per forward pass.
+        batch_size: planes (or windows) per forward pass.
+        window, overlap, tta: replace the run's ``eval`` options of the same names.
 
     Returns:
         ``{task: H×W uint8}`` (``S×H×W`` for ``S`` slices): class indices.
@@ -136,8 +152,14 @@ def predict_arrays(
         planes[name] = with_context(prepared, spec.context)
     target = resolve_device(device)
     precision = resolve_precision(run.config.train["precision"], target)
+    inference = run.inference(window, overlap, tta)
     masks = segment(
-        run.model.to(target), planes, device=target, precision=precision, batch_size=batch_size
+        run.model.to(target),
+        planes,
+        device=target,
+        precision=precision,
+        batch_size=batch_size,
+        inference=inference,
     )
     single = all(
         np.asarray(images[m]).ndim == 2 + (spec.modalities[m].channels > 1) for m in spec.modalities

@@ -28,10 +28,9 @@ from mmseg_heads.data.readers import (
 )
 from mmseg_heads.data.spec import DataSpec, ModalitySpec
 from mmseg_heads.data.transforms import round_up
-from mmseg_heads.engine.precision import autocast
+from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference, segment_planes
 from mmseg_heads.engine.predict_inputs import INPUT_FIELD, PredictInput
 from mmseg_heads.errors import UserError
-from mmseg_heads.metrics.functional import predicted_classes
 
 
 @dataclass
@@ -130,12 +129,13 @@ def segment(
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 8,
+    inference: Inference = WHOLE_IMAGE,
 ) -> dict[str, np.ndarray]:
     """Class indices per task for ``S`` planes of any size.
 
     Planes are padded (bottom and right, zeros: the mean after normalisation, as ``collate``
-    does) to a multiple of ``model.trunk.max_stride``, segmented ``batch_size`` at a time in
-    eval mode, cropped back and arg-maxed.
+    does) to a multiple of ``model.trunk.max_stride``, segmented ``batch_size`` at a time (or
+    ``batch_size`` windows at a time) in eval mode as ``inference`` says, and cropped back.
 
     Shape:
         ``images``: ``{modality: S×C×H×W}``; returns ``{task: S×H×W uint8}``.
@@ -151,9 +151,10 @@ def segment(
             name: F.pad(torch.from_numpy(image[part]).to(device), pad)
             for name, image in images.items()
         }
-        with autocast(precision, device):
-            logits = model(batch)
-        for task, value in logits.items():
-            labels = predicted_classes(value[..., :height, :width]).to(torch.uint8).cpu().numpy()
+        classes = segment_planes(
+            model, batch, inference, precision=precision, device=device, batch_size=batch_size
+        )
+        for task, value in classes.items():
+            labels = value[:, :height, :width].to(torch.uint8).cpu().numpy()
             masks.setdefault(task, []).append(labels)
     return {task: np.concatenate(parts) for task, parts in masks.items()}

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from mmseg_heads.config import Config, config_from_dict, task_loss_terms
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, data_spec_from_dict, load_data_spec
 from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from mmseg_heads.engine.inference import Inference
 from mmseg_heads.errors import UserError
 from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
@@ -197,6 +198,23 @@ class Run(NamedTuple):
     model: MultiTaskSegmenter
     checkpoint: RunCheckpoint
     path: Path
+
+    def inference(
+        self,
+        window: int | None = None,
+        overlap: float | None = None,
+        tta: tuple[str, ...] | None = None,
+    ) -> Inference:
+        """The run's ``eval`` inference options with the ones given (flags) replaced, checked
+        against the model: a flag's error names the flag, the config's the checkpoint and field.
+        """
+        inference = Inference.from_eval(self.config.eval).with_overrides(window, overlap, tta)
+        inference.check(
+            self.model.trunk.max_stride,
+            field="--window" if window is not None else "eval.window",
+            file=None if window is not None else self.path,
+        )
+        return inference
 
 
 def load_run(checkpoint: str | Path, data: str | Path | None = None) -> Run:

@@ -32,6 +32,7 @@ from mmseg_heads.engine.distributed import (
     sync_batchnorm,
 )
 from mmseg_heads.engine.evaluator import evaluate_model, to_device
+from mmseg_heads.engine.inference import Inference
 from mmseg_heads.engine.loaders import eval_loader, train_dataset, train_loader
 from mmseg_heads.engine.optim import build_optimizer, build_scheduler, optimizer_step
 from mmseg_heads.engine.precision import check_precision, grad_scaler, resolve_precision
@@ -108,6 +109,8 @@ class Trainer:
         self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
         if train_cfg["sync_batchnorm"]:
             self.model = sync_batchnorm(self.model, self.world, file=config.path)
+        # A window the network cannot tile fails now, not at the first validation.
+        Inference.from_eval(config.eval).check(self.model.trunk.max_stride, file=config.path)
         self.criterion = loss_from_config(config).to(self.device)
         self.batch = self._resolve_batch_size(state)
         self.val_loader = eval_loader(
@@ -271,6 +274,7 @@ class Trainer:
             self.config.spec,
             device=self.device,
             precision=self.precision,
+            inference=Inference.from_eval(self.config.eval),
         )
         return {task: matrix.all_reduce() for task, matrix in matrices.items()}
 

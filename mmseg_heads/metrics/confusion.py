@@ -94,6 +94,9 @@ def summarize(matrix: torch.Tensor, classes: list[str], beta: float = 1.0) -> di
         "macro_f": MF.nanmean(scores["f"]),
         "macro_iou": MF.nanmean(scores["iou"]),
         "macro_foreground_iou": MF.nanmean(scores["iou"][1:]),
+        # Dice is F-1 whatever ``beta`` is: the same number as the F means only at beta = 1.
+        "macro_dice": MF.nanmean(scores["dice"]),
+        "macro_foreground_dice": MF.nanmean(scores["dice"][1:]),
         "micro_f": _value(float(micro)),
         "pixel_accuracy": float(tp.sum()) / total if total else None,
         "pixels": total,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from mmseg_heads.errors import UserError
-from mmseg_heads.report.tables import Table, fmt, markdown
+from mmseg_heads.report.tables import Table, fmt, inference_text, markdown
 
 
 def find_report(path: str | Path) -> Path:
@@ -38,6 +38,15 @@ def load_reports(paths: list[str | Path]) -> dict[str, dict]:
     return reports
 
 
+#: The rows above the per-class F rows: (label, key in a task entry); a report written before a
+#: key existed shows — in that row. mIoU includes the background, as MMSegmentation's does.
+HEADLINE = (
+    ("macro foreground F", "macro_foreground_f"),
+    ("mIoU (with background)", "macro_iou"),
+    ("mean foreground Dice", "macro_foreground_dice"),
+)
+
+
 def comparison_tables(reports: dict[str, dict]) -> dict[str, tuple[Table, list[int | None]]]:
     """Per task: rows = headline + classes, columns = runs; and the best column of each row."""
     runs = list(reports)
@@ -50,7 +59,8 @@ def comparison_tables(reports: dict[str, dict]) -> dict[str, tuple[Table, list[i
             )
         )
         rows, best = [], []
-        for label, getter in [("macro foreground F", lambda t: t.get("macro_foreground_f"))] + [
+        headline = [(label, lambda t, key=key: t.get(key)) for label, key in HEADLINE]
+        for label, getter in headline + [
             (f"F {c}", lambda t, c=c: t.get("per_class", {}).get(c, {}).get("f")) for c in classes
         ]:
             values = [
@@ -75,8 +85,19 @@ def _mark(table: Table, best: list[int | None], bold: tuple[str, str]) -> Table:
     return header, marked
 
 
+def settings_table(reports: dict[str, dict]) -> Table:
+    """What each report measured with: checkpoint epoch, split and inference."""
+    rows = [
+        ["epoch"] + [str(r.get("epoch", "—")) for r in reports.values()],
+        ["split"] + [str(r.get("split", "—")) for r in reports.values()],
+        ["inference"] + [inference_text(r) for r in reports.values()],
+    ]
+    return ["", *reports], rows
+
+
 def comparison_markdown(reports: dict[str, dict]) -> str:
     lines = ["# Run comparison", "", "Best value per row in **bold**; — is undefined or missing."]
+    lines += ["", "## Settings", "", *markdown(settings_table(reports))]
     for task, (table, best) in comparison_tables(reports).items():
         lines += ["", f"## {task}", "", *markdown(_mark(table, best, ("**", "**")))]
     return "\n".join(lines) + "\n"
@@ -86,6 +107,11 @@ def comparison_html(reports: dict[str, dict]) -> str:
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Run comparison</title>",
              "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}</style></head><body>",
              "<h1>Run comparison</h1><p>Best value per row in bold; — is undefined or missing.</p>"]  # fmt: skip
+    header, rows = settings_table(reports)
+    parts.append("<h2>Settings</h2><table data-task='settings'><tr>")
+    parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+    parts.append("</table>")
     for task, (table, best) in comparison_tables(reports).items():
         header, rows = table
         parts.append(f"<h2>{html.escape(task)}</h2><table data-task='{html.escape(task)}'><tr>")

@@ -141,8 +141,9 @@ def html_report(report: dict, records: list[dict] | None = None) -> str:
         f'<p class="note">Checkpoint <code>{html.escape(report["checkpoint"])}</code> (epoch '
         f"{report['epoch']}), data spec <code>{html.escape(report['data_spec'])}</code>, "
         f"{report['samples']} samples, fusion <code>{html.escape(str(report.get('fusion')))}</code>. "
+        f"Inference: {html.escape(tables.inference_text(report))}. "
         f"F is F-beta with beta = {beta:g}; — marks an undefined score (class absent from labels "
-        "and predictions).</p>",
+        f"and predictions). {html.escape(tables.SUMMARY_NOTE)}</p>",
         _table(tables.summary_table(report), 'class="summary"'),
     ]
     if not draw:

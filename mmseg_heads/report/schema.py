@@ -54,6 +54,9 @@ _TASK = {
         "macro_f": _SCORE,
         "macro_iou": _SCORE,
         "macro_foreground_iou": _SCORE,
+        # Optional like the IoU means: reports written before they existed stay valid.
+        "macro_dice": _SCORE,
+        "macro_foreground_dice": _SCORE,
         "micro_f": _SCORE,
         "pixel_accuracy": _SCORE,
         "pixels": {"type": "integer"},
@@ -106,6 +109,15 @@ REPORT_SCHEMA = {
         "epoch": {"type": "integer"},
         "samples": {"type": "integer"},
         "precision": {"enum": ["fp32", "bf16", "fp16"]},
+        "inference": {
+            "type": "object",
+            "required": ["window", "overlap", "tta"],
+            "properties": {
+                "window": {"type": ["integer", "null"], "minimum": 1},
+                "overlap": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1},
+                "tta": {"type": "array", "items": {"enum": ["hflip", "vflip"]}},
+            },
+        },
         "modalities": {"type": "object", "additionalProperties": {"type": "integer"}},
         "encoder_groups": {
             "type": "object",

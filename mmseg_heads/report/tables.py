@@ -7,29 +7,61 @@ Table = tuple[list[str], list[list[str]]]
 SCORES = ("precision", "recall", "f", "iou", "dice")
 
 
+def inference_text(report: dict) -> str:
+    """How the images went through the network, in words (reports before ``eval.window`` and
+    ``eval.tta`` existed segmented whole images without flips)."""
+    inference = report.get("inference") or {}
+    window, tta = inference.get("window"), inference.get("tta") or []
+    how = (
+        f"{window}-pixel sliding windows, overlap {inference.get('overlap', 0.5):g}, "
+        "Gaussian-weighted"
+        if window
+        else "whole images"
+    )
+    flips = (
+        f"test-time flips {', '.join(tta)} ({2 ** len(tta)} passes averaged)"
+        if tta
+        else "no test-time flips"
+    )
+    return f"{how}; {flips}"
+
+
 def fmt(value, signed: bool = False) -> str:
     if value is None:
         return "—"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
+#: The summary's score columns: (header, key in ``report.json``'s task entry). mIoU is the mean
+#: over all classes, background included, as MMSegmentation's ``mIoU``; ``micro_f`` is left out
+#: (it always equals ``pixel_accuracy`` in a single-label map; see docs/report.md).
+SUMMARY_SCORES = (
+    ("macro foreground F", "macro_foreground_f"),
+    ("mIoU (with background)", "macro_iou"),
+    ("foreground mIoU", "macro_foreground_iou"),
+    ("mean foreground Dice", "macro_foreground_dice"),
+    ("macro F", "macro_f"),
+    ("pixel accuracy", "pixel_accuracy"),
+)
+
+#: How to read the summary's means: said under the heading of report.md and report.html.
+SUMMARY_NOTE = (
+    "mIoU averages IoU over all classes, background included, as MMSegmentation's mIoU does; "
+    "Dice is F-1 whatever beta is, so mean foreground Dice equals macro foreground F only at "
+    "beta = 1."
+)
+
+
 def summary_table(report: dict) -> Table:
-    header = [
-        "task",
-        "annotated on",
-        "head",
-        "macro foreground F",
-        "macro F",
-        "micro F",
-        "pixel accuracy",
-    ]
+    """One row per task; a score a report lacks (written before the key existed) shows —."""
+    header = ["task", "annotated on", "head"] + [label for label, _ in SUMMARY_SCORES]
     rows = []
     for task, t in report["tasks"].items():
         head = report.get("heads", {}).get(task, {})
         head_text = ", ".join(f"{k}: {v}" for k, v in head.items())
         rows.append(
             [task, ", ".join(t.get("annotated_on", [])) or "—", head_text]
-            + [fmt(t[k]) for k in ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")]
+            + [fmt(t.get(key)) for _, key in SUMMARY_SCORES]
         )
     return header, rows
 

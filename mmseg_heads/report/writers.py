@@ -31,9 +31,10 @@ def markdown_report(report: dict) -> str:
         f"# Evaluation on split `{report['split']}`",
         "",
         f"Checkpoint `{report['checkpoint']}` (epoch {report['epoch']}), data spec "
-        f"`{report['data_spec']}`, {report['samples']} samples. F is F-beta with beta = {beta:g}; "
+        f"`{report['data_spec']}`, {report['samples']} samples. Inference: "
+        f"{tables.inference_text(report)}. F is F-beta with beta = {beta:g}; "
         "— marks a score that is undefined (0/0: e.g. precision of a class never predicted, "
-        "or every score of a class absent from labels and predictions).",
+        "or every score of a class absent from labels and predictions). " + tables.SUMMARY_NOTE,
         "",
         *tables.markdown(tables.summary_table(report)),
     ]
