@@ -229,6 +229,13 @@ def config_schema() -> Struct:
                         doc="test-time flips whose probabilities are averaged, e.g. "
                         "`[hflip, vflip]` (every combination: 4 passes)",
                     ),
+                    "nesting": Field(
+                        str,
+                        default="both",
+                        choices=("on", "off", "both"),
+                        doc="the data spec's `inside` rules on predictions: `on`, `off`, or "
+                        "`both` (scores with and without, masks with)",
+                    ),
                 },
                 default=FILL,
             ),

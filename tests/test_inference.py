@@ -168,7 +168,7 @@ def test_gates_are_reported_for_every_forward_pass():
 
 
 def test_overrides_are_checked_and_name_their_flag():
-    base = Inference.from_eval({"window": None, "overlap": 0.5, "tta": []})
+    base = Inference.from_eval({"window": None, "overlap": 0.5, "tta": [], "nesting": "off"})
     assert base == WHOLE_IMAGE
     assert base.with_overrides(64, None, ("vflip", "vflip")) == Inference(64, 0.5, ("vflip",))
     assert base.with_overrides(tta=()).tta == ()
@@ -192,8 +192,12 @@ def test_overrides_are_checked_and_name_their_flag():
         "window": 64,
         "overlap": 0.25,
         "tta": ["hflip"],
+        "nesting": "off",
     }
-    assert WHOLE_IMAGE.describe() == {"window": None, "overlap": None, "tta": []}
+    assert WHOLE_IMAGE.describe() == {"window": None, "overlap": None, "tta": [], "nesting": "off"}
+    rules = (("b", (("a", (1,)),)),)
+    assert Inference(nesting="both", nesting_rules=rules).describe()["nesting"] == "both"
+    assert Inference(nesting="both").describe()["nesting"] == "off"  # no rule: nothing nested
 
 
 def test_config_checks_the_inference_options(demo_config, capsys, tmp_path):
@@ -210,3 +214,101 @@ def test_config_checks_the_inference_options(demo_config, capsys, tmp_path):
         err = capsys.readouterr().err
         assert message in err and str(config) in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+
+
+# --- nesting -----------------------------------------------------------------------------------
+
+
+def test_nesting_keeps_a_task_inside_its_parents_nested_prediction():
+    from mmseg_heads.engine.inference import apply_nesting
+
+    anatomy = torch.tensor([[[0, 1, 1, 2]]])  # 1 = myocardium
+    edema = torch.tensor([[[1, 1, 0, 1]]])  # outside the myocardium at 0 and 3
+    scar = torch.tensor([[[1, 1, 1, 1]]])
+    rules = (("edema", (("anatomy", (1,)),)), ("scar", (("edema", (1,)),)))
+    out = apply_nesting({"anatomy": anatomy, "edema": edema, "scar": scar}, rules)
+    assert out["anatomy"].tolist() == anatomy.tolist()
+    assert out["edema"].tolist() == [[[0, 1, 0, 0]]]
+    assert out["scar"].tolist() == [[[0, 1, 0, 0]]]  # inside the *nested* edema
+    assert edema.tolist() == [[[1, 1, 0, 1]]]  # the input is not changed in place
+
+
+def test_segment_planes_nests_only_when_asked():
+    model, images = Pointwise(), _image(n=1)
+    raw = segment_planes(model, images, WHOLE_IMAGE, precision="fp32", device=CPU)["task"]
+
+    class TwoTasks(nn.Module):
+        trunk = model.trunk
+
+        def forward(self, x, return_gates=False):
+            logits = model(x)["task"]
+            return {"parent": logits, "child": logits[:, [1, 0]]}
+
+    rules = (("child", (("parent", (2,)),)),)
+    for nesting, nests in (("on", True), ("both", True), ("off", False)):
+        options = Inference(nesting=nesting, nesting_rules=rules)
+        out = segment_planes(TwoTasks(), images, options, precision="fp32", device=CPU)
+        child_raw = (model(images)["task"][:, 0] > model(images)["task"][:, 1]).long()
+        expected = torch.where(raw == 2, child_raw, 0) if nests else child_raw
+        assert torch.equal(out["child"], expected), nesting
+        assert torch.equal(out["parent"], raw)
+    assert not torch.equal(torch.where(raw == 2, child_raw, 0), child_raw)  # it does remove some
+
+
+@pytest.mark.parametrize(
+    "inside,message",
+    [
+        ({"nosuch": ["edema"]}, "tasks.scar.inside.nosuch: 'nosuch' is not another task"),
+        ({"scar": ["scar"]}, "tasks.scar.inside.scar: 'scar' is not another task"),
+        ({"edema": ["oedema"]}, "tasks.scar.inside.edema: 'oedema' not a class of 'edema'"),
+    ],
+)
+def test_inside_rules_are_checked(tmp_path, inside, message):
+    from mmseg_heads.data.spec import load_data_spec
+
+    path = _nested_spec(tmp_path, scar_inside=inside)
+    with pytest.raises(UserError, match=message.replace(".", r"\.")):
+        load_data_spec(path)
+
+
+def test_a_cycle_of_inside_rules_is_an_error(tmp_path):
+    from mmseg_heads.data.spec import load_data_spec
+
+    path = _nested_spec(tmp_path, scar_inside={"edema": ["edema"]}, edema_inside={"scar": ["scar"]})
+    with pytest.raises(UserError, match="'scar' ends up inside itself"):
+        load_data_spec(path)
+
+
+def test_nesting_rules_list_parents_first_with_class_indices(tmp_path):
+    from mmseg_heads.data.spec import load_data_spec
+
+    path = _nested_spec(
+        tmp_path, scar_inside={"edema": ["edema"]}, edema_inside={"anatomy": ["myocardium"]}
+    )
+    assert load_data_spec(path).nesting() == (
+        ("edema", (("anatomy", (1,)),)),
+        ("scar", (("edema", (1,)),)),
+    )
+
+
+def _nested_spec(tmp_path, scar_inside=None, edema_inside=None):
+    import yaml
+
+    tasks = {
+        # scar first, so that the order of the rules cannot come from the file's order
+        "scar": {"labels": "l/{id}.png", "classes": ["background", "scar"]},
+        "anatomy": {"labels": "l/{id}.png", "classes": ["background", "myocardium", "blood"]},
+        "edema": {"labels": "l/{id}.png", "classes": ["background", "edema"]},
+    }
+    if scar_inside:
+        tasks["scar"]["inside"] = scar_inside
+    if edema_inside:
+        tasks["edema"]["inside"] = edema_inside
+    spec = {
+        "modalities": {"a": {"files": "a/{id}.png"}},
+        "tasks": tasks,
+        "splits": {"train": {"fraction": 1.0}},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

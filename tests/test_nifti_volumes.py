@@ -572,3 +572,145 @@ def test_a_mixed_batch_is_split_into_each_sample_padded_as_predict_pads_it(volum
     # a batch of one size is passed through untouched
     same = collate([dataset[0], dataset[1]])
     assert same_size_parts(same, 32) == [same]
+
+
+# --- per-case scores ---------------------------------------------------------------------------
+
+
+def test_plane_spacing_puts_the_slice_axis_first(volumes):
+    across_z = MultiModalDataset(load_data_spec(_spec(volumes)), "train")
+    assert across_z.plane_spacing("Case01", "scar") == (10.0, 0.75, 0.75)
+    across_x = MultiModalDataset(load_data_spec(_spec(volumes, {"slice_axis": 0})), "train")
+    assert across_x.plane_spacing("Case01", "scar") == (0.75, 0.75, 10.0)
+
+
+def test_per_case_scores_by_hand(volumes):
+    """Two cases of the `scar` task: one a voxel off by one slice (10 mm), one exact."""
+    from mmseg_heads.engine.evaluate import per_case_report
+    from mmseg_heads.engine.evaluator import EvalResult
+
+    spec = load_data_spec(_spec(volumes))
+    dataset = MultiModalDataset(spec, "train")
+    empty = np.zeros((4, 5), np.uint8)
+    one = empty.copy()
+    one[2, 3] = 1
+    ignored = np.full((4, 5), IGNORE_INDEX, np.uint8)
+    slices = {
+        # Case01: label on slice 1, prediction on slice 0 (slices given out of order)
+        "Case01": {1: (empty, one), 0: (one, empty)},
+        # Case02: exact, and an ignore-only slice whose prediction must not count
+        "Case02": {0: (one, one), 4: (one, ignored)},
+    }
+    result = EvalResult(matrices={}, case_slices={"scar": slices})
+    report = per_case_report(result, dataset, spec)["scar"]
+    assert report["unit"] == "mm"
+    assert report["cases"]["Case01"]["scar"]["dice"] == 0.0
+    assert report["cases"]["Case01"]["scar"]["hd95"] == pytest.approx(10.0)
+    assert report["cases"]["Case02"]["scar"] == {"dice": 1.0, "hd95": 0.0}
+    summary = report["summary"]["scar"]
+    assert summary["dice"]["mean"] == pytest.approx(0.5) and summary["dice"]["n"] == 2
+    assert summary["dice"]["sd"] == pytest.approx(np.sqrt(0.5))  # sample sd of 0 and 1
+    assert summary["hd95"]["mean"] == pytest.approx(5.0)
+
+
+def test_evaluation_per_case_equals_scores_of_the_predicted_volumes(volumes):
+    """Wiring: each case's slices are stacked in order, cropped to their size and scored with
+    the label file's spacing; predict's masks of the same slices give the same scores."""
+    from torch.utils.data import DataLoader
+
+    from mmseg_heads.engine.evaluate import per_case_report
+    from mmseg_heads.engine.evaluator import run_evaluation
+    from mmseg_heads.engine.predict_segment import segment
+    from mmseg_heads.metrics.per_case import case_scores
+    from mmseg_heads.models.build import build_model
+
+    spec = load_data_spec(_spec(volumes, splits={"all": {"pattern": "^Case"}}))
+    torch.manual_seed(0)
+    model = build_model(
+        {"encoders": {"C0+LGE": "tu-mobilenetv3_small_050"}, "decoder_channels": [8] * 5},
+        modalities=spec.input_channels(),
+        tasks={t.name: t.num_classes for t in spec.tasks.values()},
+    )
+    dataset = MultiModalDataset(spec, "all")
+    loader = DataLoader(dataset, batch_size=3, shuffle=False, collate_fn=collate)
+    cpu = torch.device("cpu")
+    result = run_evaluation(model, loader, spec, device=cpu, precision="fp32", per_case=True)
+    report = per_case_report(result, dataset, spec)
+    assert set(report["anatomy"]["cases"]) == set(CASES)
+    for case, (_, _, depth, _) in CASES.items():
+        samples = [dataset[dataset.ids.index(f"{case}#{i}")] for i in range(depth)]
+        images = {m: np.stack([s["images"][m].numpy() for s in samples]) for m in spec.modalities}
+        masks = segment(model, images, device=cpu)
+        for task in ("anatomy", "scar"):
+            target = np.stack([s["labels"][task].numpy() for s in samples])
+            expected = case_scores(
+                masks[task], target, list(spec.tasks[task].classes), (10.0, 0.75, 0.75)
+            )
+            assert report[task]["cases"][case] == expected, (case, task)
+
+
+def test_a_slice_left_out_keeps_its_place_in_the_case_volume():
+    """Slices 0 and 2 evaluated, 1 not (keep: labelled): a voxel on 0 vs one on 2 is two slices
+    apart, and the gap is neither label nor prediction."""
+    from mmseg_heads.engine.evaluate import stack_slices
+    from mmseg_heads.metrics.per_case import case_scores
+
+    empty, one = np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.uint8)
+    one[1, 1] = 1
+    pred, target = stack_slices({2: (empty, one), 0: (one, empty)})
+    assert pred.shape == (3, 3, 3) and (target[1] == IGNORE_INDEX).all()
+    scores = case_scores(pred, target, ["background", "scar"], (10.0, 0.75, 0.75))
+    assert scores["scar"]["hd95"] == pytest.approx(20.0)
+
+
+def test_nesting_both_scores_the_masks_with_and_without_it(volumes):
+    import yaml
+    from torch.utils.data import DataLoader
+
+    from mmseg_heads.engine.evaluator import run_evaluation
+    from mmseg_heads.engine.inference import Inference
+    from mmseg_heads.models.build import build_model
+
+    path = _spec(volumes, splits={"all": {"pattern": "^Case"}})
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"]["scar"]["inside"] = {"edema": ["edema"]}
+    raw["tasks"]["edema"]["inside"] = {"anatomy": ["myocardium"]}
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_data_spec(path)
+    torch.manual_seed(3)
+    model = build_model(
+        {"encoders": {"C0+LGE": "tu-mobilenetv3_small_050"}, "decoder_channels": [8] * 5},
+        modalities=spec.input_channels(),
+        tasks={t.name: t.num_classes for t in spec.tasks.values()},
+    )
+    for name, parameter in model.named_parameters():  # heads that predict every class somewhere
+        if "head" in name and name.endswith("bias"):
+            parameter.data.zero_()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    loader = DataLoader(MultiModalDataset(spec, "all"), batch_size=4, collate_fn=collate)
+    results = {
+        nesting: run_evaluation(
+            model,
+            loader,
+            spec,
+            device=torch.device("cpu"),
+            precision="fp32",
+            inference=Inference(nesting=nesting, nesting_rules=spec.nesting()),
+        )
+        for nesting in ("on", "off", "both")
+    }
+    both, on, off = results["both"], results["on"], results["off"]
+    assert set(both.unnested) == {"edema", "scar"} and not on.unnested and not off.unnested
+    changed = 0
+    for task in ("anatomy", "edema", "scar"):
+        assert torch.equal(both.matrices[task].matrix, on.matrices[task].matrix), task
+        if task in both.unnested:
+            assert torch.equal(both.unnested[task].matrix, off.matrices[task].matrix), task
+            changed += not torch.equal(on.matrices[task].matrix, off.matrices[task].matrix)
+    assert torch.equal(on.matrices["anatomy"].matrix, off.matrices["anatomy"].matrix)
+    assert changed  # nesting removed some predicted foreground
+    # nesting only ever turns foreground into background: predicted foreground never grows
+    for task in ("edema", "scar"):
+        assert on.matrices[task].matrix[:, 1].sum() <= off.matrices[task].matrix[:, 1].sum()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import errno
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -743,9 +744,97 @@ def test_evaluate_records_its_inference_options(run_dir, tmp_path, capsys):
     code, stdout, err = run_cli(capsys, "evaluate", run_dir, "--split", "val", *flags)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
-    assert report["inference"] == {"window": 32, "overlap": 0.5, "tta": ["vflip"]}
+    assert report["inference"] == {"window": 32, "overlap": 0.5, "tta": ["vflip"], "nesting": "off"}
     expected = "32-pixel sliding windows, overlap 0.5, Gaussian-weighted; test-time flips vflip"
     assert expected in (out / "report.md").read_text()
     assert expected in (out / "report.html").read_text()
     code, stdout, err = run_cli(capsys, "report", out)
     assert code == 0 and "| inference | " + expected in stdout
+
+
+# --- another data spec: preprocessing differences and missing modalities ----------------------
+
+
+def _external_spec(demo_spec: Path, folder: Path, edit) -> Path:
+    """The demo spec rewritten with ``edit(raw)``, its root pointing at the demo data."""
+    raw = yaml.safe_load(demo_spec.read_text())
+    raw["root"] = str(demo_spec.parent)
+    edit(raw)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "external.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_evaluate_without_a_modality_runs_the_missing_modality_path(
+    run_dir, demo_spec, tmp_path, capsys, caplog
+):
+    from mmseg_heads.engine.evaluate import evaluate
+    from mmseg_heads.engine.evaluator import run_evaluation
+    from mmseg_heads.engine.loaders import eval_loader
+    from mmseg_heads.engine.precision import resolve_precision
+
+    def drop_thermal(raw):
+        del raw["modalities"]["thermal"]
+        raw["tasks"]["hotspots"]["annotated_on"] = ["optical"]
+
+    spec = _external_spec(demo_spec, tmp_path, drop_thermal)
+    out = tmp_path / "report"
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        code, _, err = run_cli(capsys, "evaluate", run_dir, "--data", spec, "--out", out)
+    assert code == 0, err
+    assert f"{spec} has no thermal: the model runs without it" in caplog.text
+    assert "trained without model.modality_dropout" in caplog.text  # the demo run had none
+    report = json.loads((out / "report.json").read_text())
+    assert report["missing_modalities"] == ["thermal"]
+    assert list(report["preprocessing"]["modalities"]) == ["optical"]
+    # the scores are those of the full model with thermal left out of its input
+    run = load_run(run_dir)
+    loader = eval_loader(run.config.spec, "val", 4, 0)
+    cpu = torch.device("cpu")
+    precision = resolve_precision(run.config.train["precision"], cpu)
+    without = run_evaluation(
+        run.model, loader, run.config.spec, device=cpu, precision=precision, missing=("thermal",)
+    )
+    for task, matrix in without.matrices.items():
+        assert report["tasks"][task]["confusion_matrix"] == matrix.matrix.tolist(), task
+    with_all = evaluate(run_dir)
+    assert with_all["missing_modalities"] == []
+    assert with_all["tasks"]["hotspots"] != report["tasks"]["hotspots"]
+
+
+def test_evaluate_warns_once_per_preprocessing_difference(
+    run_dir, demo_spec, tmp_path, capsys, caplog
+):
+    def renormalise(raw):
+        raw["modalities"]["optical"]["normalize"] = "minmax"
+        raw["modalities"]["thermal"]["clip_percentiles"] = [1, 99]
+
+    spec = _external_spec(demo_spec, tmp_path, renormalise)
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        code, _, err = run_cli(capsys, "evaluate", run_dir, "--data", spec, "--out", tmp_path / "r")
+    assert code == 0, err
+    text = caplog.text
+    assert (
+        f"modalities.optical.normalize is 'minmax' in {spec} but was 'zscore' in training" in text
+    )
+    assert (
+        f"modalities.thermal.clip_percentiles is [1, 99] in {spec} but was None in training" in text
+    )
+    assert text.count("the model sees values unlike those it learnt from") == 2
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["preprocessing"]["modalities"]["optical"]["normalize"] == "minmax"
+    caplog.clear()  # the run's own spec: no warning
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        code, _, err = run_cli(capsys, "evaluate", run_dir, "--out", tmp_path / "own")
+    assert code == 0 and "warning" not in caplog.text
+
+
+def test_a_spec_that_adds_or_changes_a_modality_is_refused(run_dir, demo_spec, tmp_path, capsys):
+    def add_depth(raw):
+        raw["modalities"]["depth"] = {"files": "thermal/{id}.png", "channels": 1}
+
+    spec = _external_spec(demo_spec, tmp_path, add_depth)
+    code, _, err = run_cli(capsys, "evaluate", run_dir, "--data", spec, "--out", tmp_path / "r")
+    assert code == 2
+    assert f"{spec}: modalities: modalities" in err and "may leave modalities out" in err

@@ -354,3 +354,227 @@ def test_report_command_without_a_report_exits_2(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["report", str(tmp_path / "run")]) == 2
     assert "no report.json; run `mmseg-heads evaluate" in capsys.readouterr().err
+
+
+# --- per-case scores of volumes (no run needed) ---------------------------------------------
+
+#: Three cases of a volume data set: "a" everywhere; "b" missed in Case9, absent from Case10.
+PER_CASE_SCORES = {
+    "Case10": {
+        "a": {"dice": 0.8, "hd95": 3.0},
+        "b": {"dice": None, "hd95": None, "reason": "empty in label and prediction"},
+    },
+    "Case2": {"a": {"dice": 0.6, "hd95": 2.0}, "b": {"dice": 0.9, "hd95": 1.5}},
+    "Case9": {
+        "a": {"dice": 0.7, "hd95": 4.0},
+        "b": {"dice": 0.0, "hd95": None, "reason": "empty prediction"},
+    },
+}
+
+
+def _volume_report() -> dict:
+    """The hand report with `per_case`; its summary is worked by hand from PER_CASE_SCORES:
+    a: Dice 0.6, 0.7, 0.8 -> 0.7 ± 0.1 (sample sd: sqrt((0.01 + 0 + 0.01) / 2)), n 3;
+       HD95 2, 4, 3 mm -> 3 ± 1, n 3;
+    b: Dice 0.9, 0.0 (Case10 undefined) -> 0.45 ± sqrt(0.405) = 0.636, n 2; HD95 1.5 alone, n 1.
+    """
+    report = _hand_report()
+    report["per_case"] = {
+        "t": {
+            "unit": "mm",
+            "cases": copy.deepcopy(PER_CASE_SCORES),
+            "summary": {
+                "a": {
+                    "dice": {"mean": 0.7, "sd": 0.1, "n": 3},
+                    "hd95": {"mean": 3.0, "sd": 1.0, "n": 3},
+                },
+                "b": {
+                    "dice": {"mean": 0.45, "sd": 0.405**0.5, "n": 2},
+                    "hd95": {"mean": 1.5, "sd": None, "n": 1},
+                },
+            },
+        }
+    }
+    return report
+
+
+def test_volume_report_summary_is_what_summarize_cases_gives():
+    from mmseg_heads.metrics.per_case import summarize_cases
+
+    computed = summarize_cases(PER_CASE_SCORES)
+    for name, scores in _volume_report()["per_case"]["t"]["summary"].items():
+        for key, stat in scores.items():
+            assert computed[name][key]["n"] == stat["n"]
+            assert computed[name][key]["mean"] == pytest.approx(stat["mean"])
+            assert computed[name][key]["sd"] == pytest.approx(stat["sd"])
+
+
+def test_per_case_summary_table_reads_mean_sd_n():
+    header, rows = tables.per_case_summary_table(_volume_report())
+    assert header == [
+        "task", "class", "Dice per case (mean ± sd, n)", "HD95 per case (mean ± sd, n) mm",
+    ]  # fmt: skip
+    assert rows == [
+        ["t", "a", "0.700 ± 0.100 (3)", "3.000 ± 1.000 (3)"],
+        ["t", "b", "0.450 ± 0.636 (2)", "1.500 (1)"],  # one case: no sd
+    ]
+    assert tables.per_case_summary_table(_hand_report()) is None  # 2-D data, older reports
+    no_case = _volume_report()
+    no_case["per_case"]["t"]["summary"]["b"]["hd95"] = {"mean": None, "sd": None, "n": 0}
+    assert tables.per_case_summary_table(no_case)[1][1][3] == "—"
+
+
+def test_per_case_summary_table_says_the_unit_of_each_task_when_they_differ():
+    report = _volume_report()
+    report["per_case"]["u"] = copy.deepcopy(report["per_case"]["t"]) | {"unit": "voxel"}
+    header, rows = tables.per_case_summary_table(report)
+    assert header[3] == "HD95 per case (mean ± sd, n)"
+    assert rows[0][3] == "3.000 ± 1.000 mm (3)" and rows[2][3] == "3.000 ± 1.000 voxel (3)"
+
+
+def test_per_case_table_has_a_row_per_case_and_dashes_where_undefined():
+    report = _volume_report()
+    header, rows = tables.per_case_table(report, "t")
+    assert header == ["case", "Dice a", "HD95 a (mm)", "Dice b", "HD95 b (mm)"]
+    assert rows == [
+        ["Case2", "0.600", "2.000", "0.900", "1.500"],
+        ["Case9", "0.700", "4.000", "0.000", "—"],
+        ["Case10", "0.800", "3.000", "—", "—"],
+    ]
+    reasons = tables.per_case_reasons(report, "t")
+    assert reasons[1] == [None, None, None, None, "empty prediction"]
+    assert reasons[2][3:] == ["empty in label and prediction"] * 2
+    report["per_case"]["t"]["unit"] = "voxel"
+    assert tables.per_case_table(report, "t")[0][2] == "HD95 a (voxel)"
+
+
+def test_markdown_has_the_per_case_section_only_for_volumes():
+    md = markdown_report(_volume_report())
+    assert "## Per-case scores (volumes)" in md
+    assert "| t | a | 0.700 ± 0.100 (3) | 3.000 ± 1.000 (3) |" in md
+    assert "### t\n\n| case | Dice a | HD95 a (mm) | Dice b | HD95 b (mm) |" in md
+    assert "| Case10 | 0.800 | 3.000 | — | — |" in md
+    # after the per-class tables
+    assert md.index("## t (annotated on optical)") < md.index("## Per-case scores (volumes)")
+    assert "Per-case" not in markdown_report(_hand_report())
+
+
+def test_html_has_the_per_case_section_and_a_box_plot(monkeypatch):
+    report = _volume_report()
+    monkeypatch.setattr(plots, "available", lambda: False)
+    page = html.html_report(report)
+    assert "<h2>Per-case scores (volumes)</h2>" in page
+    assert "<td>0.700 ± 0.100 (3)</td>" in page
+    assert '<td title="empty prediction">—</td>' in page
+    assert "per-case Dice and HD95" not in page  # no figure without matplotlib
+    assert "Per-case" not in html.html_report(_hand_report())
+    monkeypatch.undo()
+    if not plots.available():
+        pytest.skip("matplotlib (the report extra) is not installed")
+    for name in ("class_scores", "confusion"):
+        monkeypatch.setattr(plots, name, lambda *args: None)
+    page = html.html_report(report)
+    section = re.search(r'<section id="per-case">.*?</section>', page, re.S).group(0)
+    assert re.search(r'<img alt="t per-case Dice and HD95" src="data:image/png;base64,', section)
+
+
+def test_per_case_boxplot_draws_only_defined_values(monkeypatch):
+    pytest.importorskip("matplotlib")
+    report = _volume_report()
+    png = plots.per_case_boxplot(report, "t")
+    assert png.startswith(b"\x89PNG")
+    drawn = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.boxplot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "boxplot",
+        lambda self, data, **kw: drawn.append((data, kw["positions"])) or real(self, data, **kw),
+    )
+    # b has no defined HD95 other than Case2's; with that gone, b's HD95 box is skipped.
+    report["per_case"]["t"]["cases"]["Case2"]["b"]["hd95"] = None
+    assert plots.per_case_boxplot(report, "t").startswith(b"\x89PNG")
+    dice, hd95 = drawn
+    assert dice == ([[0.8, 0.6, 0.7], [0.9, 0.0]], [0, 1])
+    assert hd95 == ([[3.0, 2.0, 4.0]], [0])
+    for scores in report["per_case"]["t"]["cases"].values():
+        for cell in scores.values():
+            cell.update(dice=None, hd95=None)
+    assert plots.per_case_boxplot(report, "t") is None
+
+
+def test_comparison_has_per_case_rows_and_a_dash_for_an_old_report():
+    new, better, old = _volume_report(), _volume_report(), _hand_report()
+    summary = better["per_case"]["t"]["summary"]
+    summary["a"]["dice"]["mean"], summary["a"]["hd95"]["mean"] = 0.75, 2.5  # better: higher, lower
+    (header, rows), best = comparison_tables({"new": new, "better": better, "old": old})["t"]
+    labels = [row[0] for row in rows]
+    assert labels == [
+        "macro foreground F", "mIoU (with background)", "mean foreground Dice",
+        "case Dice a (mean)", "case Dice b (mean)",
+        "case HD95 a (mean, mm)", "case HD95 b (mean, mm)",
+        "F background", "F a", "F b",
+    ]  # fmt: skip
+    assert rows[3][1:] == ["0.700", "0.750", "—"] and best[3] == 1  # Dice: highest
+    assert rows[5][1:] == ["3.000", "2.500", "—"] and best[5] == 1  # HD95: lowest
+    summary["a"]["hd95"]["mean"] = 3.5
+    (_, rows), best = comparison_tables({"new": new, "better": better, "old": old})["t"]
+    assert rows[5][1:] == ["3.000", "3.500", "—"] and best[5] == 0
+    md = comparison_markdown({"new": new, "better": better, "old": old})
+    assert "| case HD95 a (mean, mm) | **3.000** | 3.500 | — |" in md
+    # 2-D reports only: no per-case rows
+    (_, rows), _ = comparison_tables({"a": _hand_report(), "b": _hand_report()})["t"]
+    assert not any(row[0].startswith("case ") for row in rows)
+
+
+def test_comparison_marks_no_best_hd95_between_millimetres_and_voxels():
+    mm, voxel = _volume_report(), _volume_report()
+    voxel["per_case"]["t"]["unit"] = "voxel"
+    (_, rows), best = comparison_tables({"mm": mm, "voxel": voxel})["t"]
+    row = next(i for i, r in enumerate(rows) if r[0] == "case HD95 a (mean)")
+    assert rows[row][1:] == ["3.000 mm", "3.000 voxel"] and best[row] is None
+
+
+def test_report_schema_takes_per_case_as_optional():
+    report, without = _volume_report(), _hand_report()
+    for r in (report, without):
+        r["gates"] = {"heads": {}, "fusion": {}}  # the hand report leaves the gates empty
+    jsonschema.validate(report, REPORT_SCHEMA)
+    jsonschema.validate(without, REPORT_SCHEMA)
+    for path, value in (
+        (("unit",), "cm"),
+        (("cases", "Case9", "b", "reason"), 3),  # a reason is text
+        (("summary", "a", "dice", "n"), 1.5),
+    ):
+        broken = copy.deepcopy(report)
+        target = broken["per_case"]["t"]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, REPORT_SCHEMA)
+    del report["per_case"]["t"]["summary"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(report, REPORT_SCHEMA)
+
+
+def test_nesting_table_and_title_line_say_how_the_masks_were_made():
+    report = _hand_report()
+    assert tables.nesting_table(report) is None
+    assert tables.inference_text(report) == "whole images; no test-time flips"  # old reports
+    without = summarize(torch.tensor([[5, 1, 0], [2, 2, 2], [0, 1, 3]]), ["background", "a", "b"])
+    report["without_nesting"] = {"t": without}
+    report["inference"] = {"window": None, "overlap": None, "tta": ["hflip"], "nesting": "both"}
+    report["missing_modalities"] = ["thermal"]
+    header, rows = tables.nesting_table(report)
+    nested, plain = report["tasks"]["t"]["macro_foreground_f"], without["macro_foreground_f"]
+    assert rows == [["t", f"{nested:.3f}", f"{plain:.3f}", f"{nested - plain:+.3f}"]]
+    text = tables.inference_text(report)
+    assert text == (
+        "whole images; test-time flips hflip (2 passes averaged); nested as the data spec's "
+        "`inside` says; without thermal (not in the data spec: the model's missing-modality path)"
+    )
+    markdown = markdown_report(report)
+    assert "## Nesting" in markdown and text in markdown
+    assert "<h2>Nesting</h2>" in html.html_report(report)

@@ -25,7 +25,13 @@ from mmseg_heads.data.checks import (
 )
 from mmseg_heads.data.labels import IGNORE_INDEX, unique_values
 from mmseg_heads.data.normalize import clip_percentiles, normalize
-from mmseg_heads.data.readers import NIFTI_EXTENSIONS, extension_of, read_array, read_shape
+from mmseg_heads.data.readers import (
+    NIFTI_EXTENSIONS,
+    extension_of,
+    read_array,
+    read_nifti_geometry,
+    read_shape,
+)
 from mmseg_heads.data.spec import DataSpec, ModalitySpec, TaskSpec
 from mmseg_heads.data.splits import SLICE_SEPARATOR
 from mmseg_heads.data.transforms import pad_to, round_up
@@ -146,6 +152,17 @@ class MultiModalDataset(Dataset):
             if path.is_file():
                 files.setdefault(path, f"tasks.{name}.labels")
         return files
+
+    def plane_spacing(self, case: str, task: str) -> tuple[float, ...] | None:
+        """Voxel size of a case's ``task`` labels in the order of a stack of its planes: the slice
+        axis first, then the plane's two axes (mm, from the NIfTI header); ``None`` for files
+        without one (``.npy``)."""
+        path = self.spec.label_file(task, case)
+        if extension_of(path) not in NIFTI_EXTENSIONS:
+            return None
+        zooms = [float(z) for z in read_nifti_geometry(path).header.get_zooms()[:3]]
+        axis = self.spec.volume.slice_axis
+        return (zooms[axis], *(z for i, z in enumerate(zooms) if i != axis))
 
     def _case_depth(self, case: str) -> int:
         """Slices of a case, after checking that all its files are volumes on one grid."""

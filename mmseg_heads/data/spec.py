@@ -121,6 +121,8 @@ class TaskSpec:
     ignore: tuple[int, ...] = ()
     optional: bool = False
     annotated_on: tuple[str, ...] = ()
+    #: ``{parent task: classes}``: this task's foreground lies inside those classes of the parent.
+    inside: dict[str, tuple[str, ...]] | None = None
     #: The spec's ``colors``: class name -> ``[r, g, b]`` or ``"#rrggbb"``, as validated.
     colors: dict | None = None
 
@@ -216,6 +218,67 @@ class DataSpec:
             "tasks": {t.name: list(t.classes) for t in self.tasks.values()},
         }
 
+    def nesting(self) -> tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...]:
+        """The ``inside`` rules as ``((task, ((parent, class indices), …)), …)``, parents before
+        the tasks inside them (so a task is held inside its parent's nested prediction)."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            for parent in self.tasks[name].inside or {}:
+                visit(parent)
+            if name not in order:
+                order.append(name)
+
+        for name in self.tasks:
+            visit(name)
+        return tuple(
+            (
+                name,
+                tuple(
+                    (parent, tuple(self.tasks[parent].classes.index(c) for c in classes))
+                    for parent, classes in self.tasks[name].inside.items()
+                ),
+            )
+            for name in order
+            if self.tasks[name].inside
+        )
+
+    def preprocessing(self) -> dict:
+        """How files become network inputs: per modality its channels, normalisation and clip
+        percentiles, and the 2.5-D context (recorded in reports)."""
+        return {
+            "modalities": {
+                m.name: {
+                    "channels": m.channels,
+                    "normalize": m.normalize,
+                    "clip_percentiles": list(m.clip_percentiles) if m.clip_percentiles else None,
+                }
+                for m in self.modalities.values()
+            },
+            "context": self.context,
+        }
+
+
+def preprocessing_differences(trained: DataSpec, other: DataSpec) -> list[str]:
+    """One sentence per setting in which ``other`` prepares a shared modality differently from
+    the spec a model was ``trained`` with (a model sees values unlike those it learnt from)."""
+    ours, theirs = trained.preprocessing(), other.preprocessing()
+    out = []
+    for name, here in theirs["modalities"].items():
+        then = ours["modalities"].get(name)
+        for key in ("channels", "normalize", "clip_percentiles") if then else ():
+            if here[key] != then[key]:
+                out.append(
+                    f"modalities.{name}.{key} is {here[key]!r} in {other.path} but was "
+                    f"{then[key]!r} in training"
+                )
+    if theirs["context"] != ours["context"]:
+        out.append(
+            f"volume.context is {theirs['context']} in {other.path} but was {ours['context']} "
+            "in training"
+        )
+    return out
+
 
 def load_data_spec(path: str | Path, *, data_root: str | Path | None = None) -> DataSpec:
     """Load and validate a data spec; ``data_root`` overrides its ``root``."""
@@ -268,6 +331,7 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
                 ignore=tuple(t["ignore"]),
                 optional=t["optional"],
                 annotated_on=tuple(t["annotated_on"]),
+                inside={k: tuple(v) for k, v in t["inside"].items()} if t["inside"] else None,
                 colors=t["colors"],
             )
             for n, t in raw["tasks"].items()

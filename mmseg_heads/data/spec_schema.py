@@ -72,6 +72,12 @@ TASK_SCHEMA = Struct(
             bool, default=False, doc="samples without a label file train the other tasks"
         ),
         "annotated_on": ListOf(Field(str), default=list, doc="modalities the labels were drawn on"),
+        "inside": MapOf(
+            ListOf(Field(str), min_items=1),
+            default=None,
+            doc="`{task: [classes]}`: this task's foreground lies inside those classes of another "
+            "task (MyoPS: scar inside edema); `eval.nesting` applies it to predictions",
+        ),
         "colors": MapOf(
             Colour(),
             default=None,
@@ -165,6 +171,41 @@ def cross_field_problems(raw: dict) -> list[UserError]:
     return problems
 
 
+def _check_inside(name: str, task: dict, tasks: dict) -> list[UserError]:
+    """``inside`` names other tasks and their classes, and no task ends up inside itself."""
+    problems = []
+    for parent, classes in (task["inside"] or {}).items():
+        field = f"tasks.{name}.inside.{parent}"
+        if parent == name or parent not in tasks:
+            others = [t for t in tasks if t != name]
+            problems.append(
+                UserError(
+                    f"{parent!r} is not another task (tasks: {', '.join(others)})", field=field
+                )
+            )
+            continue
+        unknown = [c for c in classes if c not in tasks[parent]["classes"]]
+        if unknown:
+            problems.append(
+                UserError(
+                    f"{', '.join(map(repr, unknown))} not a class of {parent!r} "
+                    f"({', '.join(tasks[parent]['classes'])})",
+                    field=field,
+                )
+            )
+    seen, path = set(), [name]
+    while path and not problems:  # follow the parents: reaching `name` again is a cycle
+        for parent in tasks[path.pop()]["inside"] or {}:
+            if parent == name:
+                problems.append(
+                    UserError(f"{name!r} ends up inside itself", field=f"tasks.{name}.inside")
+                )
+            elif parent not in seen and parent in tasks:
+                seen.add(parent)
+                path.append(parent)
+    return problems
+
+
 def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
     modalities = raw["modalities"]
     for name, task in raw["tasks"].items():
@@ -185,6 +226,7 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
                 task["values"], len(task["classes"]), f"tasks.{name}.values"
             )
         problems += _check_colors(name, task)
+        problems += _check_inside(name, task, raw["tasks"])
         if task["values"] is not None and task["threshold"] is not None:
             problems.append(
                 UserError("give `values` or `threshold`, not both", field=f"tasks.{name}")

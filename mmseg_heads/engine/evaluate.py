@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mmseg_heads.config import Config
 from mmseg_heads.data.dataset import MultiModalDataset, collate
-from mmseg_heads.data.spec import TaskSpec
+from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, TaskSpec
 from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
 from mmseg_heads.engine.inference import Inference, segment_planes
 from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
+from mmseg_heads.metrics.per_case import case_scores, summarize_cases
 from mmseg_heads.models.build import encoder_groups
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,10 @@ def evaluate(
         "progress": progress,
         "inference": inference,
     }
-    result = run_evaluation(model, loader, config.spec, per_sample=True, gates=True, **common)
+    volumes = config.spec.volume is not None
+    result = run_evaluation(
+        model, loader, config.spec, per_sample=True, per_case=volumes, gates=True, **common
+    )
     summaries = _summaries(result, beta)
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -162,6 +167,8 @@ def evaluate(
         "precision": precision,
         "inference": inference.describe(),
         "modalities": config.spec.input_channels(),
+        "missing_modalities": run.missing_modalities(),
+        "preprocessing": config.spec.preprocessing(),
         "encoder_groups": {g: list(ms) for g, ms in model.trunk.groups.items()},
         "fusion": config.model["fusion"],
         "heads": {task: model_head_config(config, task) for task in config.spec.tasks},
@@ -173,6 +180,10 @@ def evaluate(
         "gates": {"heads": result.head_weights, "fusion": result.fusion_weights},
         "examples": _examples(result.per_sample),
     }
+    if result.unnested:
+        report["without_nesting"] = {t: m.summary(beta) for t, m in result.unnested.items()}
+    if volumes:
+        report["per_case"] = per_case_report(result, loader.dataset, config.spec)
     if ablate:
         report["ablation_path"] = ablation_path(config)
         report["ablation"] = {}
@@ -187,6 +198,39 @@ def evaluate(
             model, loader.dataset, ids, device, precision, inference
         )
     return report
+
+
+def per_case_report(result: EvalResult, dataset: MultiModalDataset, spec: DataSpec) -> dict:
+    """Per task: each case's per-class Dice and HD95 (its evaluated slices stacked in slice
+    order, the voxel size from its label file) and their mean ± sd over cases."""
+    out = {}
+    for task, cases in result.case_slices.items():
+        classes = list(spec.tasks[task].classes)
+        scores, units = {}, set()
+        for case, slices in sorted(cases.items()):
+            pred, target = stack_slices(slices)
+            spacing = dataset.plane_spacing(case, task)
+            units.add("mm" if spacing is not None else "voxel")
+            scores[case] = case_scores(pred, target, classes, spacing or (1.0,) * 3, IGNORE_INDEX)
+        out[task] = {
+            "unit": "mm" if units == {"mm"} else "voxel",
+            "cases": scores,
+            "summary": summarize_cases(scores),
+        }
+    return out
+
+
+def stack_slices(slices: dict[int, tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """``{slice index: (prediction, label)}`` -> two ``S×H×W`` volumes from the first to the last
+    index. A slice not evaluated (``volume.keep: labelled``) is ignore in the label and
+    background in the prediction, so distances across it keep their true length."""
+    first, last = min(slices), max(slices)
+    shape = next(iter(slices.values()))[0].shape
+    pred = np.zeros((last - first + 1, *shape), np.uint8)
+    target = np.full_like(pred, IGNORE_INDEX)
+    for index, (p, t) in slices.items():
+        pred[index - first], target[index - first] = p, t
+    return pred, target
 
 
 def task_extras(task: TaskSpec) -> dict:

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
+from mmseg_heads.data.splits import SLICE_SEPARATOR
 from mmseg_heads.data.transforms import round_up
-from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference, segment_planes
+from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference, apply_nesting, segment_planes
 from mmseg_heads.metrics import functional as MF
 from mmseg_heads.metrics.confusion import ConfusionMatrix
 
@@ -73,6 +74,11 @@ class EvalResult:
     head_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     #: ``{group: mean weight}`` of the trunk's attention fusion over strides and samples
     fusion_weights: dict[str, float] = field(default_factory=dict)
+    #: ``{task: {case: {slice: (prediction, label)}}}``, ``H×W`` uint8 arrays of the labelled
+    #: slices of each volume (filled with ``per_case=True``), for per-case scores
+    case_slices: dict[str, dict[str, dict[int, tuple]]] = field(default_factory=dict)
+    #: ``{task: ConfusionMatrix}`` of the nested tasks' masks before nesting (``nesting: both``)
+    unnested: dict[str, ConfusionMatrix] = field(default_factory=dict)
 
 
 class _WeightMeans:
@@ -114,6 +120,7 @@ def run_evaluation(
     precision: str,
     missing: tuple[str, ...] = (),
     per_sample: bool = False,
+    per_case: bool = False,
     gates: bool = False,
     progress: bool = False,
     inference: Inference = WHOLE_IMAGE,
@@ -125,12 +132,13 @@ def run_evaluation(
     over every forward pass (every window and flip)."""
     model.eval()
     inference.check(model.trunk.max_stride)
-    result = EvalResult(
-        {
-            t.name: ConfusionMatrix(list(t.classes), IGNORE_INDEX, device)
-            for t in spec.tasks.values()
-        }
-    )
+
+    def matrix(task: str) -> ConfusionMatrix:
+        return ConfusionMatrix(list(spec.tasks[task].classes), IGNORE_INDEX, device)
+
+    result = EvalResult({task: matrix(task) for task in spec.tasks})
+    if inference.nesting == "both":
+        result.unnested = {task: matrix(task) for task, _ in inference.nesting_rules}
     groups = list(model.trunk.groups)
     head_means = {task: _WeightMeans(groups) for task in result.matrices}
     fusion_means = _WeightMeans(groups)
@@ -148,29 +156,47 @@ def run_evaluation(
     for batch in parts:
         batch = to_device(batch, device)
         images = {m: x for m, x in batch["images"].items() if m not in missing}
-        classes = segment_planes(
+        raw = segment_planes(
             model,
             images,
-            inference,
+            inference.without_nesting(),
             precision=precision,
             device=device,
             batch_size=loader.batch_size or 1,
             on_gates=add_gates if gates else None,
         )
+        classes = apply_nesting(raw, inference.nesting_rules) if inference.nests else raw
         for task, matrix in result.matrices.items():
             labelled = batch["has_label"][task]
             if not labelled.any():
                 continue
             pred, target = classes[task][labelled], batch["labels"][task][labelled]
+            if task in result.unnested:
+                result.unnested[task].update(raw[task][labelled], target)
             matrix.update(pred, target)
+            ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
             if per_sample:
-                ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
                 scores = sample_scores(pred, target, matrix.num_classes)
                 result.per_sample.setdefault(task, {}).update(zip(ids, scores, strict=True))
+            if per_case:
+                sizes = [
+                    s for s, keep in zip(batch["size"], labelled.tolist(), strict=True) if keep
+                ]
+                _keep_slices(result.case_slices.setdefault(task, {}), ids, sizes, pred, target)
     if gates:
         result.head_weights = {t: m.means() for t, m in head_means.items() if m.count}
         result.fusion_weights = fusion_means.means()
     return result
+
+
+def _keep_slices(cases: dict, ids: list[str], sizes: list, pred, target) -> None:
+    """Each ``"{case}#{slice}"`` sample's prediction and label, cropped to its size, by case."""
+    for sample_id, (height, width), p, t in zip(ids, sizes, pred, target, strict=True):
+        case, index = sample_id.rsplit(SLICE_SEPARATOR, 1)
+        cases.setdefault(case, {})[int(index)] = (
+            p[:height, :width].to(torch.uint8).cpu().numpy(),
+            t[:height, :width].to(torch.uint8).cpu().numpy(),
+        )
 
 
 def _accumulate_gates(weights: dict, head_means: dict, fusion_means: _WeightMeans) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -51,11 +51,30 @@ class Inference:
     window: int | None = None
     overlap: float = 0.5
     tta: tuple[str, ...] = ()
+    #: ``on``, ``off`` or ``both`` (scores with and without; masks with): the data spec's
+    #: ``inside`` rules applied to the class maps.
+    nesting: str = "off"
+    #: The data spec's rules (:meth:`~mmseg_heads.data.spec.DataSpec.nesting`).
+    nesting_rules: tuple = ()
 
     @classmethod
-    def from_eval(cls, section: dict) -> Inference:
-        """The options of a validated config's ``eval`` section."""
-        return cls(section["window"], section["overlap"], tuple(section["tta"]))
+    def from_eval(cls, section: dict, nesting_rules: tuple = ()) -> Inference:
+        """The options of a validated config's ``eval`` section, with the spec's nesting rules."""
+        return cls(
+            section["window"],
+            section["overlap"],
+            tuple(section["tta"]),
+            section["nesting"],
+            nesting_rules,
+        )
+
+    def without_nesting(self) -> Inference:
+        return replace(self, nesting="off")
+
+    @property
+    def nests(self) -> bool:
+        """Whether masks are nested (``on`` or ``both``, and the spec declares rules)."""
+        return self.nesting != "off" and bool(self.nesting_rules)
 
     def with_overrides(
         self,
@@ -73,10 +92,11 @@ class Inference:
                 raise UserError(
                     f"{name!r} is not one of {', '.join(TTA_FLIPS)} (or `none`)", field="--tta"
                 )
-        return Inference(
-            self.window if window is None else window,
-            self.overlap if overlap is None else overlap,
-            self.tta if tta is None else tuple(dict.fromkeys(tta)),
+        return replace(
+            self,
+            window=self.window if window is None else window,
+            overlap=self.overlap if overlap is None else overlap,
+            tta=self.tta if tta is None else tuple(dict.fromkeys(tta)),
         )
 
     def check(self, max_stride: int, *, field: str = "eval.window", file=None) -> None:
@@ -94,16 +114,33 @@ class Inference:
             )
 
     def describe(self) -> dict:
-        """What a report records: ``{"window", "overlap", "tta"}`` (overlap only with a window)."""
+        """What a report records: ``{"window", "overlap", "tta", "nesting"}`` (overlap only with
+        a window; nesting ``off`` where the spec declares no rule)."""
         return {
             "window": self.window,
             "overlap": self.overlap if self.window is not None else None,
             "tta": list(self.tta),
+            "nesting": self.nesting if self.nesting_rules else "off",
         }
 
 
 #: Whole-image inference without flips: what every run did before ``eval.window``/``eval.tta``.
 WHOLE_IMAGE = Inference()
+
+
+def apply_nesting(classes: dict[str, torch.Tensor], rules: tuple) -> dict[str, torch.Tensor]:
+    """Class maps with each nested task's foreground kept only inside its parents' classes
+    (``rules`` parents first, so a task is held inside its parent's nested map)."""
+    out = dict(classes)
+    for task, parents in rules:
+        if task not in out:
+            continue
+        inside = torch.ones_like(out[task], dtype=torch.bool)
+        for parent, indices in parents:
+            allowed = torch.tensor(indices, device=out[parent].device)
+            inside &= torch.isin(out[parent], allowed)
+        out[task] = torch.where(inside, out[task], torch.zeros_like(out[task]))
+    return out
 
 
 def flip_variants(tta: tuple[str, ...]) -> list[tuple[int, ...]]:
@@ -180,8 +217,13 @@ def segment_planes(
         on_gates: called with the model's gate weights of every forward pass (for the report).
 
     Returns:
-        ``{task: N×H×W int64}``.
+        ``{task: N×H×W int64}``, nested as ``inference.nests`` says.
     """
+    classes = _segment(model, images, inference, precision, device, batch_size, on_gates)
+    return apply_nesting(classes, inference.nesting_rules) if inference.nests else classes
+
+
+def _segment(model, images, inference, precision, device, batch_size, on_gates):
     first = next(iter(images.values()))
     height, width = first.shape[-2:]
     window = inference.window

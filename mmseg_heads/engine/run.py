@@ -8,12 +8,19 @@ run is trained: evaluation, prediction and export import this module, never the 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import MISSING, dataclass, fields
+import logging
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmseg_heads.config import Config, config_from_dict, task_loss_terms
-from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, data_spec_from_dict, load_data_spec
+from mmseg_heads.data.spec import (
+    IGNORE_INDEX,
+    DataSpec,
+    data_spec_from_dict,
+    load_data_spec,
+    preprocessing_differences,
+)
 from mmseg_heads.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from mmseg_heads.engine.inference import Inference
 from mmseg_heads.errors import UserError
@@ -21,6 +28,8 @@ from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.model import MultiTaskSegmenter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -154,15 +163,29 @@ def spec_from_checkpoint(checkpoint: RunCheckpoint) -> DataSpec:
 
 
 def check_same_tasks(spec: DataSpec, reference: DataSpec, checkpoint: Path) -> None:
-    """An external spec must have the checkpoint's modalities (and channels) and tasks (and classes)."""
+    """An external spec must have the checkpoint's tasks (and classes) and modalities (with their
+    channels); it may lack modalities, which the model then runs without."""
     ours, theirs = reference.describe(), spec.describe()
-    for key in ("modalities", "tasks"):
-        if ours[key] != theirs[key]:
-            raise UserError(
-                f"{key} {theirs[key]} differ from the checkpoint's {ours[key]} ({checkpoint})",
-                file=spec.path,
-                field=key,
-            )
+    if ours["tasks"] != theirs["tasks"]:
+        raise UserError(
+            f"tasks {theirs['tasks']} differ from the checkpoint's {ours['tasks']} ({checkpoint})",
+            file=spec.path,
+            field="tasks",
+        )
+    unknown = [m for m in theirs["modalities"] if m not in ours["modalities"]]
+    differ = [
+        m
+        for m, c in theirs["modalities"].items()
+        if m not in unknown and c != ours["modalities"][m]
+    ]
+    if unknown or differ or not theirs["modalities"]:
+        raise UserError(
+            f"modalities {theirs['modalities']} differ from the checkpoint's "
+            f"{ours['modalities']} ({checkpoint}); a spec may leave modalities out, not add or "
+            "change them",
+            file=spec.path,
+            field="modalities",
+        )
 
 
 def load_external_spec(data: str | Path) -> DataSpec:
@@ -199,6 +222,11 @@ class Run(NamedTuple):
     checkpoint: RunCheckpoint
     path: Path
 
+    def missing_modalities(self) -> list[str]:
+        """The run's modalities that its data spec (``--data``) leaves out."""
+        trained = self.checkpoint.data_spec["modalities"]
+        return [m for m in trained if m not in self.config.spec.modalities]
+
     def inference(
         self,
         window: int | None = None,
@@ -208,7 +236,9 @@ class Run(NamedTuple):
         """The run's ``eval`` inference options with the ones given (flags) replaced, checked
         against the model: a flag's error names the flag, the config's the checkpoint and field.
         """
-        inference = Inference.from_eval(self.config.eval).with_overrides(window, overlap, tta)
+        inference = Inference.from_eval(
+            self.config.eval, self.config.spec.nesting()
+        ).with_overrides(window, overlap, tta)
         inference.check(
             self.model.trunk.max_stride,
             field="--window" if window is not None else "eval.window",
@@ -222,7 +252,9 @@ def load_run(checkpoint: str | Path, data: str | Path | None = None) -> Run:
     checkpoint file; ``data``: another data spec with the same modalities and tasks."""
     state, path = read_run_checkpoint(checkpoint)
     spec = run_data_spec(state, path, data)
-    config = config_from_dict(state.config, spec, Path(state.config_path))
+    trained = spec_from_checkpoint(state)
+    # The model is the one trained (every modality); inputs are read with ``spec``.
+    config = config_from_dict(state.config, trained, Path(state.config_path))
     model = model_from_config(config)
     try:
         model.load_state_dict(state.model)
@@ -230,7 +262,29 @@ def load_run(checkpoint: str | Path, data: str | Path | None = None) -> Run:
         raise UserError(
             f"weights do not fit the model its config describes ({str(exc)[:300]})", file=path
         ) from exc
-    return Run(config, model, state, path)
+    run = Run(replace(config, spec=spec), model, state, path)
+    if data is not None:
+        warn_about_differences(run, trained)
+    return run
+
+
+def warn_about_differences(run: Run, trained: DataSpec) -> None:
+    """One warning per preprocessing difference from training and per modality left out."""
+    for difference in preprocessing_differences(trained, run.config.spec):
+        log.warning("warning: %s; the model sees values unlike those it learnt from", difference)
+    missing = run.missing_modalities()
+    if missing:
+        dropout = run.config.model.get("modality_dropout") or 0
+        log.warning(
+            "warning: %s has no %s: the model runs without %s (its missing-modality path)%s",
+            run.config.spec.path,
+            ", ".join(missing),
+            "it" if len(missing) == 1 else "them",
+            ""
+            if dropout
+            else "; it was trained without model.modality_dropout, so expect "
+            "scores far below those with every modality",
+        )
 
 
 def run_dir_of(checkpoint: Path) -> Path:

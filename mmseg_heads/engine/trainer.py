@@ -274,7 +274,7 @@ class Trainer:
             self.config.spec,
             device=self.device,
             precision=self.precision,
-            inference=Inference.from_eval(self.config.eval),
+            inference=Inference.from_eval(self.config.eval, self.config.spec.nesting()),
         )
         return {task: matrix.all_reduce() for task, matrix in matrices.items()}
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from mmseg_heads.errors import UserError
-from mmseg_heads.report.tables import Table, fmt, inference_text, markdown
+from mmseg_heads.report.tables import Table, fmt, inference_text, markdown, per_case_classes
 
 
 def find_report(path: str | Path) -> Path:
@@ -47,8 +47,56 @@ HEADLINE = (
 )
 
 
+def _per_case_mean(report: dict, task: str, name: str, key: str) -> float | None:
+    """Mean per-case ``key`` ("dice" or "hd95") of class ``name``; ``None`` where the report has
+    no ``per_case`` for the task (2-D data, older reports) or no case defines it."""
+    entry = (report.get("per_case") or {}).get(task) or {}
+    stat = ((entry.get("summary") or {}).get(name) or {}).get(key) or {}
+    return stat.get("mean")
+
+
+def _per_case_rows(reports: dict[str, dict], task: str) -> list[tuple[str, list, bool | None]]:
+    """Rows "case Dice <class> (mean)" (higher is better) and "case HD95 <class> (mean, unit)"
+    (lower is better) when a report has ``per_case`` for ``task``: (label, values, higher);
+    ``higher`` is ``None`` (no best) for HD95 in mm in one report and in voxels in another."""
+    entries = [(r.get("per_case") or {}).get(task) for r in reports.values()]
+    present = [e for e in entries if e]
+    if not present:
+        return []
+    classes = list(dict.fromkeys(c for e in present for c in per_case_classes(e)))
+    units = {e.get("unit", "mm") for e in present}
+    unit = units.pop() if len(units) == 1 else None
+    rows = []
+    for name in classes:
+        dice = [_per_case_mean(r, task, name, "dice") for r in reports.values()]
+        rows.append((f"case Dice {name} (mean)", dice, True))
+    for name in classes:
+        hd95 = [_per_case_mean(r, task, name, "hd95") for r in reports.values()]
+        if unit is None:
+            # Millimetres against voxels: no best to mark, and each cell says its unit.
+            units_of = [(e or {}).get("unit", "mm") for e in entries]
+            cells = [
+                f"{fmt(v)} {u}" if v is not None else fmt(v)
+                for v, u in zip(hd95, units_of, strict=True)
+            ]
+            rows.append((f"case HD95 {name} (mean)", cells, None))
+        else:
+            rows.append((f"case HD95 {name} (mean, {unit})", hd95, False))
+    return rows
+
+
+def _best(values: list, higher: bool | None) -> int | None:
+    """The column of the best defined value (max when ``higher``, min otherwise); ``None`` with
+    fewer than two defined values, or when the values are not comparable (``higher`` None)."""
+    defined = [(v, i) for i, v in enumerate(values) if v is not None]
+    if higher is None or len(defined) < 2:
+        return None
+    return (max(defined) if higher else min(defined, key=lambda d: (d[0], -d[1])))[1]
+
+
 def comparison_tables(reports: dict[str, dict]) -> dict[str, tuple[Table, list[int | None]]]:
-    """Per task: rows = headline + classes, columns = runs; and the best column of each row."""
+    """Per task: rows = headline, per-case means (volumes only), classes; columns = runs; and
+    the best column of each row (highest, or lowest for HD95)."""
     runs = list(reports)
     tasks = list(dict.fromkeys(t for r in reports.values() for t in r["tasks"]))
     out = {}
@@ -58,20 +106,26 @@ def comparison_tables(reports: dict[str, dict]) -> dict[str, tuple[Table, list[i
                 c for r in reports.values() for c in r["tasks"].get(task, {}).get("classes", [])
             )
         )
-        rows, best = [], []
+        scored = []
         headline = [(label, lambda t, key=key: t.get(key)) for label, key in HEADLINE]
-        for label, getter in headline + [
+        per_class = [
             (f"F {c}", lambda t, c=c: t.get("per_class", {}).get(c, {}).get("f")) for c in classes
-        ]:
-            values = [
-                getter(reports[r]["tasks"][task]) if task in reports[r]["tasks"] else None
-                for r in runs
-            ]
-            defined = [(v, i) for i, v in enumerate(values) if v is not None]
-            best.append(max(defined)[1] if len(defined) > 1 else None)
-            rows.append([label] + [fmt(v) for v in values])
+        ]
+        for label, getter in headline:
+            scored.append((label, _task_values(reports, task, getter), True))
+        scored += _per_case_rows(reports, task)
+        for label, getter in per_class:
+            scored.append((label, _task_values(reports, task, getter), True))
+        rows, best = [], []
+        for label, values, higher in scored:
+            best.append(_best(values, higher))
+            rows.append([label] + [v if isinstance(v, str) else fmt(v) for v in values])
         out[task] = ((["", *runs], rows), best)
     return out
+
+
+def _task_values(reports: dict[str, dict], task: str, getter) -> list:
+    return [getter(r["tasks"][task]) if task in r["tasks"] else None for r in reports.values()]
 
 
 def _mark(table: Table, best: list[int | None], bold: tuple[str, str]) -> Table:

@@ -30,11 +30,21 @@ window.addEventListener('load', () => {
 """
 
 
-def _table(table: tables.Table, attrs: str = "") -> str:
+def _cell(text: str, title: str | None) -> str:
+    attr = f' title="{html.escape(title)}"' if title else ""
+    return f"<td{attr}>{html.escape(text)}</td>"
+
+
+def _table(
+    table: tables.Table, attrs: str = "", titles: list[list[str | None]] | None = None
+) -> str:
+    """``titles``, when given, holds a tooltip (or ``None``) per body cell."""
     header, rows = table
+    titles = titles or [[None] * len(row) for row in rows]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(_cell(c, t) for c, t in zip(row, tips, strict=True)) + "</tr>"
+        for row, tips in zip(rows, titles, strict=True)
     )
     return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -69,6 +79,16 @@ def _task_section(task: str, summary: dict, report: dict, records: list[dict], d
     return "\n".join(parts)
 
 
+def _nesting_section(report: dict) -> str:
+    table = tables.nesting_table(report)
+    if table is None:
+        return ""
+    return (
+        f'<section><h2>Nesting</h2><p class="note">{html.escape(tables.NESTING_NOTE)}</p>'
+        f"{_table(table)}</section>"
+    )
+
+
 def _gates_section(report: dict, draw: bool) -> str:
     table = tables.gate_table(report)
     if table is None:
@@ -89,6 +109,31 @@ def _gates_section(report: dict, draw: bool) -> str:
                 "attention weights",
             )
         )
+    return "\n".join(parts) + "</section>"
+
+
+def _per_case_section(report: dict, draw: bool) -> str:
+    summary = tables.per_case_summary_table(report)
+    if summary is None:
+        return ""
+    parts = [
+        '<section id="per-case"><h2>Per-case scores (volumes)</h2>',
+        f'<p class="note">{html.escape(tables.PER_CASE_NOTE)} Hover over a — for the reason.</p>',
+        _table(summary, 'class="per-case-summary"'),
+    ]
+    for task in report["per_case"]:
+        parts += [
+            f"<h3>Task <code>{html.escape(task)}</code></h3>",
+            _table(
+                tables.per_case_table(report, task),
+                f'class="per-case" data-task="{html.escape(task)}"',
+                tables.per_case_reasons(report, task),
+            ),
+        ]
+        if draw:
+            parts.append(
+                _image(plots.per_case_boxplot(report, task), f"{task} per-case Dice and HD95")
+            )
     return "\n".join(parts) + "</section>"
 
 
@@ -151,7 +196,12 @@ def html_report(report: dict, records: list[dict] | None = None) -> str:
             '<p class="note">Install the <code>report</code> extra (matplotlib) for figures.</p>'
         )
     body += [_task_section(t, s, report, records or [], draw) for t, s in report["tasks"].items()]
-    body += [_gates_section(report, draw), _ablation_section(report, draw)]
+    body += [
+        _per_case_section(report, draw),
+        _nesting_section(report),
+        _gates_section(report, draw),
+        _ablation_section(report, draw),
+    ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>mmseg_heads report: {html.escape(report['split'])}</title>"

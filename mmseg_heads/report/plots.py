@@ -11,6 +11,7 @@ import io
 import numpy as np
 
 from mmseg_heads.palette import default_palette
+from mmseg_heads.report.tables import per_case_classes
 
 
 def available() -> bool:
@@ -222,4 +223,56 @@ def heatmap(
     ax.set_xticks(range(len(columns)), columns)
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def per_case_boxplot(report: dict, task: str) -> bytes | None:
+    """Per foreground class, a box of the per-case Dice (left) and HD95 (right) with each case as
+    a jittered point; only defined values are drawn, and a class without any shows "no case".
+    ``None`` when no class of the task has a defined Dice or HD95 in any case."""
+    entry = report["per_case"][task]
+    classes = per_case_classes(entry)
+    values = {
+        key: [
+            [
+                float(scores[name][key])
+                for scores in entry.get("cases", {}).values()
+                if scores.get(name, {}).get(key) is not None
+            ]
+            for name in classes
+        ]
+        for key in ("dice", "hd95")
+    }
+    if not any(v for per_class in values.values() for v in per_class):
+        return None
+    plt = _pyplot()
+    rng = np.random.default_rng(0)  # the same jitter every time: reports diff cleanly
+    width = max(3.0, 0.9 * len(classes) + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 3))
+    unit = entry.get("unit", "mm")
+    titles = {"dice": "Dice per case", "hd95": f"HD95 per case ({unit})"}
+    for ax, key in zip(axes, ("dice", "hd95"), strict=True):
+        drawn = [(i, v) for i, v in enumerate(values[key]) if v]
+        if drawn:
+            ax.boxplot(
+                [v for _, v in drawn],
+                positions=[i for i, _ in drawn],
+                widths=0.5,
+                showfliers=False,  # every case is drawn as a point already
+                medianprops={"color": "black"},
+            )
+            for i, v in drawn:
+                x = i + rng.uniform(-0.15, 0.15, len(v))
+                ax.scatter(x, v, s=14, alpha=0.7, color="tab:blue", zorder=3)
+        for i, v in enumerate(values[key]):
+            if not v:
+                ax.text(i, 0.5, "no case", ha="center", va="center", fontsize=8, color="grey",
+                        transform=ax.get_xaxis_transform())  # fmt: skip
+        ax.set_xticks(range(len(classes)), classes, rotation=20)
+        ax.set_xlim(-0.6, len(classes) - 0.4)
+        if key == "dice":
+            ax.set_ylim(-0.03, 1.03)
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_title(f"{task}: {titles[key]}", fontsize=10)
     return _png(fig)

@@ -84,6 +84,48 @@ _ABLATED_TASK = {
     },
 }
 
+# Per-case scores of volumes (mmseg_heads.metrics.per_case): a null value carries its reason.
+_CASE_SCORES = {
+    "type": "object",
+    "required": ["dice", "hd95"],
+    "properties": {
+        "dice": _SCORE,
+        "hd95": {"type": ["number", "null"], "minimum": 0},
+        # e.g. "empty label", "empty prediction", "empty in label and prediction"
+        "reason": {"type": "string"},
+    },
+}
+
+_MEAN_SD = {
+    "type": "object",
+    "required": ["mean", "sd", "n"],
+    "properties": {
+        "mean": _NULLABLE_NUMBER,
+        "sd": {"type": ["number", "null"], "minimum": 0},
+        "n": {"type": "integer", "minimum": 0},
+    },
+}
+
+_PER_CASE_TASK = {
+    "type": "object",
+    "required": ["unit", "cases", "summary"],
+    "properties": {
+        "unit": {"enum": ["mm", "voxel"]},
+        "cases": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _CASE_SCORES},
+        },
+        "summary": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["dice", "hd95"],
+                "properties": {"dice": _MEAN_SD, "hd95": _MEAN_SD},
+            },
+        },
+    },
+}
+
 REPORT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "mmseg_heads report.json",
@@ -109,6 +151,21 @@ REPORT_SCHEMA = {
         "epoch": {"type": "integer"},
         "samples": {"type": "integer"},
         "precision": {"enum": ["fp32", "bf16", "fp16"]},
+        "missing_modalities": {"type": "array", "items": {"type": "string"}},
+        "preprocessing": {
+            "type": "object",
+            "required": ["modalities", "context"],
+            "properties": {
+                "modalities": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["channels", "normalize", "clip_percentiles"],
+                    },
+                },
+                "context": {"type": "integer", "minimum": 0},
+            },
+        },
         "inference": {
             "type": "object",
             "required": ["window", "overlap", "tta"],
@@ -116,8 +173,10 @@ REPORT_SCHEMA = {
                 "window": {"type": ["integer", "null"], "minimum": 1},
                 "overlap": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1},
                 "tta": {"type": "array", "items": {"enum": ["hflip", "vflip"]}},
+                "nesting": {"enum": ["on", "off", "both"]},
             },
         },
+        "without_nesting": {"type": "object", "additionalProperties": {"type": "object"}},
         "modalities": {"type": "object", "additionalProperties": {"type": "integer"}},
         "encoder_groups": {
             "type": "object",
@@ -154,6 +213,8 @@ REPORT_SCHEMA = {
                 },
             },
         },
+        # Only for data specs with a `volume` section (absent for 2-D data and older reports).
+        "per_case": {"type": "object", "additionalProperties": _PER_CASE_TASK},
         "ablation_path": {"type": "string"},
         "ablation": {
             "type": "object",

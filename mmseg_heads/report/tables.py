@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 Table = tuple[list[str], list[list[str]]]
 
 SCORES = ("precision", "recall", "f", "iou", "dice")
@@ -18,12 +20,27 @@ def inference_text(report: dict) -> str:
         if window
         else "whole images"
     )
+    nesting = (
+        "; nested as the data spec's `inside` says"
+        if inference.get("nesting")
+        in (
+            "on",
+            "both",
+        )
+        else ""
+    )
     flips = (
         f"test-time flips {', '.join(tta)} ({2 ** len(tta)} passes averaged)"
         if tta
         else "no test-time flips"
     )
-    return f"{how}; {flips}"
+    missing = report.get("missing_modalities") or []
+    without = (
+        f"; without {', '.join(missing)} (not in the data spec: the model's missing-modality path)"
+        if missing
+        else ""
+    )
+    return f"{how}; {flips}{nesting}{without}"
 
 
 def fmt(value, signed: bool = False) -> str:
@@ -94,6 +111,25 @@ def ablation_table(report: dict) -> Table:
     return header, rows
 
 
+NESTING_NOTE = (
+    "The data spec declares tasks whose foreground lies inside classes of another task "
+    "(`inside`); the scores above are of masks with a nested task's foreground outside its "
+    "parent's predicted classes set to background (`eval.nesting`). Without nesting:"
+)
+
+
+def nesting_table(report: dict) -> Table | None:
+    """Per nested task: macro foreground F with the spec's ``inside`` rules, without, and Δ."""
+    without = report.get("without_nesting") or {}
+    rows = []
+    for task, summary in without.items():
+        nested, plain = report["tasks"][task]["macro_foreground_f"], summary["macro_foreground_f"]
+        delta = None if nested is None or plain is None else nested - plain
+        rows.append([task, fmt(nested), fmt(plain), fmt(delta, signed=True)])
+    header = ["task", "macro foreground F, nested", "without nesting", "Δ (nested − without)"]
+    return (header, rows) if rows else None
+
+
 def gate_table(report: dict) -> Table | None:
     """Task × encoder group: mean attention weight (task gates, and the trunk's fusion)."""
     gates = report.get("gates", {})
@@ -108,3 +144,108 @@ def markdown(table: Table) -> list[str]:
     header, rows = table
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+# --- per-case scores (volumes) ----------------------------------------------------------------
+
+#: How to read the per-case tables: said under their heading in report.md and report.html.
+PER_CASE_NOTE = (
+    "Dice and HD95 of each case (one volume: the split's slices of the case stacked in slice "
+    "order), as MRI challenges report them, and their mean ± sd over the cases where they are "
+    "defined, with that number of cases n; — where a score is undefined, e.g. a class absent from "
+    "both the label and the prediction of a case (HD95 also when either is empty)."
+)
+
+
+def _natural(text: str) -> list:
+    """Sort key that puts ``Case9`` before ``Case10``."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)
+    ]
+
+
+def per_case_classes(entry: dict) -> list[str]:
+    """A task's foreground classes in ``per_case``: the summary's order, then any a case adds."""
+    names = list(entry.get("summary", {}))
+    for scores in entry.get("cases", {}).values():
+        names += [name for name in scores if name not in names]
+    return names
+
+
+def mean_sd_text(stat: dict | None, suffix: str = "") -> str:
+    """``"0.812 ± 0.061 (5)"``; ``"0.812 (1)"`` without an sd; ``"—"`` without a mean."""
+    if not stat or stat.get("mean") is None:
+        return "—"
+    sd = f" ± {fmt(stat['sd'])}" if stat.get("sd") is not None else ""
+    return f"{fmt(stat['mean'])}{sd}{suffix} ({stat.get('n', 0)})"
+
+
+def per_case_summary_table(report: dict) -> Table | None:
+    """Task × foreground class: per-case Dice and HD95 as mean ± sd (n); ``None`` without
+    ``per_case`` (2-D data sets, and reports written before the key existed)."""
+    per_case = report.get("per_case") or {}
+    if not per_case:
+        return None
+    units = {entry.get("unit", "mm") for entry in per_case.values()}
+    shared = units.pop() if len(units) == 1 else None
+    header = [
+        "task",
+        "class",
+        "Dice per case (mean ± sd, n)",
+        "HD95 per case (mean ± sd, n)" + (f" {shared}" if shared else ""),
+    ]
+    rows = []
+    for task, entry in per_case.items():
+        suffix = "" if shared else f" {entry.get('unit', 'mm')}"
+        summary = entry.get("summary", {})
+        for name in per_case_classes(entry):
+            scores = summary.get(name, {})
+            rows.append(
+                [
+                    task,
+                    name,
+                    mean_sd_text(scores.get("dice")),
+                    mean_sd_text(scores.get("hd95"), suffix),
+                ]
+            )
+    return header, rows
+
+
+def per_case_table(report: dict, task: str) -> Table:
+    """Rows: the task's cases (in natural order); columns: Dice and HD95 of each foreground class."""
+    entry = report["per_case"][task]
+    unit = entry.get("unit", "mm")
+    classes = per_case_classes(entry)
+    header = ["case"] + [
+        text for name in classes for text in (f"Dice {name}", f"HD95 {name} ({unit})")
+    ]
+    rows = []
+    for case in sorted(entry.get("cases", {}), key=_natural):
+        scores = entry["cases"][case]
+        rows.append(
+            [case]
+            + [fmt(scores.get(name, {}).get(key)) for name in classes for key in ("dice", "hd95")]
+        )
+    return header, rows
+
+
+def per_case_reasons(report: dict, task: str) -> list[list[str | None]]:
+    """Per cell of :func:`per_case_table`: why its value is undefined (``None`` where it is not,
+    and for the case column); the HTML page shows it as the cell's tooltip."""
+    entry = report["per_case"][task]
+    classes = per_case_classes(entry)
+    out = []
+    for case in sorted(entry.get("cases", {}), key=_natural):
+        scores = entry["cases"][case]
+        row: list[str | None] = [None]
+        for name in classes:
+            cell = scores.get(name)
+            for key in ("dice", "hd95"):
+                if cell is None:
+                    row.append("class not scored in this case")
+                elif cell.get(key) is None:
+                    row.append(cell.get("reason") or "undefined")
+                else:
+                    row.append(None)
+        out.append(row)
+    return out

@@ -45,6 +45,21 @@ def markdown_report(report: dict) -> str:
             else ""
         )
         lines += ["", f"## {task}{annotated}", "", *tables.markdown(tables.class_table(summary))]
+    per_case = tables.per_case_summary_table(report)
+    if per_case:
+        lines += [
+            "",
+            "## Per-case scores (volumes)",
+            "",
+            tables.PER_CASE_NOTE,
+            "",
+            *tables.markdown(per_case),
+        ]
+        for task in report["per_case"]:
+            lines += ["", f"### {task}", "", *tables.markdown(tables.per_case_table(report, task))]
+    nesting = tables.nesting_table(report)
+    if nesting:
+        lines += ["", "## Nesting", "", tables.NESTING_NOTE, "", *tables.markdown(nesting)]
     gates = tables.gate_table(report)
     if gates:
         lines += [
