@@ -1,5 +1,6 @@
-"""Extensions own their options: a loss term or fusion registered after import is one decorated
-class, valid in a config, documented by its own fields, and trains; build_model takes a plain dict."""
+"""Extensions own their options: a loss term, fusion or gate registered after import is one
+decorated class, valid in a config, documented by its own fields, and trains; build_model takes a
+plain dict."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mmseg_heads.errors import ConfigError
 from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.fusion import FUSIONS, ConcatFusion
+from mmseg_heads.models.gates import GATES
 from mmseg_heads.schema import Field, doc_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,15 +50,29 @@ class HalfConcatFusion(ConcatFusion):
         return fused * 0.5, weights
 
 
+class SigmoidGate(nn.Module):
+    """A throwaway gate: alpha from a 1×1 conv of the gated map alone (the signal unused)."""
+
+    def __init__(self, x_channels: int, g_channels: int):
+        super().__init__()
+        self.alpha = nn.Conv2d(x_channels, 1, kernel_size=1)
+
+    def forward(self, x, g):
+        alpha = torch.sigmoid(self.alpha(x))
+        return x * alpha, alpha
+
+
 @pytest.fixture
 def registered():
     LOSS_TERMS.register("squared")(SquaredErrorTerm)
     FUSIONS.register("half_concat")(HalfConcatFusion)
+    GATES.register("sigmoid")(SigmoidGate)
     try:
         yield
     finally:
         LOSS_TERMS._items.pop("squared")
         FUSIONS._items.pop("half_concat")
+        GATES._items.pop("sigmoid")
 
 
 def _config(tmp_path, demo_spec, **changes) -> object:
@@ -66,6 +82,7 @@ def _config(tmp_path, demo_spec, **changes) -> object:
             "encoders": {"optical": TINY, "thermal": TINY},
             "decoder_channels": [16, 16, 8, 8, 8],
             "fusion": "half_concat",
+            "heads": {"hotspots": {"decoder": "own", "gate": "sigmoid"}},
         },
         "loss": {"shapes": {"squared": {"weight": 1.0, "power": 1.5}, "ce": 1.0}},
         "train": {"epochs": 1, "batch_size": 4, "crop": 32, "workers": 0, "precision": "fp32",
@@ -83,6 +100,7 @@ def test_a_term_and_a_fusion_registered_after_import_validate_document_and_train
 
     config = load_config(_config(tmp_path, demo_spec))
     assert config.loss["shapes"]["squared"] == {"weight": 1.0, "power": 1.5}
+    assert config.model["heads"]["hotspots"]["gate"] == "sigmoid"
     keys = {row.key for row in doc_rows(config_schema())}
     assert "loss.<name>.squared.power" in keys
     run_dir = train(config, progress=False)
@@ -92,6 +110,8 @@ def test_a_term_and_a_fusion_registered_after_import_validate_document_and_train
         line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"train"' in line
     ]
     assert losses and "squared" in losses[-1]
+    gates = [k for k in state["model"] if k.startswith("heads.hotspots.decoder.gates.")]
+    assert gates and any(k.endswith("alpha.weight") for k in gates)  # the sigmoid gate's own conv
 
 
 def test_a_registered_term_s_options_are_checked(registered, tmp_path, demo_spec):
@@ -103,11 +123,13 @@ def test_a_registered_term_s_options_are_checked(registered, tmp_path, demo_spec
     assert "did you mean 'power'" in fields["loss.shapes.squared.pwr"]
 
 
-def test_an_unregistered_fusion_is_refused_once_it_is_gone(tmp_path, demo_spec):
+def test_an_unregistered_fusion_or_gate_is_refused_once_it_is_gone(tmp_path, demo_spec):
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, demo_spec, loss={}))
-    (problem,) = info.value.problems
-    assert problem.field == "model.fusion" and "half_concat" in str(problem)
+    problems = {p.field: str(p) for p in info.value.problems}
+    assert set(problems) == {"model.fusion", "model.heads.hotspots.gate"}
+    assert "half_concat" in problems["model.fusion"]
+    assert "'sigmoid' is not one of none, attention" in problems["model.heads.hotspots.gate"]
 
 
 def test_build_model_takes_a_plain_dict_with_defaults_filled():

@@ -11,7 +11,8 @@ from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
 from mmseg_heads.models.build import build_model
 from mmseg_heads.models.fusion import FUSIONS, AttentionFusion
-from mmseg_heads.models.gates import AttentionGate
+from mmseg_heads.models.gates import GATES, NO_GATE, AttentionGate
+from mmseg_heads.models.heads import HEADS
 
 MODALITIES = {"C0": 1, "LGE": 1, "T2": 1}
 TASKS = {"anatomy": 4, "scar": 2, "edema": 2}
@@ -49,14 +50,25 @@ def criterion():
     )
 
 
-HEAD_KINDS = {
-    "shared": {"source": "fused", "decoder": "shared", "gate": "none"},
-    "shared+gate": {"source": "fused", "decoder": "shared", "gate": "attention"},
-    "own": {"source": "fused", "decoder": "own", "gate": "none"},
-    "own+gate": {"source": "fused", "decoder": "own", "gate": "attention"},
-    "branch": {"source": "T2", "decoder": "own", "gate": "none"},
-    "branch+gate": {"source": "T2", "decoder": "own", "gate": "attention"},
-}
+def _head_kinds() -> dict[str, dict]:
+    """Every registered head kind with no gate and with each registered gate; own-decoder kinds
+    also branching off one modality (``branch`` for ``own``)."""
+    kinds = {}
+    for decoder in HEADS.names():
+        sources = {"fused": decoder}
+        if not HEADS.get(decoder).uses_shared_decoder:
+            sources["T2"] = "branch" if decoder == "own" else f"{decoder}-branch"
+        for source, name in sources.items():
+            for gate in (NO_GATE, *GATES.names()):
+                kinds[name if gate == NO_GATE else f"{name}+{gate}"] = {
+                    "source": source,
+                    "decoder": decoder,
+                    "gate": gate,
+                }
+    return kinds
+
+
+HEAD_KINDS = _head_kinds()
 
 
 @pytest.mark.parametrize("fusion", FUSIONS.names())
@@ -112,8 +124,8 @@ def test_a_missing_modality_changes_nothing_it_should_not_read():
 @pytest.mark.parametrize("missing", list(MODALITIES))
 def test_a_batch_with_a_modality_missing_gives_finite_outputs_for_every_head(fusion, missing):
     heads = {
-        "anatomy": HEAD_KINDS["shared+gate"],
-        "scar": HEAD_KINDS["own+gate"],
+        "anatomy": HEAD_KINDS["shared+attention"],
+        "scar": HEAD_KINDS["own+attention"],
         "edema": HEAD_KINDS["branch"],
     }
     model = build(fusion, heads=heads).eval()
@@ -199,9 +211,9 @@ def test_modality_dropout_is_off_in_eval_mode():
 
 def test_task_gates_return_modality_weights_per_stride_that_sum_to_one():
     heads = {
-        "anatomy": HEAD_KINDS["own+gate"],
-        "scar": HEAD_KINDS["shared+gate"],
-        "edema": HEAD_KINDS["branch+gate"],
+        "anatomy": HEAD_KINDS["own+attention"],
+        "scar": HEAD_KINDS["shared+attention"],
+        "edema": HEAD_KINDS["branch+attention"],
     }
     model = build("concat", heads=heads).eval()
     images, _ = batch()
@@ -231,7 +243,7 @@ def test_additive_attention_gate_formula():
 
 
 def test_branch_head_with_gate_still_has_no_path_to_other_encoders():
-    model = build("attention", heads={"edema": HEAD_KINDS["branch+gate"]})
+    model = build("attention", heads={"edema": HEAD_KINDS["branch+attention"]})
     images, _ = batch()
     model(images)["edema"].sum().backward()
     touched = {

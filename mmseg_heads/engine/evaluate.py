@@ -22,6 +22,7 @@ from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
 from mmseg_heads.metrics.per_case import case_scores, summarize_cases
 from mmseg_heads.models.build import encoder_groups
+from mmseg_heads.models.fusion import FUSIONS
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,7 @@ EXAMPLES_PER_END = 2
 def ablation_path(config: Config) -> str:
     """One sentence saying how a missing modality reaches the model, for the report."""
     fusion = config.model["fusion"]
-    how = {
-        "attention": "the attention fusion's softmax runs over the modalities present only",
-        "sum": "the sum fusion adds the modalities present, rescaled to the full count",
-        "concat": "the concat fusion gets zero features in the missing modality's channels",
-    }.get(fusion, f"the {fusion} fusion leaves it out")
+    how = getattr(FUSIONS.get(fusion), "missing_modality", f"the {fusion} fusion leaves it out")
     stacked = [
         g
         for g in encoder_groups(config.model["encoders"], list(config.spec.modalities))

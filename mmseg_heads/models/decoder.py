@@ -9,7 +9,7 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
 from mmseg_heads.errors import UserError
-from mmseg_heads.models.gates import AttentionGate
+from mmseg_heads.models.gates import GATES
 from mmseg_heads.models.levels import LevelSpec, by_stride
 
 
@@ -27,15 +27,16 @@ class UnetDecoder(nn.Module):
     Args:
         levels: the levels it reads, e.g. ``trunk.levels``.
         channels: output channels of each block, one per halving of the stride (5 for stride 32).
-        gated: put an additive attention gate on every skip connection (Attention U-Net), gated by
-            the decoder's coarser feature map.
+        gate: name of a registered gate (:data:`~mmseg_heads.models.gates.GATES`) to put on every
+            skip connection, gated by the decoder's coarser feature map (``attention``: Attention
+            U-Net), or ``None``.
 
     Shape:
         forward ``features``: ``{stride: N×C×H/s×W/s}``, ``size``: ``(H, W)``.
         Returns ``(N×channels[-1]×H×W, [alpha maps of the gated skips, coarse to fine])``.
     """
 
-    def __init__(self, levels: list[LevelSpec], channels: list[int], *, gated: bool = False):
+    def __init__(self, levels: list[LevelSpec], channels: list[int], *, gate: str | None = None):
         super().__init__()
         self.strides = decoder_strides(levels)
         if len(channels) != len(self.strides):
@@ -51,8 +52,8 @@ class UnetDecoder(nn.Module):
         for stride, out_channels in zip(self.strides, channels, strict=True):
             skip = table[stride].channels if stride in table else 0
             blocks.append(UnetDecoderBlock(in_channels, skip, out_channels))
-            if gated and skip:
-                gates[str(stride)] = AttentionGate(skip, in_channels)
+            if gate is not None and skip:
+                gates[str(stride)] = GATES.get(gate)(skip, in_channels)
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.gates = nn.ModuleDict(gates)

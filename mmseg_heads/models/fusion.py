@@ -5,7 +5,8 @@ A fusion is built from ``{source: channels}`` at one stride and the channels it 
 ``present``, ``{source: N bool}`` saying which samples really have that source (a missing
 modality's features are zeros and must not be read as data). It returns ``(fused, weights)``;
 ``weights`` is ``N×S`` (one weight per source, 0 for a missing one) for fusions that learn them,
-else ``None``. Register a new mode with ``@FUSIONS.register("name")``.
+else ``None``. Register a new mode with ``@FUSIONS.register("name")``; its ``missing_modality``
+sentence tells evaluation reports what a missing modality means to it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ConcatFusion(nn.Module):
     A missing source contributes zero features (after its encoder, never a fake input image).
     """
 
+    missing_modality = "the concat fusion gets zero features in the missing modality's channels"
+
     def __init__(self, in_channels: dict[str, int], out_channels: int):
         super().__init__()
         self.sources = list(in_channels)
@@ -58,6 +61,8 @@ class SumFusion(nn.Module):
     With sources missing, the sum over those present is rescaled by ``sources / present`` so its
     scale does not depend on how many are there (as inverted dropout does).
     """
+
+    missing_modality = "the sum fusion adds the modalities present, rescaled to the full count"
 
     def __init__(self, in_channels: dict[str, int], out_channels: int):
         super().__init__()
@@ -79,6 +84,8 @@ class AttentionFusion(nn.Module):
     one gets -inf) gives per-channel weights that sum to 1; the output is the weighted sum.
     ``weights`` averages them over channels: ``N×S``, summing to 1 over the sources present.
     """
+
+    missing_modality = "the attention fusion's softmax runs over the modalities present only"
 
     def __init__(self, in_channels: dict[str, int], out_channels: int):
         super().__init__()

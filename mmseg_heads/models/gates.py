@@ -1,4 +1,9 @@
-"""Attention gates a head can use (``gate: attention``).
+"""Gates a head can use (``gate: <name>``), registered in :data:`GATES`.
+
+A gate is built as ``Gate(x_channels, g_channels)`` and called as ``gate(x, g)`` with a feature
+map ``x`` and a coarser gating signal ``g``; it returns ``(gated x, alpha N×1×H×W)``. A head with
+a gate also fuses the modalities with task-specific attention (:mod:`~mmseg_heads.models.heads`).
+Register a new one with ``@GATES.register("name")``: the config's ``gate`` choices follow.
 
 - :class:`AttentionGate`: additive attention (Oktay et al., "Attention U-Net", 2018): a feature map
   ``x`` is re-weighted per pixel by ``alpha = sigmoid(psi(relu(W_x x + W_g up(g))))``, where the
@@ -15,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmseg_heads.registry import Registry
 
+GATES: Registry[type[nn.Module]] = Registry("gate")
+#: The ``gate`` value of a head without one.
+NO_GATE = "none"
+
+
+@GATES.register("attention")
 class AttentionGate(nn.Module):
     """Additive attention gate.
 

@@ -22,13 +22,12 @@ from torch import nn
 
 from mmseg_heads.models.decoder import UnetDecoder
 from mmseg_heads.models.fusion import AttentionFusion
-from mmseg_heads.models.gates import AttentionGate
+from mmseg_heads.models.gates import GATES, NO_GATE
 from mmseg_heads.models.levels import LevelSpec
 from mmseg_heads.models.trunk import FusionTrunk, TrunkOutput
 from mmseg_heads.registry import Registry
 
 HEADS: Registry[type[nn.Module]] = Registry("head decoder")
-GATES = ("none", "attention")
 
 
 @dataclass
@@ -74,10 +73,10 @@ class SharedDecoderHead(nn.Module):
     ):
         super().__init__()
         self.modality_attention = self.gate = None
-        if gate == "attention":
+        if gate != NO_GATE:
             deepest = trunk.max_stride
             self.modality_attention = TaskModalityAttention(trunk, [deepest])
-            self.gate = AttentionGate(shared_channels, max(trunk.channels_at(deepest).values()))
+            self.gate = GATES.get(gate)(shared_channels, max(trunk.channels_at(deepest).values()))
         self.classify = classifier(shared_channels, num_classes)
 
     def forward(self, inputs: HeadInput) -> tuple[torch.Tensor, dict]:
@@ -106,9 +105,9 @@ class OwnDecoderHead(nn.Module):
         self.source = source
         levels: list[LevelSpec] = trunk.levels if source == "fused" else trunk.source_levels[source]
         self.modality_attention = None
-        if gate == "attention" and source == "fused" and len(trunk.groups) > 1:
+        if gate != NO_GATE and source == "fused" and len(trunk.groups) > 1:
             self.modality_attention = TaskModalityAttention(trunk, [lv.stride for lv in levels])
-        self.decoder = UnetDecoder(levels, decoder_channels, gated=gate == "attention")
+        self.decoder = UnetDecoder(levels, decoder_channels, gate=None if gate == NO_GATE else gate)
         self.classify = classifier(self.decoder.out_channels, num_classes)
 
     def forward(self, inputs: HeadInput) -> tuple[torch.Tensor, dict]:

@@ -8,7 +8,8 @@ defaults, so ``build_model({"encoders": {...}}, ...)`` works from a notebook.
 from __future__ import annotations
 
 from mmseg_heads.models.fusion import FUSIONS
-from mmseg_heads.models.heads import GATES, HEADS
+from mmseg_heads.models.gates import GATES, NO_GATE
+from mmseg_heads.models.heads import HEADS
 from mmseg_heads.schema import Field, ListOf, MapOf, OneOf, Struct, validate
 
 ENCODER_SCHEMA = OneOf(
@@ -42,7 +43,7 @@ def head_schema() -> Struct:
             "gate": Field(
                 str,
                 default="none",
-                choices=GATES,
+                choices=(NO_GATE, *GATES.names()),
                 doc="`attention`: task-specific modality attention + additive attention gates (Oktay et al. 2018)",
             ),
         }
