@@ -714,3 +714,49 @@ def test_nesting_both_scores_the_masks_with_and_without_it(volumes):
     # nesting only ever turns foreground into background: predicted foreground never grows
     for task in ("edema", "scar"):
         assert on.matrices[task].matrix[:, 1].sum() <= off.matrices[task].matrix[:, 1].sum()
+
+
+def test_an_npy_volume_reaches_predict_as_its_slices_and_comes_back_as_one(tmp_path):
+    """One reader for training and predict: a `.npy` volume that trains as 5 slices is
+    segmented as 5 slices (not one 3-D 'plane'), and its masks come back as one `.npy` volume."""
+    import yaml
+
+    from mmseg_heads.engine.predict_inputs import resolve_inputs
+    from mmseg_heads.engine.predict_segment import read_sample
+    from mmseg_heads.engine.predict_write import write_masks
+
+    rng = np.random.default_rng(0)
+    case = tmp_path / "Case01"
+    case.mkdir()
+    for name in ("C0", "LGE"):
+        np.save(case / f"Case01_{name}.npy", rng.normal(size=(20, 24, 5)).astype(np.float32))
+    np.save(case / "Case01_gd.npy", rng.choice([0, 2221], size=(20, 24, 5)).astype(np.int16))
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "modalities": {m: {"files": f"{{id}}/{{id}}_{m}.npy"} for m in ("C0", "LGE")},
+                "tasks": {
+                    "scar": {
+                        "labels": "{id}/{id}_gd.npy",
+                        "classes": ["background", "scar"],
+                        "values": {2221: 1, "other": 0},
+                    }
+                },
+                "volume": {"slice_axis": 2},
+                "splits": {"all": {"pattern": "^Case"}},
+            }
+        )
+    )
+    spec = load_data_spec(spec_path)
+    (item,) = resolve_inputs(spec, [case / "Case01_C0.npy"], [], allow_missing=False)
+    sample = read_sample(item, spec)
+    assert sample.images["C0"].shape == (5, 1, 20, 24) and sample.slice_axis == 2
+    dataset = MultiModalDataset(spec, "all")
+    for index in range(5):
+        trained = dataset[dataset.ids.index(f"Case01#{index}")]["images"]["LGE"].numpy()
+        np.testing.assert_array_equal(sample.images["LGE"][index], trained)
+    masks = {"scar": rng.integers(0, 2, size=(5, 20, 24)).astype(np.uint8)}
+    (written,) = write_masks(sample, masks, spec, tmp_path / "out")
+    assert written == tmp_path / "out" / "scar" / "Case01.npy"
+    np.testing.assert_array_equal(np.load(written), np.moveaxis(masks["scar"], 0, 2))

@@ -8,8 +8,6 @@ files once.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,13 @@ from mmseg_heads.data.checks import (
 )
 from mmseg_heads.data.labels import IGNORE_INDEX, unique_values
 from mmseg_heads.data.normalize import clip_percentiles, normalize
+from mmseg_heads.data.planes import (
+    VolumeCache,
+    as_plane,
+    as_volume,
+    context_indices,
+    plane,
+)
 from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
     extension_of,
@@ -38,48 +43,6 @@ from mmseg_heads.data.transforms import pad_to, round_up
 from mmseg_heads.errors import UserError
 
 Sample = dict  # {"images": {m: C×H×W}, "labels": {t: H×W}, "has_label": {t: bool}, "id": str, "size": (H, W)}
-
-
-class VolumeCache:
-    """Least-recently-used store of decoded files, grouped by case.
-
-    Every file of a case (its modalities and label volumes) is decoded once and kept until
-    ``capacity`` other cases have been read since. Each dataset owns one, so each DataLoader
-    worker has its own (it is emptied when the dataset is pickled to a worker).
-
-    Args:
-        capacity: cases kept; 0 keeps nothing.
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._cases: OrderedDict[str, dict[Path, np.ndarray]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, case: str, path: Path, read: Callable[[Path], np.ndarray]) -> np.ndarray:
-        """The array of ``path`` (a file of ``case``), decoded by ``read`` on a miss."""
-        files = self._cases.get(case)
-        if files is not None and path in files:
-            self._cases.move_to_end(case)
-            self.hits += 1
-            return files[path]
-        self.misses += 1
-        array = read(path)
-        if self.capacity == 0:
-            return array
-        array.flags.writeable = False  # shared by every slice of the case: never edited in place
-        self._cases.setdefault(case, {})[path] = array
-        self._cases.move_to_end(case)
-        while len(self._cases) > self.capacity:
-            self._cases.popitem(last=False)
-        return array
-
-    def __len__(self) -> int:
-        return len(self._cases)
-
-    def clear(self) -> None:
-        self._cases.clear()
 
 
 class MultiModalDataset(Dataset):
@@ -199,7 +162,7 @@ class MultiModalDataset(Dataset):
                 tasks_by_file.setdefault(path, []).append(task)
         flags = np.zeros(depth, dtype=bool)
         for path, tasks in tasks_by_file.items():
-            raw = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+            raw = as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
             uniques, _ = unique_values(raw)
             foreground: set = set()
             for task in tasks:
@@ -243,13 +206,12 @@ class MultiModalDataset(Dataset):
         ``context`` the planes of slices i-context … i+context (edges replicated)."""
         case, index = self.spec.case_of(sample_id)
         if index is None:
-            return [_as_plane(read_array(path), path, self.spec.path)] * (2 * context + 1)
-        volume = _as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+            return [as_plane(read_array(path), path, self.spec.path)] * (2 * context + 1)
+        volume = as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
         axis = self.spec.volume.slice_axis
         indices = context_indices(index, volume.shape[axis], context)
-        # Basic indexing, not np.take: NIfTI arrays are Fortran-ordered, where take is ~1000× slower.
         # A slice repeated at an edge is one array, prepared once by read_images.
-        planes = {i: np.ascontiguousarray(volume[(slice(None),) * axis + (i,)]) for i in indices}
+        planes = {i: plane(volume, axis, i) for i in indices}
         return [planes[i] for i in indices]
 
     # --- samples -----------------------------------------------------------------------------
@@ -261,10 +223,10 @@ class MultiModalDataset(Dataset):
             path = self.spec.modality_file(name, sample_id)
             planes = self._read_plane(path, sample_id, self.spec.context)
             prepared: dict[int, np.ndarray] = {}  # by identity: a replicated edge slice once
-            for plane in planes:
-                if id(plane) not in prepared:
-                    prepared[id(plane)] = prepare_image(plane, modality, path)
-            images[name] = np.concatenate([prepared[id(plane)] for plane in planes])
+            for one in planes:
+                if id(one) not in prepared:
+                    prepared[id(one)] = prepare_image(one, modality, path)
+            images[name] = np.concatenate([prepared[id(one)] for one in planes])
         return images
 
     def read_labels(self, sample_id: str, size: tuple[int, int]) -> tuple[dict, dict]:
@@ -330,22 +292,6 @@ def prepare_image(plane: np.ndarray, modality: ModalitySpec, path: Path) -> np.n
     return normalize(image, modality.normalize)
 
 
-def context_indices(index: int, depth: int, context: int) -> list[int]:
-    """Slices ``index - context … index + context`` of a stack of ``depth``, edges replicated."""
-    return [min(max(i, 0), depth - 1) for i in range(index - context, index + context + 1)]
-
-
-def with_context(planes: np.ndarray, context: int) -> np.ndarray:
-    """``S×C×H×W`` prepared planes -> ``S×(C·(2k+1))×H×W``: each slice with its neighbours'
-    channels, as :meth:`MultiModalDataset.read_images` gives them (``predict`` uses this)."""
-    if context == 0:
-        return planes
-    depth = len(planes)
-    return np.stack(
-        [np.concatenate(planes[context_indices(i, depth, context)]) for i in range(depth)]
-    )
-
-
 def keep_labelled(flags: np.ndarray, margin: int) -> list[int]:
     """Indices of the labelled slices and of ``margin`` slices on each side of each of them."""
     keep = np.zeros(len(flags), dtype=bool)
@@ -365,34 +311,6 @@ def _slices_holding(raw: np.ndarray, values: list, axis: int) -> np.ndarray:
             hits |= (raw == value).any(axis=others)
         return hits
     return np.isin(raw, values).any(axis=others)
-
-
-def _as_volume(array: np.ndarray, path: Path, spec: Path) -> np.ndarray:
-    """A file read for slicing: ``X×Y×Z`` or ``X×Y×Z×C`` (trailing length-1 axes dropped)."""
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (3, 4):
-        raise UserError(
-            f"{path} has shape {array.shape}; the `volume` section reads X×Y×Z or X×Y×Z×C arrays",
-            file=spec,
-            field="volume",
-        )
-    return array
-
-
-def _as_plane(array: np.ndarray, path: Path, spec: Path) -> np.ndarray:
-    """A file read as one 2-D image: a NIfTI ``X×Y×1`` loses its slice axis; a NIfTI with more
-    slices is a volume, which needs the spec's ``volume`` section."""
-    if extension_of(path) in NIFTI_EXTENSIONS and array.ndim >= 3:
-        if array.shape[2] != 1:
-            raise UserError(
-                f"{path} is a 3-D volume (shape {array.shape}); add a `volume` section, e.g. "
-                "`volume: {slice_axis: 2}`, to read it as 2-D slices",
-                file=spec,
-                field="volume",
-            )
-        array = array[:, :, 0]
-    return array
 
 
 #: Batches are padded to a multiple of this (the deepest stride of a depth-5 encoder).

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmseg_heads.data.dataset import with_context
+from mmseg_heads.data.planes import with_context
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.predict_inputs import resolve_inputs

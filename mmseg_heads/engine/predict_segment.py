@@ -1,9 +1,10 @@
 """Reading an input's planes and segmenting them.
 
-Images are read and normalised exactly as the dataset does for training (a NIfTI volume is cut
-into planes across the spec's ``volume.slice_axis``, 2 by default); each 2-D plane is padded
-(bottom and right, zeros) to a multiple of the model's largest stride, segmented, cropped back
-and turned into class indices.
+Images are read and normalised exactly as the dataset reads them for training (the same
+:func:`~mmseg_heads.data.planes.file_planes`: a volume is cut into planes across the spec's
+``volume.slice_axis``; a NIfTI volume without a ``volume`` section across axis 2); each 2-D plane
+is padded (bottom and right, zeros) to a multiple of the model's largest stride, segmented as
+:mod:`~mmseg_heads.engine.inference` says, cropped back and turned into class indices.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmseg_heads.data.checks import size_mismatch
-from mmseg_heads.data.dataset import prepare_image, with_context
+from mmseg_heads.data.dataset import prepare_image
+from mmseg_heads.data.planes import file_planes, with_context
 from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
     NiftiGeometry,
@@ -30,7 +32,6 @@ from mmseg_heads.data.spec import DataSpec, ModalitySpec
 from mmseg_heads.data.transforms import round_up
 from mmseg_heads.engine.inference import WHOLE_IMAGE, Inference, segment_planes
 from mmseg_heads.engine.predict_inputs import INPUT_FIELD, PredictInput
-from mmseg_heads.errors import UserError
 
 
 @dataclass
@@ -56,27 +57,11 @@ def is_nifti(path: Path) -> bool:
     return extension_of(path) in NIFTI_EXTENSIONS
 
 
-def read_planes(path: Path, slice_axis: int) -> tuple[np.ndarray, int | None]:
-    """The 2-D planes of one file: ``(S×H×W or S×H×W×C array, axis they were taken across)``.
-
-    A NIfTI file with 3 or 4 dimensions (``X×Y×Z`` or ``X×Y×Z×C``; trailing length-1 axes are
-    dropped) is a volume cut across ``slice_axis``; anything else is one plane (axis ``None``).
-
-    Raises:
-        UserError: a NIfTI array with more dimensions.
-    """
-    array = read_array(path)
-    if not is_nifti(path):
-        return array[None], None
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        return array[None], None
-    if array.ndim not in (3, 4):
-        raise UserError(
-            f"shape {array.shape}: expected a 2-D image or an X×Y×Z(×C) volume", file=path
-        )
-    return np.ascontiguousarray(np.moveaxis(array, slice_axis, 0)), slice_axis
+def read_planes(path: Path, spec: DataSpec) -> tuple[np.ndarray, int | None]:
+    """The 2-D planes of one file, read as the dataset reads it
+    (:func:`~mmseg_heads.data.planes.file_planes`): ``(S×H×W(×C), axis cut across or None)``."""
+    slice_axis = spec.volume.slice_axis if spec.volume is not None else None
+    return file_planes(read_array(path), path, spec.path, slice_axis)
 
 
 def prepare_planes(planes: np.ndarray, modality: ModalitySpec, path: Path) -> np.ndarray:
@@ -95,10 +80,9 @@ def read_sample(item: PredictInput, spec: DataSpec) -> Sample:
     Raises:
         UserError: unreadable files, wrong channel counts, or files that differ in size.
     """
-    slice_axis = spec.volume.slice_axis if spec.volume is not None else 2
     images, raw, axis = {}, None, None
     for name, path in item.files.items():
-        planes, axis_here = read_planes(path, slice_axis)
+        planes, axis_here = read_planes(path, spec)
         if raw is None:
             raw, axis = planes, axis_here
         images[name] = with_context(

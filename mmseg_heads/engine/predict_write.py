@@ -48,6 +48,15 @@ def write_png_mask(mask: np.ndarray, palette: list[tuple[int, int, int]], path: 
     return path
 
 
+def write_npy_mask(mask: np.ndarray, path: Path) -> Path:
+    """A class-index volume (the input's own axis order) as a uint8 ``.npy``, written atomically:
+    a volume read from ``.npy`` comes back as one."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(mask, dtype=np.uint8))
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
 def nifti_mask_image(mask: np.ndarray, geometry: NiftiGeometry, num_classes: int):
     """A class-index map on the input's grid, with its affine and header, as a uint8 NIfTI image
     (``Nifti2Image`` for a NIfTI-2 input, else ``Nifti1Image``)."""
@@ -139,7 +148,8 @@ def write_masks(
     *,
     with_overlay: bool = False,
 ) -> list[Path]:
-    """Write ``out/<task>/<id>.png`` (or ``.nii.gz`` for NIfTI input) per task; returns paths.
+    """Write ``out/<task>/<id>.png`` (``.nii.gz`` for NIfTI input, ``.npy`` for a volume of
+    another format) per task; returns the paths.
 
     Each file is written atomically; the first one that cannot be written raises
     :class:`~mmseg_heads.errors.WriteError` (files written before it are complete).
@@ -161,6 +171,9 @@ def write_masks(
             written.append(
                 write_nifti_mask(grid, sample.geometry, classes, folder / f"{sample.id}.nii.gz")
             )
+        elif sample.slice_axis is not None:  # a volume of another format: one .npy volume
+            grid = np.moveaxis(planes, 0, sample.slice_axis)
+            written.append(write_npy_mask(grid, folder / f"{sample.id}.npy"))
         else:
             written.append(write_png_mask(planes[0], palette, folder / f"{sample.id}.png"))
         if with_overlay:
