@@ -174,6 +174,12 @@ def config_schema() -> Struct:
                         "scaling on CUDA, else fp32",
                     ),
                     "workers": Field(int, default=2, minimum=0, doc="data loader processes"),
+                    "threads": OneOf(
+                        [Field(int, minimum=1), Field(str, choices=("auto",))],
+                        default="auto",
+                        doc="CPU threads of torch's operators; `auto`: the usable cores that are "
+                        "idle at start (a core busy with other work slows every step), logged",
+                    ),
                     "compile": Field(
                         bool,
                         default=False,

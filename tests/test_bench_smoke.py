@@ -30,6 +30,7 @@ EXPECTED = {  # script: ratio keys its JSON must hold (every one a positive numb
     "scaling": ["modalities=1", "modalities=2", "tasks=2", "own tasks=2"],
     "whatif": ["channels_last/fp32", "fused AdamW/fp32", "base/bf16"],
     "inference_memory": ["peak", "above_baseline"],
+    "threads": ["busy/quiet auto"],
 }  # fmt: skip
 TOP_KEYS = {"benchmark", "quick", "device", "machine", "settings", "rows", "ratios", "targets"}
 

@@ -67,7 +67,7 @@ TRAINING = {
 #: The engine modules that use a trained run (and their helpers): none may reach TRAINING.
 INFERENCE = {
     "run", "checkpoint", "evaluate", "evaluator", "inference", "loaders", "precision",
-    "distributed",
+    "distributed", "threads",
     "predict", "predict_inputs", "predict_segment", "predict_write",
     "export", "onnx_graph", "capture",
 }  # fmt: skip
@@ -78,16 +78,19 @@ ENGINE_ALLOWED = {
     "precision": set(),
     "distributed": set(),
     "capture": set(),
+    "threads": set(),
     "loaders": {"distributed"},
     "inference": {"precision"},
     "evaluator": {"inference"},
     # inference: a run's checkpoint and model, evaluation, prediction, export
     "run": {"checkpoint", "inference"},
-    "evaluate": {"evaluator", "inference", "loaders", "precision", "run"},
+    "evaluate": {"evaluator", "inference", "loaders", "precision", "run", "threads"},
     "predict_inputs": set(),
     "predict_segment": {"inference", "predict_inputs"},
     "predict_write": {"predict_segment"},
-    "predict": {"precision", "predict_inputs", "predict_segment", "predict_write", "run"},
+    "predict": {
+        "precision", "predict_inputs", "predict_segment", "predict_write", "run", "threads",
+    },
     "onnx_graph": {"capture"},
     "export": {"onnx_graph", "run"},
     # training, on top of everything
@@ -100,7 +103,7 @@ ENGINE_ALLOWED = {
     "resume": {"distributed", "run"},
     "trainer": {
         "batch_size", "distributed", "evaluator", "inference", "loaders", "optim", "precision",
-        "resume", "run", "run_dir", "steps", "tensorboard",
+        "resume", "run", "run_dir", "steps", "tensorboard", "threads",
     },
 }  # fmt: skip
 

@@ -19,6 +19,7 @@ from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_y
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.loaders import train_dataset, train_loader
 from mmseg_heads.engine.run import model_from_config
+from mmseg_heads.engine.threads import choose_threads
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.gates import AttentionGate
 from mmseg_heads.models.heads import TaskModalityAttention
@@ -303,6 +304,8 @@ def run(args) -> int:
     print("\n".join(describe_model(model, args.size)))
     shapes = Shapes.from_spec(config.spec, config.train["crop"])
     print("\n".join(memory_guidance(model, shapes, config.train["batch_size"])))
+    threads, why = choose_threads(config.train["threads"])
+    print(f"\nCPU threads for training: {threads} ({why})")
     if preview is not None:
         written = write_augment_preview(config, preview, args.preview_samples, args.preview_seed)
         print(f"\naugmentation preview: {written}")

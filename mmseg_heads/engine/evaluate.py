@@ -20,6 +20,7 @@ from mmseg_heads.engine.inference import Inference, segment_planes
 from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
+from mmseg_heads.engine.threads import configure_threads
 from mmseg_heads.metrics.per_case import case_scores, summarize_cases
 from mmseg_heads.models.build import encoder_groups
 from mmseg_heads.models.fusion import FUSIONS
@@ -135,6 +136,7 @@ def evaluate(
     """
     run = load_run(checkpoint, data)
     config, model, state, path = run
+    log.info("threads: %d (%s)", *configure_threads(config.train["threads"]))
     inference = run.inference(window, overlap, tta)
     split = split or config.eval["split"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,6 +22,7 @@ from mmseg_heads.engine.predict_inputs import resolve_inputs
 from mmseg_heads.engine.predict_segment import prepare_planes, read_sample, segment
 from mmseg_heads.engine.predict_write import write_masks
 from mmseg_heads.engine.run import Run, load_run, read_run_checkpoint, run_data_spec
+from mmseg_heads.engine.threads import configure_threads
 from mmseg_heads.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def predict(
     target = resolve_device(device)
     run = load_run(checkpoint, data)
     config, model = run.config, run.model
+    log.info("threads: %d (%s)", *configure_threads(config.train["threads"]))
     inference = run.inference(window, overlap, tta)
     precision = resolve_precision(config.train["precision"], target)
     model = model.to(target).eval()

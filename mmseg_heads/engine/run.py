@@ -51,6 +51,7 @@ class RunCheckpoint:
         step: optimizer steps taken.
         best: the best ``eval.select_by`` score so far.
         batch_size: the batch size trained with (what ``batch_size: auto`` measured).
+        threads: torch's CPU threads trained with (what ``threads: auto`` chose).
         world_size: processes that trained the run.
         rng: rank 0's RNG states.
         rng_per_rank: every process's RNG states, in rank order.
@@ -73,6 +74,7 @@ class RunCheckpoint:
     step: int | None = None
     best: float | None = None
     batch_size: int | None = None
+    threads: int | None = None
     world_size: int | None = None
     rng: dict[str, Any] | None = None
     rng_per_rank: list[dict[str, Any]] | None = None

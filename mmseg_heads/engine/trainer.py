@@ -61,6 +61,7 @@ from mmseg_heads.engine.run_dir import (
 )
 from mmseg_heads.engine.steps import EpochLosses, batch_foreground_counts, forward_loss, learns
 from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
+from mmseg_heads.engine.threads import configure_threads
 from mmseg_heads.metrics.confusion import ConfusionMatrix
 from mmseg_heads.metrics.diagnostics import BatchDiagnostics
 
@@ -99,6 +100,7 @@ class Trainer:
             # (as MMSegmentation's cudnn_benchmark default does).
             torch.backends.cudnn.benchmark = True
         state = RunCheckpoint.load(resume / "checkpoints" / "last.pt") if resume else None
+        self.threads = self._configure_threads(state)
         self.precision = resolve_precision(train_cfg["precision"], self.device)
         check_precision(self.precision, self.device, file=str(config.path), field="train.precision")
         # Processes differ in augmentation and dropout draws; DDP gives all rank 0's weights.
@@ -152,6 +154,19 @@ class Trainer:
         )  # fmt: skip
 
     # --- set-up ------------------------------------------------------------------------------
+    def _configure_threads(self, state: RunCheckpoint | None) -> int:
+        """torch's CPU threads: ``train.threads``, or with ``auto`` the cores free now; a resumed
+        run keeps the count it started with (gradients differ in their last bits between thread
+        counts, and a resume must reproduce the uninterrupted run)."""
+        setting = self.config.train["threads"]
+        if setting == "auto" and state is not None and state.threads is not None:
+            torch.set_num_threads(state.threads)
+            log.info("threads: %d, as chosen when this run started", state.threads)
+            return state.threads
+        threads, why = configure_threads(setting)
+        log.info("threads: %d (%s)", threads, why)
+        return threads
+
     def _resolve_batch_size(self, state: RunCheckpoint | None) -> int:
         """``train.batch_size``, measured on this machine when it is ``auto`` (and printed)."""
         requested = self.config.train["batch_size"]
@@ -290,6 +305,7 @@ class Trainer:
             step=self.step,
             best=self.best,
             batch_size=self.batch,
+            threads=self.threads,
             world_size=self.world.size,
             rng=rng_per_rank[0],
             rng_per_rank=rng_per_rank,
