@@ -578,3 +578,47 @@ def test_nesting_table_and_title_line_say_how_the_masks_were_made():
     markdown = markdown_report(report)
     assert "## Nesting" in markdown and text in markdown
     assert "<h2>Nesting</h2>" in html.html_report(report)
+
+
+@pytest.mark.parametrize(
+    "encoders,expected,absent",
+    [
+        (
+            {"C0+LGE+T2": "resnet34"},
+            "All modalities share one encoder (C0+LGE+T2, early fusion): the missing modality's "
+            "channels are zeros",
+            "its encoder does not run",
+        ),
+        (
+            {"C0": "resnet18", "LGE": "resnet18", "T2": "resnet18"},
+            "its encoder does not run",
+            "stacked",
+        ),
+        (
+            {"C0+LGE": "resnet18", "T2": "resnet18"},
+            "(for a modality with an encoder of its own). In the stacked group C0+LGE (early fusion)",
+            "All modalities share",
+        ),
+    ],
+)
+def test_the_ablation_note_says_one_true_thing_per_encoder_layout(encoders, expected, absent):
+    from types import SimpleNamespace
+
+    from mmseg_heads.engine.evaluate import ablation_path
+
+    config = SimpleNamespace(
+        model={"fusion": "concat", "encoders": encoders},
+        spec=SimpleNamespace(modalities={"C0": 1, "LGE": 1, "T2": 1}),
+    )
+    note = ablation_path(config)
+    assert expected in note and absent not in note
+
+
+def test_one_encoder_has_no_attention_table():
+    report = _hand_report()
+    report["gates"] = {"heads": {"t": {"C0+LGE+T2": 1.0}}, "fusion": {}}
+    report["encoder_groups"] = {"C0+LGE+T2": ["C0", "LGE", "T2"]}
+    assert tables.gate_table(report) is None
+    report["encoder_groups"] = {"C0": ["C0"], "T2": ["T2"]}
+    report["gates"] = {"heads": {"t": {"C0": 0.3, "T2": 0.7}}, "fusion": {}}
+    assert tables.gate_table(report)[1] == [["t", "0.300", "0.700"]]

@@ -36,21 +36,23 @@ def ablation_path(config: Config) -> str:
     """One sentence saying how a missing modality reaches the model, for the report."""
     fusion = config.model["fusion"]
     how = getattr(FUSIONS.get(fusion), "missing_modality", f"the {fusion} fusion leaves it out")
-    stacked = [
-        g
-        for g in encoder_groups(config.model["encoders"], list(config.spec.modalities))
-        if "+" in g
-    ]
+    groups = encoder_groups(config.model["encoders"], list(config.spec.modalities))
+    stacked = [g for g in groups if "+" in g]
     early = (
-        f" In the stacked group{'s' if len(stacked) > 1 else ''} {', '.join(stacked)} (early "
-        "fusion) the missing modality's channels are zeros (its normalised mean) and the encoder "
-        "still runs on the others."
-        if stacked
-        else ""
+        "the missing modality's channels are zeros (its normalised mean) and the encoder still "
+        "runs on the others"
     )
-    return (
+    if stacked and len(groups) == 1:  # early fusion only: there is no encoder to leave out
+        return f"All modalities share one encoder ({stacked[0]}, early fusion): {early}."
+    own = (
         "The modality is removed from the input; its encoder does not run; "
-        f"{how}; a head branching off that modality alone sees zero features.{early}"
+        f"{how}; a head branching off that modality alone sees zero features."
+    )
+    if not stacked:
+        return own
+    return (
+        f"{own[:-1]} (for a modality with an encoder of its own). In the stacked "
+        f"group{'s' if len(stacked) > 1 else ''} {', '.join(stacked)} (early fusion) {early}."
     )
 
 

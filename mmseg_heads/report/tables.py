@@ -134,6 +134,8 @@ def gate_table(report: dict) -> Table | None:
     """Task × encoder group: mean attention weight (task gates, and the trunk's fusion)."""
     gates = report.get("gates", {})
     groups = list(report.get("encoder_groups", {}))
+    if len(groups) < 2:  # one encoder (early fusion): every weight is trivially 1
+        return None
     rows = [[task] + [fmt(w.get(g)) for g in groups] for task, w in gates.get("heads", {}).items()]
     if gates.get("fusion"):
         rows.append(["trunk fusion (all tasks)"] + [fmt(gates["fusion"].get(g)) for g in groups])
