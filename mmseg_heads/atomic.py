@@ -4,7 +4,9 @@ A crash, a full disk or an exception while writing leaves the previous file inta
 file behind; a failed write (``OSError``: no space, quota, permission) is reported as a
 :class:`~mmseg_heads.errors.WriteError` naming the file. Files get the usual permissions
 (``0o666`` less the umask), not mkstemp's private ones. :func:`check_free_space` lets a command
-stop before any work when the outputs it will write cannot fit.
+stop before any work when the outputs it will write cannot fit. :func:`interrupts_deferred` lets
+a write that Ctrl-C must not cut (a checkpoint: torch.save's C++ writer turns the
+``KeyboardInterrupt`` into a ``RuntimeError``) finish first.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO
 
 from mmseg_heads.errors import UserError, WriteError
@@ -89,6 +94,50 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         if tmp is not None:
             with contextlib.suppress(OSError):  # never hide the write's own error behind this
                 tmp.unlink(missing_ok=True)
+
+
+class DeferredInterrupt(KeyboardInterrupt):
+    """Ctrl-C that came during an :func:`interrupts_deferred` block, raised once it finished."""
+
+
+_deferring = False  # an interrupts_deferred block is running: a nested one leaves it the signal
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """``with interrupts_deferred(): write()``: Ctrl-C (SIGINT) waits until the block is done.
+
+    Inside the block a SIGINT is only recorded (a second one too); when the block has finished,
+    the handler found on entry is restored and then receives it once: Python's default handler
+    as :class:`DeferredInterrupt`, a ``KeyboardInterrupt``. When the block raises, its own error
+    propagates instead. For short writes only: Ctrl-C waits for them.
+
+    Signal handlers belong to the main thread: elsewhere, inside another such block, or when
+    SIGINT is ignored or handled outside Python, the block runs as it is.
+    """
+    global _deferring
+    previous = signal.getsignal(signal.SIGINT)
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        previous = None
+    if not callable(previous):
+        yield
+        return
+    received: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, record)  # a SIGINT already pending reaches `previous` here
+    _deferring = True
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)  # hands a pending SIGINT to `record` first
+        _deferring = False
+    if received:
+        if previous is signal.default_int_handler:
+            raise DeferredInterrupt
+        previous(signal.SIGINT, None)
 
 
 def link_atomic(source: str | Path, path: str | Path) -> None:

@@ -1,19 +1,30 @@
 """A run never changes without a word: duplicate YAML keys, reports written over other files,
-checkpoints of another model (issue 19). Fast unit tests; the CLI cases (exit status 2, the
-message, no file touched) are in test_bad_inputs.py."""
+checkpoints of another model, Ctrl-C while a checkpoint is written (issue 19). Fast unit tests
+but the last one (a training subprocess); the CLI cases (exit status 2, the message, no file
+touched) are in test_bad_inputs.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from test_engine import write_config
 
+from mmseg_heads.atomic import DeferredInterrupt, interrupts_deferred
 from mmseg_heads.config import apply_overrides, load_config
 from mmseg_heads.data.spec import load_data_spec, load_yaml, parse_yaml
+from mmseg_heads.engine.checkpoint import TEST_SLOW_SAVE
 from mmseg_heads.engine.resume import state_differences
 from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.report.writers import check_report_folder
@@ -284,3 +295,92 @@ def test_numbers_in_exponent_form_are_floats_in_files_and_overrides(tmp_path):
         "steps": 12,
         "name": "1e",
     }
+
+
+# --- Ctrl-C while a checkpoint is written -----------------------------------------------------------
+def test_ctrl_c_inside_interrupts_deferred_waits_for_the_block():
+
+    handler = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C is recorded too
+            for _ in range(1000):  # the handler runs between bytecodes: give it many
+                pass
+            with interrupts_deferred():  # nested: the outer block keeps the signal
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+                finished.append("inner")
+            finished.append("outer")
+    assert finished == ["inner", "outer"] and isinstance(excinfo.value, DeferredInterrupt)
+    assert signal.getsignal(signal.SIGINT) is handler
+    with interrupts_deferred():  # no Ctrl-C: nothing raised afterwards
+        finished.append("quiet")
+    # The block's own error wins over a deferred Ctrl-C.
+    with pytest.raises(ValueError), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        raise ValueError
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_interrupts_deferred_is_a_no_op_outside_the_main_thread():
+
+    handler = signal.getsignal(signal.SIGINT)
+    seen = []
+
+    def body():
+        with interrupts_deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [handler]
+
+
+def writing(folder: Path) -> bool:
+    """A checkpoint's temp file has bytes on disk: the test hook pauses torch.save there."""
+    for path in folder.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size > 0:
+                return True
+    return False
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_finishes_it_and_says_how_to_continue(
+    tmp_path, demo_spec
+):
+    """Issue 19: SIGINT in the middle of torch.save used to end in `RuntimeError: [enforce fail
+    at inline_container.cc:672] . unexpected pos …`, exit 1. The test hook pauses the first
+    checkpoint write after its second chunk, so the signal lands inside torch.save's writer."""
+
+    config = write_config(tmp_path, demo_spec, "run", epochs=3)
+    folder = tmp_path / "run" / "checkpoints"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmseg_heads", "train", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, TEST_SLOW_SAVE: "3"},
+    )
+    try:
+        deadline = time.time() + 300
+        while not writing(folder):
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                raise AssertionError(process.communicate()[1][-3000:])
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "RuntimeError" not in err, err[-3000:]
+    assert "holds epoch 1; continue with `mmseg-heads train" in err and "--resume" in err, err
+    for name in ("last.pt", "best.pt"):
+        assert torch.load(folder / name, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temp files

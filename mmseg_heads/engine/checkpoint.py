@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
-from mmseg_heads.atomic import atomic_open, link_atomic
+from mmseg_heads.atomic import atomic_open, interrupts_deferred, link_atomic
 from mmseg_heads.errors import UserError, load_failure
 
 FORMAT = "mmseg_heads.checkpoint/1"
@@ -22,11 +25,15 @@ def save_checkpoint(state: dict, path: str | Path, *also: str | Path) -> None:
     ``also``: more names for the same state (``best.pt`` and ``last.pt`` of one epoch). Each is
     a hard link to ``path`` where the disk supports links, so one epoch's state takes its space
     once; each name is replaced atomically and in the order given.
+
+    Ctrl-C while this writes lets it finish, every name, then stops (``KeyboardInterrupt``): cut
+    in the middle, torch.save's C++ writer would fail with a ``RuntimeError`` instead.
     """
-    with atomic_open(path) as handle:
-        torch.save({"format": FORMAT, **state}, handle)
-    for other in also:
-        link_atomic(path, other)
+    with interrupts_deferred():
+        with atomic_open(path) as handle:
+            torch.save({"format": FORMAT, **state}, _paused_for_tests(handle))
+        for other in also:
+            link_atomic(path, other)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -71,3 +78,30 @@ def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) 
             field="--checkpoint",
         )
     return path
+
+
+#: Tests only: a checkpoint write pauses this many seconds after its second chunk (then on
+#: disk), so that a test can interrupt torch.save there. (A KeyboardInterrupt in the first chunk
+#: happens to come out of torch.save as it is; in any later one, as a RuntimeError.)
+TEST_SLOW_SAVE = "MMSEG_HEADS_TEST_SLOW_SAVE"
+
+
+class _PausedWriter:
+    def __init__(self, handle: BinaryIO, seconds: float) -> None:
+        self.handle, self.seconds, self.chunks = handle, seconds, 0
+
+    def write(self, data) -> int:
+        written = self.handle.write(data)
+        self.chunks += 1
+        if self.chunks == 2:
+            self.handle.flush()
+            time.sleep(self.seconds)
+        return written
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _paused_for_tests(handle: BinaryIO) -> BinaryIO | _PausedWriter:
+    seconds = float(os.environ.get(TEST_SLOW_SAVE) or 0)
+    return _PausedWriter(handle, seconds) if seconds > 0 else handle

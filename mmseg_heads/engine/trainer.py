@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmseg_heads.atomic import DeferredInterrupt
 from mmseg_heads.config import Config
 from mmseg_heads.engine.batch_size import Shapes, choose_batch_size
 from mmseg_heads.engine.distributed import (
@@ -350,8 +351,9 @@ class Trainer:
     def fit(self) -> Path:
         try:
             return self._fit()
-        except KeyboardInterrupt:
-            done = self.epoch - 1
+        except KeyboardInterrupt as exc:
+            # Ctrl-C during the checkpoint write waits for it: last.pt then holds this epoch.
+            done = self.epoch if isinstance(exc, DeferredInterrupt) else self.epoch - 1
             if done >= 1:
                 log.warning(
                     "interrupted in epoch %d: %s holds epoch %d; continue with "
