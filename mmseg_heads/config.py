@@ -78,6 +78,14 @@ def config_schema() -> Struct:
                     "epochs": Field(
                         int, default=40, minimum=1, doc="passes over the training split"
                     ),
+                    "steps": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="optimizer steps to train instead of `epochs` (MMSegmentation's "
+                        "iterations): as many epochs as they need, the last cut short; the LR "
+                        "schedule spans them",
+                    ),
                     "batch_size": OneOf(
                         [Field(int, minimum=1), Field(str, choices=("auto",))],
                         default=8,
@@ -329,6 +337,7 @@ def load_config(
     spec's ``root``."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), overrides or [], str(path))
+    check_one_budget(raw, path)
     raw = validate(config_schema(), raw, file=str(path))
     spec_path = (
         Path(data) if data is not None else Path(os.path.normpath(path.parent / raw["data"]))
@@ -340,6 +349,18 @@ def load_config(
     spec = load_data_spec(spec_path, data_root=data_root)
     check_cross_references(raw, spec, file=str(path))
     return Config(path=path, raw=raw, spec=spec)
+
+
+def check_one_budget(raw: dict, path: Path) -> None:
+    """``train.steps`` and ``train.epochs`` both given: which one would end the run?"""
+    section = raw.get("train") if isinstance(raw, dict) else None
+    if isinstance(section, dict) and section.get("steps") is not None and "epochs" in section:
+        raise UserError(
+            "give train.steps or train.epochs, not both (steps: optimizer steps in all; "
+            "epochs: passes over the training split)",
+            file=path,
+            field="train.steps",
+        )
 
 
 def data_folder_message(folder: Path) -> str:

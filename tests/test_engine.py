@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Subset
 
+from mmseg_heads.cli.main import main
 from mmseg_heads.config import load_config
 from mmseg_heads.data.dataset import collate
 from mmseg_heads.engine import checkpoint as ckpt
@@ -259,7 +261,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, d
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
         assert train(config, resume="auto", progress=False) == run_dir
-    assert "nothing left to train" in caplog.text and "epoch 1 of train.epochs 1" in caplog.text
+    assert "nothing left to train" in caplog.text and "epoch 1 (step 4) of train.epochs 1" in caplog.text
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
 
 
@@ -279,3 +281,47 @@ def test_the_epoch_line_says_time_learning_rate_and_best(tmp_path, demo_spec, ca
     )
     assert re.match(pattern, lines[0]), lines[0]
     assert lines[0].endswith("(best so far)")  # the first epoch always improves on nothing
+
+
+def test_a_step_budget_trains_exactly_that_many_steps(tmp_path, demo_spec, caplog):
+    """16 demo images at batch 4: 4 steps an epoch; 10 steps = 2 epochs + 2 steps of a third,
+    the cosine schedule ends at the 10th; per-step rows reach metrics.jsonl."""
+    config = write_config(tmp_path, demo_spec, "budget", steps=10)
+    raw = yaml.safe_load(config.read_text())
+    del raw["train"]["epochs"]
+    config.write_text(yaml.safe_dump(raw))
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        assert main(["train", str(config)]) == 0
+    state = torch.load(tmp_path / "budget/checkpoints/last.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (3, 10)
+    rows = [
+        json.loads(line) for line in (tmp_path / "budget/metrics.jsonl").read_text().splitlines()
+    ]
+    steps = [r for r in rows if r.get("split") == "train_batch"]
+    assert [r["step"] for r in steps] == list(range(1, 11))
+    assert [r["epoch"] for r in rows if r.get("split") == "train"] == [1, 2, 3]
+    last_lr = [r["lr"] for r in rows if r.get("split") == "train"][-1]
+    assert last_lr == pytest.approx(0.0, abs=1e-9)  # cosine over exactly the 10 steps
+    assert "epoch 3/3" in caplog.text
+
+
+def test_steps_and_epochs_together_are_refused(tmp_path, demo_spec, capsys):
+    config = write_config(tmp_path, demo_spec, "both", epochs=2, steps=10)
+    assert main(["train", str(config)]) == 2
+    assert "train.steps: give train.steps or train.epochs, not both" in capsys.readouterr().err
+
+
+def test_metrics_log_flushes_every_few_seconds_and_at_the_end(tmp_path):
+    from mmseg_heads.engine.run_dir import MetricsLog
+
+    now = [0.0]
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, every=5.0, clock=lambda: now[0])
+    log.add({"step": 1})
+    assert not path.exists()  # buffered
+    now[0] = 5.0
+    log.add({"step": 2})
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    log.add({"step": 3})
+    log.flush()
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3]

@@ -42,13 +42,16 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, train_cfg: dict, steps_per_epoch: list[int]
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The LR schedule over every optimizer step of the run (``steps_per_epoch``: one count per
-    epoch), warm-up first; see :func:`~mmseg_heads.engine.schedule.lr_factor`."""
+    epoch), warm-up first; see :func:`~mmseg_heads.engine.schedule.lr_factor`. A ``step``
+    schedule's period counts the steps of a whole epoch (the last one, or the one before it when
+    ``train.steps`` cut the last one short)."""
+    whole = steps_per_epoch[-1] if len(steps_per_epoch) < 2 else max(steps_per_epoch[-2:])
     schedule = partial(
         lr_factor,
         total=sum(steps_per_epoch),
         warmup=round(train_cfg["warmup_epochs"] * steps_per_epoch[0]),
         schedule=train_cfg["schedule"],
-        step_size=train_cfg["step_epochs"] * steps_per_epoch[-1],
+        step_size=train_cfg["step_epochs"] * whole,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 

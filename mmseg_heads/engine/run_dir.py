@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -51,18 +52,18 @@ def prepare_run_dir(config: Config, world: World = SINGLE_PROCESS) -> Path:
 
 
 def check_checkpoint_space(
-    config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int
+    config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int, epochs: int
 ) -> None:
     """Stop before the first epoch when the checkpoints still to come will not fit.
 
     ``modules``: what each checkpoint holds with its optimizer state (the model and the loss);
-    ``done``: epochs already trained (a resumed run needs only the rest).
+    ``done``: epochs already trained (a resumed run needs only the rest); ``epochs``: in all.
     """
     train_cfg = config.train
     params = sum(p.numel() for module in modules for p in module.parameters())
     slots = 1 if train_cfg["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
     every = train_cfg["checkpoint_every"]
-    numbered = (train_cfg["epochs"] // every - done // every) if every else 0
+    numbered = (epochs // every - done // every) if every else 0
     folder = run_dir / "checkpoints"
     new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
     files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
@@ -78,6 +79,28 @@ def check_checkpoint_space(
 def append_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("a") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` written as training goes: records are buffered and reach the file at
+    least every ``every`` seconds (a per-step row shows up while its epoch runs, and a crash
+    loses at most those seconds), and at :meth:`flush` (each epoch's end)."""
+
+    def __init__(self, path: Path, every: float = 5.0, clock=time.monotonic):
+        self.path, self.every, self.clock = path, every, clock
+        self._pending: list[dict] = []
+        self._last = clock()
+
+    def add(self, *records: dict) -> None:
+        self._pending.extend(records)
+        if self.clock() - self._last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            append_jsonl(self.path, self._pending)
+            self._pending = []
+        self._last = self.clock()
 
 
 def truncate_log(path: Path, epoch: int) -> None:

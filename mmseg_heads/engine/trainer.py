@@ -53,7 +53,7 @@ from mmseg_heads.engine.run import (
     spec_hash,
 )
 from mmseg_heads.engine.run_dir import (
-    append_jsonl,
+    MetricsLog,
     check_checkpoint_space,
     prepare_run_dir,
     selection_score,
@@ -126,8 +126,8 @@ class Trainer:
         self.trained = torch.compile(trained) if train_cfg["compile"] else trained
         self.optimizer = build_optimizer(self.model, self.criterion, train_cfg)
         self.scaler = grad_scaler(self.precision, self.device)
-        steps_per_epoch = [self._steps_in(epoch) for epoch in range(1, train_cfg["epochs"] + 1)]
-        self.scheduler = build_scheduler(self.optimizer, train_cfg, steps_per_epoch)
+        self.plan = self._plan_steps()
+        self.scheduler = build_scheduler(self.optimizer, train_cfg, self.plan)
         self.diagnostics = BatchDiagnostics()
         self.epoch = 0
         self.step = 0
@@ -141,6 +141,7 @@ class Trainer:
             resume or config.run_dir(),
             [self.model, self.criterion],
             done=state.epoch if state else 0,
+            epochs=len(self.plan),
         )
         if resume is None:
             self.run_dir = prepare_run_dir(config, self.world)
@@ -148,6 +149,7 @@ class Trainer:
             self.run_dir = resume
             self._resume(state)
         self.writer = open_writer(tensorboard, self.run_dir, self.epoch)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl") if self.world.is_main else None
         log.info(
             "run directory %s; precision %s on %s; batch size %d%s",
             self.run_dir, self.precision, self.device, self.batch,
@@ -193,6 +195,17 @@ class Trainer:
         unfreeze = self.config.train["unfreeze_batch_size"]
         return self.batch if self.frozen(epoch) or unfreeze is None else unfreeze
 
+    def _plan_steps(self) -> list[int]:
+        """Optimizer steps of each epoch: ``train.epochs`` whole epochs, or as many as
+        ``train.steps`` needs, the last one cut short."""
+        budget = self.config.train["steps"]
+        if budget is None:
+            return [self._steps_in(e) for e in range(1, self.config.train["epochs"] + 1)]
+        plan: list[int] = []
+        while sum(plan) < budget:
+            plan.append(min(self._steps_in(len(plan) + 1), budget - sum(plan)))
+        return plan
+
     def _steps_in(self, epoch: int) -> int:
         size = self.batch_size(epoch)
         samples = len(self.dataset) // self.world.size  # this process's shard of the epoch
@@ -214,6 +227,7 @@ class Trainer:
             self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch, self.world
         )
         accumulate = self.config.train["accumulate"]
+        budget = self.config.train["steps"]
         losses = EpochLosses()
         batches = []
         bar = tqdm(
@@ -227,9 +241,14 @@ class Trainer:
                 logits, loss, parts = self._forward_backward(batch, accumulate)
             if boundary:
                 self._optimizer_step()
-            batches.append(self._diagnose(logits, batch))
+            record = self._diagnose(logits, batch)
+            batches.append(record)
+            if self.metrics is not None:
+                self.metrics.add(record)  # reaches metrics.jsonl within seconds, not at epoch end
             losses.add(loss, parts)
             bar.set_postfix(losses.postfix())
+            if budget and boundary and self.step >= sum(self.plan[: self.epoch]):
+                break  # train.steps: the budget ends inside this epoch
         total = losses.summed(self.world)
         record = total.means()
         record["lr"] = self.scheduler.get_last_lr()[0]
@@ -372,17 +391,20 @@ class Trainer:
 
     def _fit(self) -> Path:
         eval_cfg = self.config.eval
-        epochs = self.config.train["epochs"]
+        epochs = len(self.plan)
         if self.epoch >= epochs:
+            budget = self.config.train["steps"]
+            what = f"train.steps {budget}" if budget else f"train.epochs {epochs}"
             log.warning(
-                "nothing left to train: %s already holds epoch %d of train.epochs %d; raise "
-                "train.epochs to train on",
-                self.run_dir / "checkpoints" / "last.pt", self.epoch, epochs,
+                "nothing left to train: %s already holds epoch %d (step %d) of %s; raise %s to "
+                "train on",
+                self.run_dir / "checkpoints" / "last.pt", self.epoch, self.step, what,
+                what.split()[0],
             )  # fmt: skip
         while self.epoch < epochs:
             self.epoch += 1
             started = time.perf_counter()
-            train_record, batch_records = self.train_epoch()
+            train_record, _ = self.train_epoch()
             matrices = self.validate()
             summaries = {t: m.summary(eval_cfg["beta"]) for t, m in matrices.items()}
             score = selection_score(summaries, eval_cfg["select_by"])
@@ -390,15 +412,12 @@ class Trainer:
             self.best = max(self.best, score)
             seconds = time.perf_counter() - started
             validation = val_record(self.epoch, eval_cfg, score, summaries, matrices)
-            if self.world.is_main:
-                append_jsonl(
-                    self.run_dir / "metrics.jsonl",
-                    [
-                        *batch_records,
-                        {"epoch": self.epoch, "split": "train", **train_record, "seconds": seconds},
-                        validation,
-                    ],
+            if self.metrics is not None:
+                self.metrics.add(
+                    {"epoch": self.epoch, "split": "train", **train_record, "seconds": seconds},
+                    validation,
                 )
+                self.metrics.flush()
                 log_epoch(self.writer, self.epoch, train_record, validation)
             self._save(summaries, improved)
             f_text = ", ".join(
