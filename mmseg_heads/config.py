@@ -174,6 +174,13 @@ def config_schema() -> Struct:
                         minimum=0,
                         doc="also keep checkpoints/epoch_<N>.pt every N epochs (0: off)",
                     ),
+                    "keep_checkpoints": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="keep only the newest N epoch_<N>.pt files (best.pt and last.pt "
+                        "always stay); default: all",
+                    ),
                     "precision": Field(
                         str,
                         default="auto",

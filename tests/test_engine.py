@@ -261,7 +261,10 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, d
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
         assert train(config, resume="auto", progress=False) == run_dir
-    assert "nothing left to train" in caplog.text and "epoch 1 (step 4) of train.epochs 1" in caplog.text
+    assert (
+        "nothing left to train" in caplog.text
+        and "epoch 1 (step 4) of train.epochs 1" in caplog.text
+    )
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
 
 
@@ -325,3 +328,26 @@ def test_metrics_log_flushes_every_few_seconds_and_at_the_end(tmp_path):
     log.add({"step": 3})
     log.flush()
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_keep_checkpoints_keeps_the_newest_numbered_files_and_best_and_last(tmp_path, demo_spec):
+    config = write_config(tmp_path, demo_spec, "keep", checkpoint_every=1, keep_checkpoints=2)
+    assert main(["train", str(config)]) == 0
+    folder = tmp_path / "keep" / "checkpoints"
+    names = sorted(p.name for p in folder.iterdir())
+    assert [n for n in names if n.startswith("epoch_")] == ["epoch_3.pt", "epoch_4.pt"]
+    assert {"best.pt", "last.pt"} <= set(names)
+    best = torch.load(folder / "best.pt", weights_only=True)  # its data survived the pruning
+    assert 1 <= best["epoch"] <= 4
+
+
+def test_prune_checkpoints_leaves_other_files_alone(tmp_path):
+    from mmseg_heads.engine.run_dir import prune_checkpoints
+
+    for name in ("epoch_2.pt", "epoch_10.pt", "epoch_9.pt", "best.pt", "last.pt", "epoch_x.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = prune_checkpoints(tmp_path, 1)
+    assert sorted(p.name for p in removed) == ["epoch_2.pt", "epoch_9.pt"]  # 10 is newest
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt", "epoch_10.pt", "epoch_x.pt", "last.pt"]  # fmt: skip
+    assert prune_checkpoints(tmp_path, None) == []

@@ -69,3 +69,18 @@ def test_training_logs_and_records_its_threads_and_a_resume_keeps_them(
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_inspect_says_checkpoint_size_and_what_is_kept():
+    from torch import nn
+
+    from mmseg_heads.cli.inspect import checkpoint_guidance
+
+    model = nn.Linear(1000, 1000)  # 1,001,000 parameters
+    train = {"optimizer": "adamw", "checkpoint_every": 5, "keep_checkpoints": 3, "epochs": 100,
+             "steps": None}  # fmt: skip
+    size_mb = (4 * 1_001_000 * 3 * 1.05 + (1 << 20)) / (1 << 20)
+    text = checkpoint_guidance(model, train)
+    assert text.startswith(f"checkpoint: about {size_mb:.0f} MiB per file (weights + adamw state)")
+    assert "plus 3 epoch_<N>.pt files kept" in text
+    assert "all kept" in checkpoint_guidance(model, train | {"keep_checkpoints": None, "steps": 10})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from mmseg_heads.atomic import check_output_path, write_atomic
+from mmseg_heads.atomic import check_output_path, checkpoint_bytes, format_bytes, write_atomic
 from mmseg_heads.config import Config, load_config
 from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.scan import ScanResult, scan
@@ -194,6 +194,24 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def checkpoint_guidance(model: nn.Module, train: dict) -> str:
+    """How large a checkpoint is, and what ``checkpoint_every``/``keep_checkpoints`` keep."""
+    slots = 1 if train["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
+    size = checkpoint_bytes(sum(p.numel() for p in model.parameters()), slots)
+    text = f"checkpoint: about {format_bytes(size)} per file (weights + {train['optimizer']} state)"
+    every, keep = train["checkpoint_every"], train["keep_checkpoints"]
+    if not every:
+        return text + "; best.pt and last.pt (one file when they are the same epoch)"
+    files = train["epochs"] // every if train["steps"] is None else None
+    kept = keep if files is None else min(files, keep or files)
+    if kept is None:
+        return text + f"; plus epoch_<N>.pt every {every} epochs (all kept)"
+    return (
+        text + f"; plus {kept} epoch_<N>.pt file{'s' if kept != 1 else ''} kept "
+        f"(about {format_bytes(kept * size)}) beside best.pt and last.pt"
+    )
+
+
 def check_data(spec: DataSpec, *, cache: bool = True) -> ScanResult:
     """Scan every file (``cache``: through the scan cache); print warnings; raise one error
     listing every problem found."""
@@ -304,6 +322,7 @@ def run(args) -> int:
     print("\n".join(describe_model(model, args.size)))
     shapes = Shapes.from_spec(config.spec, config.train["crop"])
     print("\n".join(memory_guidance(model, shapes, config.train["batch_size"])))
+    print("\n" + checkpoint_guidance(model, config.train))
     threads, why = choose_threads(config.train["threads"])
     print(f"\nCPU threads for training: {threads} ({why})")
     if preview is not None:

@@ -64,6 +64,8 @@ def check_checkpoint_space(
     slots = 1 if train_cfg["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
     every = train_cfg["checkpoint_every"]
     numbered = (epochs // every - done // every) if every else 0
+    if train_cfg["keep_checkpoints"] is not None:
+        numbered = min(numbered, train_cfg["keep_checkpoints"])
     folder = run_dir / "checkpoints"
     new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
     files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
@@ -79,6 +81,21 @@ def check_checkpoint_space(
 def append_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("a") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
+
+
+def prune_checkpoints(folder: Path, keep: int | None) -> list[Path]:
+    """Remove all but the newest ``keep`` ``epoch_<N>.pt`` files (``train.keep_checkpoints``);
+    ``best.pt`` and ``last.pt`` are other names, never touched. Returns the files removed."""
+    if keep is None:
+        return []
+    numbered = sorted(
+        (p for p in folder.glob("epoch_*.pt") if p.stem.removeprefix("epoch_").isdigit()),
+        key=lambda p: int(p.stem.removeprefix("epoch_")),
+    )
+    old = numbered[: max(0, len(numbered) - keep)]
+    for path in old:
+        path.unlink(missing_ok=True)  # a hard link: best.pt/last.pt keep their data
+    return old
 
 
 class MetricsLog:

@@ -56,6 +56,7 @@ from mmseg_heads.engine.run_dir import (
     MetricsLog,
     check_checkpoint_space,
     prepare_run_dir,
+    prune_checkpoints,
     selection_score,
     truncate_log,
     val_record,
@@ -365,6 +366,7 @@ class Trainer:
         names += ["last.pt"]  # last: resume never starts before best exists
         # One file, the other names hard links to it: an epoch's state takes its space once.
         state.save(*(folder / name for name in names))
+        prune_checkpoints(folder, self.config.train["keep_checkpoints"])
 
     # --- the run -----------------------------------------------------------------------------
     def fit(self) -> Path:
