@@ -351,3 +351,25 @@ def test_prune_checkpoints_leaves_other_files_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.pt", "epoch_10.pt", "epoch_x.pt", "last.pt"]  # fmt: skip
     assert prune_checkpoints(tmp_path, None) == []
+
+
+def test_the_epoch_line_says_the_time_left_and_a_log_file_gets_progress_lines(
+    tmp_path, demo_spec, caplog, monkeypatch
+):
+    from mmseg_heads.engine import trainer as trainer_module
+    from mmseg_heads.engine.trainer import remaining_text
+
+    assert remaining_text([10.0, 30.0, 20.0], 3) == "; about 60 s left"
+    assert remaining_text([100.0], 30) == "; about 50 min left"
+    assert remaining_text([3600.0], 3) == "; about 3.0 h left"
+    assert remaining_text([5.0], 0) == ""
+    monkeypatch.setattr(trainer_module, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(trainer_module.sys.stderr, "isatty", lambda: False, raising=False)
+    config = write_config(tmp_path, demo_spec, "eta", epochs=2)
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        assert main(["train", str(config)]) == 0
+    assert "epoch 1: batch 1/4" in caplog.text and "epoch 2: batch 4/4" in caplog.text
+    first = next(line for line in caplog.text.splitlines() if "epoch 1/2:" in line)
+    assert " s left" in first
+    last = next(line for line in caplog.text.splitlines() if "epoch 2/2:" in line)
+    assert "left" not in last

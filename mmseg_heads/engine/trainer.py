@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import statistics
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -235,6 +237,8 @@ class Trainer:
             loader, desc=f"epoch {self.epoch}", disable=None if self.progress else True, leave=False
         )
         self.optimizer.zero_grad(set_to_none=True)
+        # Piped to a log file tqdm draws nothing (no carriage-return junk): a line now and then.
+        noted = time.monotonic() if self.progress and not sys.stderr.isatty() else None
         for index, batch in enumerate(bar):
             batch = to_device(batch, self.device)
             boundary = (index + 1) % accumulate == 0 or index + 1 == len(loader)
@@ -248,6 +252,9 @@ class Trainer:
                 self.metrics.add(record)  # reaches metrics.jsonl within seconds, not at epoch end
             losses.add(loss, parts)
             bar.set_postfix(losses.postfix())
+            if noted is not None and time.monotonic() - noted >= PROGRESS_LINE_SECONDS:
+                noted = time.monotonic()
+                log.info("epoch %d: batch %d/%d", self.epoch, index + 1, len(loader))
             if budget and boundary and self.step >= sum(self.plan[: self.epoch]):
                 break  # train.steps: the budget ends inside this epoch
         total = losses.summed(self.world)
@@ -310,6 +317,7 @@ class Trainer:
             self.config.spec,
             device=self.device,
             precision=self.precision,
+            progress=self.progress,
             inference=Inference.from_eval(self.config.eval, self.config.spec.nesting()),
         )
         return {task: matrix.all_reduce() for task, matrix in matrices.items()}
@@ -403,6 +411,7 @@ class Trainer:
                 self.run_dir / "checkpoints" / "last.pt", self.epoch, self.step, what,
                 what.split()[0],
             )  # fmt: skip
+        durations: list[float] = []
         while self.epoch < epochs:
             self.epoch += 1
             started = time.perf_counter()
@@ -425,12 +434,30 @@ class Trainer:
             f_text = ", ".join(
                 f"{t} F {s['macro_foreground_f'] or 0:.3f}" for t, s in summaries.items()
             )
+            durations.append(seconds)
             log.info(
-                "epoch %d/%d: loss %.4f; %s; lr %.3g; %.1f s%s",
+                "epoch %d/%d: loss %.4f; %s; lr %.3g; %.1f s%s%s",
                 self.epoch, epochs, train_record["loss"], f_text, train_record["lr"], seconds,
+                remaining_text(durations, epochs - self.epoch),
                 " (best so far)" if improved else "",
             )  # fmt: skip
         return self.run_dir
+
+
+#: Without a terminal, ``train`` logs how far an epoch is at most this often.
+PROGRESS_LINE_SECONDS = 60.0
+
+
+def remaining_text(durations: list[float], epochs_left: int) -> str:
+    """``; about 12 min left``: the median epoch so far times the epochs left (none at the end)."""
+    if not epochs_left or not durations:
+        return ""
+    seconds = statistics.median(durations) * epochs_left
+    if seconds < 90:
+        return f"; about {seconds:.0f} s left"
+    if seconds < 5400:
+        return f"; about {seconds / 60:.0f} min left"
+    return f"; about {seconds / 3600:.1f} h left"
 
 
 def train(config: Config, *, progress: bool = True, resume: str | Path | None = None) -> Path:
