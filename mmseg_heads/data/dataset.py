@@ -34,6 +34,7 @@ from mmseg_heads.data.readers import (
     NIFTI_EXTENSIONS,
     extension_of,
     read_array,
+    read_colour_array,
     read_nifti_geometry,
     read_shape,
 )
@@ -201,13 +202,17 @@ class MultiModalDataset(Dataset):
         weight = self.spec.volume.labelled_weight
         return [weight if flag else 1.0 for flag in self.labelled]
 
-    def _read_plane(self, path: Path, sample_id: str, context: int = 0) -> list[np.ndarray]:
+    def _read_plane(
+        self, path: Path, sample_id: str, context: int = 0, *, colour: bool = False
+    ) -> list[np.ndarray]:
         """The 2-D arrays (``H×W`` or ``H×W×C``) of one sample in one file: its plane, or with
-        ``context`` the planes of slices i-context … i+context (edges replicated)."""
+        ``context`` the planes of slices i-context … i+context (edges replicated). ``colour``:
+        read a colour label file (a palette image gives its colours, not its indices)."""
+        read = read_colour_array if colour else read_array
         case, index = self.spec.case_of(sample_id)
         if index is None:
-            return [as_plane(read_array(path), path, self.spec.path)] * (2 * context + 1)
-        volume = as_volume(self._cache.get(case, path, read_array), path, self.spec.path)
+            return [as_plane(read(path), path, self.spec.path)] * (2 * context + 1)
+        volume = as_volume(self._cache.get(case, path, read), path, self.spec.path)
         axis = self.spec.volume.slice_axis
         indices = context_indices(index, volume.shape[axis], context)
         # A slice repeated at an edge is one array, prepared once by read_images.
@@ -237,7 +242,9 @@ class MultiModalDataset(Dataset):
                 labels[name] = np.full(size, IGNORE_INDEX, dtype=np.int64)
                 has_label[name] = False
                 continue
-            labels[name] = task.map_labels(self._read_plane(path, sample_id)[0], path)
+            colour = task.label_format == "colour"
+            raw = self._read_plane(path, sample_id, colour=colour)[0]
+            labels[name] = task.map_labels(raw, path)
             has_label[name] = True
         return labels, has_label
 

@@ -3,7 +3,8 @@
 Every reader returns a numpy array with the file's own dtype: ``H×W`` or ``H×W×C`` (channels
 last) for 2-D images; NIfTI volumes come as stored, ``X×Y×Z`` (or ``X×Y×Z×C``), and the dataset
 slices them (see the data spec's ``volume`` section). Labels keep their raw values (a palette PNG
-gives its indices, never RGB colours).
+gives its indices, never RGB colours); :func:`read_colour_array` reads the label files of a task
+with ``label_format: colour``, where a palette PNG gives the colours its indices stand for.
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ def _read_with_pillow(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         # Palette ("P") images are index maps: np.asarray keeps the indices, which is what labels need.
         return np.asarray(image)
+
+
+#: Pillow modes that colour labels are converted from, to the mode giving their RGB(A) colours.
+_AS_COLOUR = {"P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _read_colours_with_pillow(path: Path) -> np.ndarray:
+    """``H×W×3`` (or ``H×W×4``) colours of an image; grey images stay ``H×W`` (not colours)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        mode = _AS_COLOUR.get(image.mode)
+        if image.mode == "P" and "transparency" in image.info:
+            mode = "RGBA"  # a transparent palette entry is no colour: alpha < 255 shows it
+        return np.asarray(image.convert(mode) if mode else image)
 
 
 #: Formats read as one 2-D image: never a volume to slice (a multi-page TIFF gives its first page).
@@ -135,19 +151,38 @@ def extension_of(path: str | Path) -> str:
 def read_array(path: str | Path) -> np.ndarray:
     """Read an image or label file by its extension; a user error names the file when it fails."""
     path = Path(path)
+    return _decode(path, _reader_of(path))
+
+
+def read_colour_array(path: str | Path) -> np.ndarray:
+    """Read a colour label file: as :func:`read_array`, but an image Pillow reads gives its
+    colours, ``H×W×3`` (``H×W×4`` with alpha), a palette image included (its indices stand for
+    colours here); a grey image stays ``H×W``, for the caller to refuse."""
+    path = Path(path)
+    reader = _reader_of(path)
+    return _decode(path, _read_colours_with_pillow if reader is _read_with_pillow else reader)
+
+
+def _reader_of(path: Path) -> Callable[[Path], np.ndarray]:
+    """The registered reader of ``path``'s extension; a user error names the file when none is."""
     ext = extension_of(path)
     if ext not in READERS:
         raise UserError(
             f"no reader for {ext or 'files without an extension'!r}; supported: {', '.join(READERS.names())}",
             file=path,
         )
+    return READERS.get(ext)
+
+
+def _decode(path: Path, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """``reader(path)``; a missing, corrupt or truncated file is a user error naming it."""
     if not path.is_file():
         raise UserError("file not found", file=path)
     try:
-        return READERS.get(ext)(path)
+        return reader(path)
     except UserError:
         raise
     except Exception as exc:  # a corrupt or truncated file is the user's problem, not ours
         raise UserError(
-            f"cannot decode {ext} file ({type(exc).__name__}: {exc})", file=path
+            f"cannot decode {extension_of(path)} file ({type(exc).__name__}: {exc})", file=path
         ) from exc

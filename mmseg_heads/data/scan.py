@@ -2,13 +2,14 @@
 
 ``inspect`` and ``train`` (unless ``--skip-scan``) run it before any work: every file exists and
 decodes; channels match the spec; all modalities and labels of one id have one size; every raw
-label value has a class (unmapped values listed with pixel counts and the files holding them);
+label value has a class (unmapped values listed with pixel counts and the files holding them), or
+with ``label_format: colour`` every label image is opaque RGB and every colour has a class;
 float images hold no NaN/Inf; splits are not empty; ids are not duplicated or shared between
 splits (a warning); every task has a labelled sample.
 
 Each file is read once (a label file that several tasks share too), in parallel threads, into a
 few facts (:class:`~mmseg_heads.data.scan_cache.FileFacts`: shape, dtype, finiteness, label
-value histogram); the checks run on those facts. The facts are cached between runs
+value or colour histogram); the checks run on those facts. The facts are cached between runs
 (:mod:`mmseg_heads.data.scan_cache`), so a second scan of unchanged files reads none of them.
 """
 
@@ -31,10 +32,19 @@ from mmseg_heads.data.checks import (
     missing_modality_file,
     size_mismatch,
 )
-from mmseg_heads.data.labels import dense_minimum
-from mmseg_heads.data.readers import read_array
+from mmseg_heads.data.labels import (
+    TRANSLUCENT,
+    colour_classes,
+    colour_listing,
+    colours_count,
+    dense_minimum,
+    is_colour_image,
+    pack_colours,
+    translucent_problem,
+)
+from mmseg_heads.data.readers import read_array, read_colour_array
 from mmseg_heads.data.scan_cache import FileFacts, FileStamp, Histogram, ScanCache, open_cache
-from mmseg_heads.data.spec import DataSpec
+from mmseg_heads.data.spec import DataSpec, TaskSpec
 from mmseg_heads.errors import ConfigError, UserError
 
 #: What reading one file gave: its facts, a problem message (it does not decode), or ``None`` (no
@@ -42,10 +52,20 @@ from mmseg_heads.errors import ConfigError, UserError
 Read = FileFacts | str | None
 
 
+@dataclass(frozen=True)
+class _Needs:
+    """Which histograms of a file the checks need: raw values (index labels), colours (colour
+    labels; a file two tasks share in both formats needs both)."""
+
+    values: bool = False
+    colours: bool = False
+
+
 @dataclass
 class _IdReport:
     problems: list[Problem] = field(default_factory=list)
-    unmapped: dict[str, Counter] = field(default_factory=dict)  # task -> raw value -> pixels
+    # task -> raw value (a colour task's: packed colour) -> pixels
+    unmapped: dict[str, Counter] = field(default_factory=dict)
     unmapped_files: dict[str, set] = field(default_factory=dict)
     labelled: set[str] = field(default_factory=set)
     flat: dict[str, list] = field(default_factory=dict)  # field -> [(2-D file, shape)] (volumes)
@@ -88,12 +108,14 @@ class ScanResult:
             if not path.is_file():
                 continue
             facts = self.facts.get(path)
-            if facts is None or facts.values is None:
+            colour = spec_task.label_format == "colour"
+            histogram = None if facts is None else facts.colours if colour else facts.values
+            if histogram is None:
                 return None
             labelled += 1 if spec.volume is None else facts.shape[spec.volume.slice_axis]
-            raw = np.array([value for value, _ in facts.values])
+            raw = np.array([value for value, _ in histogram])
             classes = spec_task.class_table(raw, path)
-            for index, (_, pixels) in zip(classes.tolist(), facts.values, strict=True):
+            for index, (_, pixels) in zip(classes.tolist(), histogram, strict=True):
                 counter[index] += pixels
         return labelled, counter
 
@@ -178,8 +200,18 @@ def value_histogram(raw: np.ndarray) -> Histogram:
     return tuple(zip(values.tolist(), counts.tolist(), strict=True))
 
 
-def file_facts(path: Path, *, values: bool) -> FileFacts:
-    """Decode the whole file and keep what the checks need (``values``: a raw value histogram).
+def colour_histogram(raw: np.ndarray, path: Path) -> Histogram:
+    """``((packed colour, pixels), ...)`` of an RGB(A) image, ascending (:data:`TRANSLUCENT`, the
+    pixels with alpha < 255, first); ``()`` for an array that is not an RGB image."""
+    if not is_colour_image(raw):
+        return ()
+    return value_histogram(pack_colours(raw, path))
+
+
+def file_facts(path: Path, *, values: bool, colours: bool = False) -> FileFacts:
+    """Decode the whole file and keep what the checks need (``values``: a raw value histogram;
+    ``colours``: a histogram of colours, from the file read as colours, see
+    :func:`~mmseg_heads.data.readers.read_colour_array`).
 
     Why not only the header, which would give shape and dtype for a fraction of the time (PIL's
     ``Image.open`` and nibabel's ``load`` read no pixels): a PNG's size and mode sit in its first
@@ -191,29 +223,37 @@ def file_facts(path: Path, *, values: bool) -> FileFacts:
     Raises:
         UserError: the file does not decode (naming it).
     """
-    array = read_array(path)
+    coloured = read_colour_array(path) if colours else None
+    # The shape is the index read's where there is one; a file of colour tasks only is read once.
+    array = read_array(path) if coloured is None or values else coloured
     floating = np.issubdtype(array.dtype, np.floating)
     return FileFacts(
         shape=tuple(int(s) for s in array.shape),
         dtype=str(array.dtype),
         finite=bool(np.isfinite(array).all()) if floating else None,
         values=value_histogram(array) if values else None,
+        colours=colour_histogram(coloured, path) if coloured is not None else None,
     )
 
 
-def _files_to_read(spec: DataSpec, ids: list[str]) -> dict[Path, bool]:
-    """``{file: whether its value histogram is needed}``: every modality and label file of
-    ``ids``, each once (tasks often share one label file)."""
-    files: dict[Path, bool] = {}
+def _files_to_read(spec: DataSpec, ids: list[str]) -> dict[Path, _Needs]:
+    """``{file: the histograms it needs}``: every modality and label file of ``ids``, each once
+    (tasks often share one label file)."""
+    files: dict[Path, _Needs] = {}
     for sample_id in ids:
         for name in spec.modalities:
-            files.setdefault(spec.modality_file(name, sample_id), False)
-        for name in spec.tasks:
-            files[spec.label_file(name, sample_id)] = True
+            files.setdefault(spec.modality_file(name, sample_id), _Needs())
+        for name, task in spec.tasks.items():
+            path = spec.label_file(name, sample_id)
+            before = files.get(path, _Needs())
+            if task.label_format == "colour":
+                files[path] = _Needs(before.values, colours=True)
+            else:
+                files[path] = _Needs(True, before.colours)
     return files
 
 
-def _read_one(path: Path, values: bool, store: ScanCache | None) -> tuple[Read, tuple | None]:
+def _read_one(path: Path, needs: _Needs, store: ScanCache | None) -> tuple[Read, tuple | None]:
     """``(what reading gave, (stamp, read time) to cache it under, or None)``."""
     try:
         status = path.stat()
@@ -222,12 +262,13 @@ def _read_one(path: Path, values: bool, store: ScanCache | None) -> tuple[Read, 
     if not stat.S_ISREG(status.st_mode):  # a folder or a device where a file is wanted
         return None, None
     stamp = FileStamp.of(status)
-    cached = store.get(path, stamp, values=values) if store is not None else None
+    wanted = {"values": needs.values, "colours": needs.colours}
+    cached = store.get(path, stamp, **wanted) if store is not None else None
     if cached is not None:
         return cached, None
     started = time.time_ns()
     try:
-        facts = file_facts(path, values=values)
+        facts = file_facts(path, **wanted)
     except UserError as exc:
         return f"{path}: {exc.message}", None  # not cached: a broken file is read again next time
     try:
@@ -238,7 +279,7 @@ def _read_one(path: Path, values: bool, store: ScanCache | None) -> tuple[Read, 
     return facts, ((stamp, started) if unchanged else None)
 
 
-def _read_all(files: dict[Path, bool], store: ScanCache | None, threads: int) -> dict[Path, Read]:
+def _read_all(files: dict[Path, _Needs], store: ScanCache | None, threads: int) -> dict[Path, Read]:
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(lambda item: _read_one(*item, store), files.items()))
     read: dict[Path, Read] = {}
@@ -304,14 +345,18 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
             report.flat.setdefault(where, []).append((path, shape))
             continue
         sizes.append((f"{name} labels ({path.name})", _grid(shape, spec), where))
+        if task.label_format == "colour":
+            _check_colours(task, path, facts, report)
+            continue
         squeezed = sum(1 for s in shape if s != 1)  # np.squeeze(raw).ndim
         if spec.volume is None and len(shape) > 2 and squeezed != 2:
             colour = len(shape) == 3 and shape[2] in (3, 4)
             what = "a colour image" if colour else f"an array of shape {shape}"
+            also = ", or colour masks read with `label_format: colour`" if colour else ""
             report.problems.append(
                 Problem(
                     f"{path} is {what}; labels must be single-channel index maps (save a palette "
-                    "or grayscale PNG)",
+                    f"or grayscale PNG){also}",
                     where,
                 )
             )
@@ -325,6 +370,51 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
     if problem is not None:
         report.problems.append(problem)
     return report
+
+
+def _check_colours(task: TaskSpec, path: Path, facts: FileFacts, report: _IdReport) -> None:
+    """The checks of one colour label file: an RGB image, opaque, its colours those of classes
+    (colours of no class are counted in ``report.unmapped``, to be listed once per task)."""
+    name = task.name
+    if not facts.colours:
+        what = "a greyscale image" if len(facts.shape) == 2 else f"an array of shape {facts.shape}"
+        report.problems.append(
+            Problem(
+                f"{path} is {what}, not RGB; `label_format: colour` reads RGB (or opaque RGBA) "
+                "colour masks: save the labels as RGB, or set `label_format: index` for index maps",
+                f"tasks.{name}.label_format",
+            )
+        )
+        return
+    classes = colour_classes(task)
+    for colour, count in facts.colours:
+        if colour == TRANSLUCENT:
+            report.problems.append(
+                Problem(f"{path}: {translucent_problem(count)}", f"tasks.{name}.labels")
+            )
+        elif colour not in classes:
+            report.unmapped.setdefault(name, Counter())[colour] += count
+            report.unmapped_files.setdefault(name, set()).add(str(path))
+
+
+def _unmapped_problem(task: TaskSpec, counter: Counter, files: set) -> Problem:
+    """One problem per task for its raw values (or colours) of no class, over all its files."""
+    shown = sorted(files)
+    where = f"in {len(shown)} files, e.g. {', '.join(shown[:3])}"
+    hint = task.unmapped_hint(shown)
+    if task.label_format == "colour":
+        listing = colour_listing(list(counter), counter)
+        return Problem(
+            f"{colours_count(len(counter))} not in tasks.{task.name}.colors: {listing}; {where}; "
+            f"{hint}",
+            f"tasks.{task.name}.colors",
+        )
+    values = ", ".join(f"{v} ({n} px)" for v, n in sorted(counter.items()))
+    return Problem(
+        f"raw label values with no class: {values}; {where} "
+        f"(classes 0..{task.num_classes - 1}); {hint}",
+        f"tasks.{task.name}.values",
+    )
 
 
 def _flat_in_volume(files: list[tuple[Path, tuple]], where: str) -> Problem:
@@ -364,8 +454,8 @@ def scan(spec: DataSpec, *, threads: int | None = None, cache: bool = True) -> S
     flat: dict[str, list] = defaultdict(list)
     for sample_id, report in zip(every_id, reports, strict=True):
         problems += report.problems
-        for where, files in report.flat.items():
-            flat[where] += files
+        for where, flat_files in report.flat.items():  # not `files`: that one maps tasks
+            flat[where] += flat_files
         for task, counter in report.unmapped.items():
             unmapped[task].update(counter)
             files[task] |= report.unmapped_files[task]
@@ -373,17 +463,7 @@ def scan(spec: DataSpec, *, threads: int | None = None, cache: bool = True) -> S
             labelled[task].add(sample_id)
     problems += [_flat_in_volume(files, where) for where, files in flat.items()]
     for task, counter in unmapped.items():
-        spec_task = spec.tasks[task]
-        values = ", ".join(f"{v} ({n} px)" for v, n in sorted(counter.items()))
-        shown = sorted(files[task])
-        hint = spec_task.unmapped_hint(shown)
-        problems.append(
-            Problem(
-                f"raw label values with no class: {values}; in {len(shown)} files, e.g. "
-                f"{', '.join(shown[:3])} (classes 0..{spec_task.num_classes - 1}); {hint}",
-                f"tasks.{task}.values",
-            )
-        )
+        problems.append(_unmapped_problem(spec.tasks[task], counter, files[task]))
     for split, split_ids in ids.items():
         for task in spec.tasks:
             if split_ids and not labelled[task] & set(split_ids):

@@ -9,7 +9,7 @@ which may be read-only or shared, and whose contents are the user's)::
 Deleting it is always safe; ``inspect --no-cache`` neither reads nor writes it.
 
 An entry holds **facts about a file's content** (shape, dtype, whether a float array is finite, a
-label file's histogram of raw values), never a verdict: the spec's channels, value maps, thresholds
+label file's histogram of raw values or of colours), never a verdict: the spec's channels, value maps, thresholds
 and ignore lists are applied to the facts on every scan, so an edited spec never reuses a stale
 answer, and the key needs no spec settings.
 
@@ -58,12 +58,16 @@ class FileFacts:
         dtype: the array's dtype, e.g. ``uint8``.
         finite: for float arrays, whether every value is finite; ``None`` for other dtypes.
         values: raw value histogram (label files); ``None`` when not taken.
+        colours: histogram of packed colours (label files of ``label_format: colour``, see
+            :func:`~mmseg_heads.data.labels.pack_colours`); ``()`` for a file that is not an RGB
+            image, ``None`` when not taken.
     """
 
     shape: tuple[int, ...]
     dtype: str
     finite: bool | None = None
     values: Histogram | None = None
+    colours: Histogram | None = None
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,11 @@ class ScanCache:
             return {}
         return data["files"]
 
-    def get(self, path: Path, stamp: FileStamp, *, values: bool) -> FileFacts | None:
-        """The facts of ``path`` if they were taken from this very version of it (and hold a
-        histogram when ``values`` asks for one); ``None`` means: read the file."""
+    def get(
+        self, path: Path, stamp: FileStamp, *, values: bool, colours: bool = False
+    ) -> FileFacts | None:
+        """The facts of ``path`` if they were taken from this very version of it (and hold the
+        histograms ``values`` and ``colours`` ask for); ``None`` means: read the file."""
         entry = self._entries.get(_key(path))
         try:
             if entry is None or FileStamp(**entry["stamp"]) != stamp:
@@ -163,11 +169,13 @@ class ScanCache:
         except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or damaged entry
             log.debug("scan cache entry of %s ignored: %s", path, exc)
             return None
-        return None if values and facts.values is None else facts
+        if (values and facts.values is None) or (colours and facts.colours is None):
+            return None
+        return facts
 
     def put(self, path: Path, stamp: FileStamp, facts: FileFacts, read_at_ns: int) -> None:
         """Remember ``facts`` of ``path``, read at ``read_at_ns`` from the version ``stamp``."""
-        too_many = facts.values is not None and len(facts.values) > MAX_VALUES
+        too_many = any(h is not None and len(h) > MAX_VALUES for h in (facts.values, facts.colours))
         if too_many or not stamp.settled_before(read_at_ns):
             # Not remembered; an older entry of the file must not outlive this fresh read either.
             self._changed |= self._entries.pop(_key(path), None) is not None
@@ -200,6 +208,7 @@ def _facts_to_json(facts: FileFacts) -> dict:
         "finite": facts.finite,
         # NaN and ±inf are written as JSON's NaN/Infinity extension, which json reads back.
         "values": None if facts.values is None else [[v, n] for v, n in facts.values],
+        "colours": None if facts.colours is None else [[v, n] for v, n in facts.colours],
     }
 
 
@@ -207,6 +216,9 @@ def _facts_from_json(raw: dict) -> FileFacts:
     values = raw["values"]
     if values is not None:
         values = tuple((_number(v), int(n)) for v, n in values)
+    colours = raw.get("colours")  # absent from entries written before colour labels
+    if colours is not None:
+        colours = tuple((int(v), int(n)) for v, n in colours)
     finite = raw["finite"]
     if finite not in (None, True, False):
         raise ValueError(f"finite is {finite!r}")
@@ -215,6 +227,7 @@ def _facts_from_json(raw: dict) -> FileFacts:
         dtype=str(raw["dtype"]),
         finite=finite,
         values=values,
+        colours=colours,
     )
 
 

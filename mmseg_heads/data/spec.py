@@ -36,7 +36,7 @@ from mmseg_heads.data.spec_schema import (
 from mmseg_heads.data.splits import SLICE_SEPARATOR
 from mmseg_heads.data.yaml_io import load_yaml, parse_yaml, yaml_problem
 from mmseg_heads.errors import ConfigError, UserError
-from mmseg_heads.palette import RGB, task_palette
+from mmseg_heads.palette import RGB, as_rgb, task_palette
 from mmseg_heads.schema import validate
 
 __all__ = [
@@ -125,6 +125,11 @@ class TaskSpec:
     inside: dict[str, tuple[str, ...]] | None = None
     #: The spec's ``colors``: class name -> ``[r, g, b]`` or ``"#rrggbb"``, as validated.
     colors: dict | None = None
+    #: ``index`` (raw values are classes, through ``values``/``threshold``) or ``colour`` (RGB
+    #: label images, whose colours are classes through ``colors``).
+    label_format: str = "index"
+    #: With ``label_format: colour``: colours whose pixels get ``IGNORE_INDEX``.
+    ignore_colors: tuple[RGB, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -333,6 +338,8 @@ def data_spec_from_dict(raw: dict, path: Path, *, data_root: str | Path | None =
                 annotated_on=tuple(t["annotated_on"]),
                 inside={k: tuple(v) for k, v in t["inside"].items()} if t["inside"] else None,
                 colors=t["colors"],
+                label_format=t["label_format"],
+                ignore_colors=tuple(as_rgb(c) for c in t["ignore_colors"]),
             )
             for n, t in raw["tasks"].items()
         },

@@ -4,17 +4,18 @@ The schema checks each field on its own: types, choices, ranges, a file pattern'
 volume's ``keep`` rule. :func:`cross_field_problems` checks what spans fields: ``annotated_on``
 names modalities, value maps hit classes, ``colors`` name classes, one split rule each, fraction
 seeds and sums, normalisation statistics per channel, percentile clips, and a ``volume`` section
-on 2-D image formats. ``docs/data_spec.md`` is generated from the schema.
+on 2-D image formats, and what ``label_format: colour`` needs (a distinct colour for every
+class). ``docs/data_spec.md`` is generated from the schema.
 """
 
 from __future__ import annotations
 
 import re
 
-from mmseg_heads.data.labels import IGNORE_INDEX
+from mmseg_heads.data.labels import IGNORE_INDEX, LABEL_FORMATS
 from mmseg_heads.data.readers import PLANAR_EXTENSIONS, extension_of
 from mmseg_heads.errors import UserError
-from mmseg_heads.palette import Colour
+from mmseg_heads.palette import Colour, as_rgb
 from mmseg_heads.schema import Any_, Field, ListOf, MapOf, OneOf, Struct, closest
 
 NORMALIZATIONS = ("zscore", "minmax", "imagenet", "none")
@@ -56,6 +57,14 @@ MODALITY_SCHEMA = Struct(
 TASK_SCHEMA = Struct(
     {
         "labels": Field(str, doc="label file pattern with `{id}`", check=_check_pattern),
+        "label_format": Field(
+            str,
+            default="index",
+            choices=LABEL_FORMATS,
+            doc="`index`: a pixel's raw value is its class (through `values` or `threshold`); "
+            "`colour`: label files are RGB colour masks, a pixel's colour is its class through "
+            "`colors`",
+        ),
         "classes": ListOf(
             Field(str), min_items=2, doc="class names; index 0 first (usually background)"
         ),
@@ -82,7 +91,15 @@ TASK_SCHEMA = Struct(
             Colour(),
             default=None,
             doc='class name -> `[r, g, b]` (0-255) or `"#rrggbb"`: the class\'s colour in '
-            "predicted masks, overlays and report figures; unlisted classes keep the default",
+            "predicted masks, overlays and report figures; unlisted classes keep the default; "
+            "with `label_format: colour` also its colour in the label files (every class then "
+            "needs a distinct one)",
+        ),
+        "ignore_colors": ListOf(
+            Colour(),
+            default=list,
+            doc='`label_format: colour`: colours (`[r, g, b]` or `"#rrggbb"`) whose pixels are '
+            "excluded from loss and metrics, e.g. VOC's border `[224, 224, 192]`",
         ),
     },
     doc="one task with its own label set",
@@ -226,6 +243,7 @@ def _check_cross_references(raw: dict, problems: list[UserError]) -> None:
                 task["values"], len(task["classes"]), f"tasks.{name}.values"
             )
         problems += _check_colors(name, task)
+        problems += _check_label_format(name, task, raw["volume"] is not None)
         problems += _check_inside(name, task, raw["tasks"])
         if task["values"] is not None and task["threshold"] is not None:
             problems.append(
@@ -285,6 +303,75 @@ def _check_colors(name: str, task: dict) -> list[UserError]:
                 field=f"tasks.{name}.colors.{key}",
             )
         )
+    return problems
+
+
+def _check_label_format(name: str, task: dict, volume: bool) -> list[UserError]:
+    """``label_format: colour`` reads classes from colours alone: every class has a colour of its
+    own (else a pixel's class would be ambiguous or missing), no ignore colour is a class's, and
+    the raw-value keys, which would silently do nothing, are not given. ``ignore_colors`` belong to
+    colour labels only."""
+    where = f"tasks.{name}"
+    if task["label_format"] != "colour":
+        if task["ignore_colors"]:
+            return [
+                UserError(
+                    "only read with `label_format: colour`; for index labels list raw values "
+                    "in `ignore`",
+                    field=f"{where}.ignore_colors",
+                )
+            ]
+        return []
+    problems = [
+        UserError(
+            f"`{key}` is for raw values of index labels; with `label_format: colour` the classes "
+            "come from `colors` (ignored pixels from `ignore_colors`)",
+            field=f"{where}.{key}",
+        )
+        for key in ("values", "threshold", "ignore")
+        if task[key] not in (None, [])
+    ]
+    if volume:
+        problems.append(
+            UserError(
+                "colour labels are 2-D RGB images, but the `volume` section slices 3-D files; "
+                "use `label_format: index` for label volumes",
+                field=f"{where}.label_format",
+            )
+        )
+    colors = task["colors"] or {}
+    missing = [c for c in task["classes"] if c not in colors]
+    if missing:
+        problems.append(
+            UserError(
+                "`label_format: colour` maps each pixel's colour to a class through `colors`, so "
+                f"every class needs one; no colour for: {', '.join(missing)}",
+                field=f"{where}.colors",
+            )
+        )
+    owner: dict[tuple, str] = {}  # colour -> the first class that has it
+    for cls in task["classes"]:
+        if cls not in colors:
+            continue
+        colour = as_rgb(colors[cls])
+        if colour in owner:
+            problems.append(
+                UserError(
+                    f"{owner[colour]!r} and {cls!r} have the same colour {colour}; colour labels "
+                    "need a distinct colour per class",
+                    field=f"{where}.colors",
+                )
+            )
+        owner.setdefault(colour, cls)
+    for colour in map(as_rgb, task["ignore_colors"]):
+        if colour in owner:
+            problems.append(
+                UserError(
+                    f"{colour} is the colour of class {owner[colour]!r}; a colour is a class or "
+                    "ignored, not both",
+                    field=f"{where}.ignore_colors",
+                )
+            )
     return problems
 
 
