@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import yaml
 from test_engine import write_config
 
 from mmseg_heads.atomic import DeferredInterrupt, interrupts_deferred
+from mmseg_heads.cli.main import main
 from mmseg_heads.config import apply_overrides, load_config
 from mmseg_heads.data.spec import load_data_spec, load_yaml, parse_yaml
 from mmseg_heads.engine.checkpoint import TEST_SLOW_SAVE
@@ -384,3 +386,77 @@ def test_ctrl_c_while_a_checkpoint_is_written_finishes_it_and_says_how_to_contin
     for name in ("last.pt", "best.pt"):
         assert torch.load(folder / name, weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]  # no temp files
+
+
+# --- resume takes the run's own config as the truth (issue 19, item 1) ------------------------
+
+
+def _trained_run(tmp_path, demo_spec, **train):
+    config = write_config(tmp_path, demo_spec, "truth", epochs=1, batch_size=2, **train)
+    assert main(["train", str(config)]) == 0
+    return config, tmp_path / "truth"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resume_with_other_settings_is_refused_naming_each_change(tmp_path, demo_spec, capsys):
+    config, run_dir = _trained_run(tmp_path, demo_spec)
+    before = _tree(run_dir)
+    code = main(["train", str(config), "train.lr=0.1", "train.batch_size=4", "--resume", "auto"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"run {run_dir} was started with other settings:" in err
+    assert (
+        "train.batch_size: 2 in the run, 4 now" in err
+        and "train.lr: 0.001 in the run, 0.1 now" in err
+    )
+    assert f"`mmseg-heads train --resume {run_dir}`" in err and "--resume-with-changes" in err
+    assert _tree(run_dir) == before  # nothing of the run changed
+
+
+def test_resume_with_the_run_dir_alone_continues_as_it_started(tmp_path, demo_spec, caplog):
+    config, run_dir = _trained_run(tmp_path, demo_spec, checkpoint_every=1)
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        assert main(["train", "--resume", str(run_dir)]) == 0
+    assert "nothing left to train" in caplog.text  # 1 epoch of 1: the run's own settings
+    assert f"`mmseg-heads train --resume {run_dir} --resume-with-changes train.epochs=…`" in (
+        caplog.text
+    )
+
+
+def test_resume_with_changes_applies_them_everywhere(tmp_path, demo_spec, caplog):
+    config, run_dir = _trained_run(tmp_path, demo_spec)
+    with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+        code = main(
+            [
+                "train",
+                "--resume",
+                str(run_dir),
+                "--resume-with-changes",
+                "train.epochs=2",
+                "train.lr=0.01",
+                "train.schedule=constant",
+            ]  # fmt: skip
+        )
+    assert code == 0
+    assert "resuming with a change: train.lr 0.001 -> 0.01" in caplog.text
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    assert state["config"]["train"]["lr"] == 0.01
+    groups = state["optimizer"]["param_groups"]
+    assert {g["initial_lr"] for g in groups} == {0.01}  # encoder_lr_mult is 1.0 by default
+    assert {g["lr"] for g in groups} == {0.01}  # constant: the new rate itself
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["lr"] == 0.01
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (resume,) = [r for r in rows if r.get("split") == "resume"]
+    assert resume["epoch"] == 1 and resume["changes"]["train.lr"] == {"run": 0.001, "now": 0.01}
+    lrs = [r["lr"] for r in rows if r.get("split") == "train"]
+    assert lrs[-1] == pytest.approx(0.01)
+
+
+def test_resume_with_changes_needs_resume(tmp_path, demo_spec, capsys):
+    config = write_config(tmp_path, demo_spec, "x", epochs=1)
+    assert main(["train", str(config), "--resume-with-changes"]) == 2
+    assert "--resume-with-changes: needs --resume RUN_DIR" in capsys.readouterr().err

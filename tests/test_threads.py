@@ -64,7 +64,18 @@ def test_training_logs_and_records_its_threads_and_a_resume_keeps_them(
         config.write_text(yaml.safe_dump(raw))
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mmseg_heads"):
-            assert main(["train", str(config), "--resume", str(tmp_path / "run")]) == 0
+            assert (
+                main(
+                    [
+                        "train",
+                        str(config),
+                        "--resume",
+                        str(tmp_path / "run"),
+                        "--resume-with-changes",
+                    ]
+                )
+                == 0
+            )
         assert "threads: 2, as chosen when this run started" in caplog.text
         assert torch.get_num_threads() == 2
     finally:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmseg_heads.config import Config
+from mmseg_heads.config import Config, config_from_dict
 from mmseg_heads.engine.distributed import World
-from mmseg_heads.engine.run import RunCheckpoint
+from mmseg_heads.engine.run import RunCheckpoint, spec_from_checkpoint
 from mmseg_heads.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,62 @@ def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:
             field="--resume",
         )
     return run_dir
+
+
+#: Keys that may differ on resume without changing what the run computes.
+SAME_RUN_KEYS = frozenset({"train.out", "train.workers", "train.tensorboard"})
+
+
+def run_config(run_dir: Path) -> Config:
+    """The config a run was started with, as its ``last.pt`` keeps it (the same as the run's
+    ``config.yaml``): what ``train --resume RUN_DIR`` continues with."""
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        raise UserError(
+            f"nothing to resume in {run_dir} (no checkpoints/last.pt)", field="--resume"
+        )
+    state = RunCheckpoint.load(checkpoint)
+    spec = spec_from_checkpoint(state)
+    config = config_from_dict(state.config, spec, Path(state.config_path))
+    config.raw["train"]["out"] = str(run_dir)
+    return config
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (lists and scalars are leaves)."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flatten(value, path + ".")
+        else:
+            out[path] = value
+    return out
+
+
+def config_changes(run: Config, given: Config) -> dict[str, tuple[object, object]]:
+    """``{dotted key: (the run's value, the given value)}`` for every setting that differs; the
+    data spec is compared as the file it resolves to, ``SAME_RUN_KEYS`` not at all."""
+    before = flatten({k: v for k, v in run.raw.items() if k != "data"})
+    after = flatten({k: v for k, v in given.raw.items() if k != "data"})
+    changes = {
+        key: (before.get(key), after.get(key))
+        for key in sorted(set(before) | set(after))
+        if key not in SAME_RUN_KEYS and before.get(key) != after.get(key)
+    }
+    if run.spec.path.resolve() != given.spec.path.resolve():
+        changes["data"] = (str(run.spec.path.resolve()), str(given.spec.path.resolve()))
+    return changes
+
+
+def changes_error(run_dir: Path, changes: dict, file: Path) -> UserError:
+    listing = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in changes.items())
+    return UserError(
+        f"run {run_dir} was started with other settings: {listing}. Continue it as it was with "
+        f"`mmseg-heads train --resume {run_dir}`, or add --resume-with-changes to apply these",
+        file=file,
+        field="--resume",
+    )
 
 
 def rng_states() -> dict:

@@ -43,9 +43,7 @@ def prepare_run_dir(config: Config, world: World = SINGLE_PROCESS) -> Path:
             f"cannot create run directory {run_dir}: {exc}", file=config.path, field="train.out"
         ) from exc
     if world.is_main:
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False)
-        )
+        write_run_config(config, run_dir)
         shutil.copyfile(config.spec.path, run_dir / "data_spec.yaml")
     barrier(world)
     return run_dir
@@ -75,6 +73,14 @@ def check_checkpoint_space(
         file=config.path,
         field="train.out",
         what=f"{files} checkpoints of {params / 1e6:.1f} M parameters: model + optimizer state",
+    )
+
+
+def write_run_config(config: Config, run_dir: Path) -> None:
+    """``RUN/config.yaml``: the resolved config the run trains with (its data spec absolute)."""
+    write_atomic(
+        run_dir / "config.yaml",
+        yaml.safe_dump({**config.raw, "data": str(config.spec.path.resolve())}, sort_keys=False),
     )
 
 

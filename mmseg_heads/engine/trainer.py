@@ -56,12 +56,14 @@ from mmseg_heads.engine.run import (
 )
 from mmseg_heads.engine.run_dir import (
     MetricsLog,
+    append_jsonl,
     check_checkpoint_space,
     prepare_run_dir,
     prune_checkpoints,
     selection_score,
     truncate_log,
     val_record,
+    write_run_config,
 )
 from mmseg_heads.engine.steps import EpochLosses, batch_foreground_counts, forward_loss, learns
 from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
@@ -91,7 +93,14 @@ class Trainer:
     and rank 0 alone writes the run directory.
     """
 
-    def __init__(self, config: Config, *, progress: bool = True, resume: Path | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: bool = True,
+        resume: Path | None = None,
+        changes: dict | None = None,
+    ):
         self.config = config
         train_cfg = config.train
         self.world = init_world()
@@ -133,6 +142,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, train_cfg, self.plan)
         self.diagnostics = BatchDiagnostics()
         self.epoch = 0
+        self.saved_epoch = 0  # the epoch last.pt holds
         self.step = 0
         self.best = -1.0
         # A missing TensorBoard stops the run before any file of it is written.
@@ -150,7 +160,7 @@ class Trainer:
             self.run_dir = prepare_run_dir(config, self.world)
         else:
             self.run_dir = resume
-            self._resume(state)
+            self._resume(state, changes or {})
         self.writer = open_writer(tensorboard, self.run_dir, self.epoch)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl") if self.world.is_main else None
         log.info(
@@ -342,8 +352,10 @@ class Trainer:
             **describe_run(self.config),
         )
 
-    def _resume(self, state: RunCheckpoint) -> None:
+    def _resume(self, state: RunCheckpoint, changes: dict) -> None:
         checkpoint = self.run_dir / "checkpoints" / "last.pt"
+        # The new config's learning rates and weight decay, before the run's states replace them.
+        fresh = [dict(g) for g in self.optimizer.param_groups]
         restore_states(
             state,
             model=self.model,
@@ -354,6 +366,9 @@ class Trainer:
             misfit=partial(misfit_error, self.run_dir, self.config.path, checkpoint),
         )
         self.epoch, self.step, self.best = state.epoch, state.step, state.best
+        self.saved_epoch = state.epoch
+        if changes:
+            self._apply_changes(changes, fresh)
         set_rng_states(own_rng_state(state, self.world))
         if state.data_spec_sha256 != spec_hash(self.config.spec.path):
             log.warning("the data spec changed since this run started (%s)", self.config.spec.path)
@@ -361,6 +376,26 @@ class Trainer:
             truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
         barrier(self.world)
         log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    def _apply_changes(self, changes: dict, fresh: list[dict]) -> None:
+        """``--resume-with-changes``: the optimizer and schedule follow the new config (its
+        learning rates and weight decay, the schedule over its epochs or steps, at the step the
+        run reached); the run's config.yaml and metrics.jsonl say what changed."""
+        for key, (before, after) in changes.items():
+            log.warning("resuming with a change: %s %r -> %r", key, before, after)
+        self.scheduler.base_lrs = [g["initial_lr"] for g in fresh]
+        factors = [fn(self.scheduler.last_epoch) for fn in self.scheduler.lr_lambdas]
+        for group, new, factor in zip(self.optimizer.param_groups, fresh, factors, strict=True):
+            group["initial_lr"], group["weight_decay"] = new["initial_lr"], new["weight_decay"]
+            group["lr"] = new["initial_lr"] * factor
+        if self.world.is_main:
+            write_run_config(self.config, self.run_dir)
+            truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
+            append_jsonl(
+                self.run_dir / "metrics.jsonl",
+                [{"epoch": self.epoch, "step": self.step, "split": "resume", "changes": {
+                    k: {"run": a, "now": b} for k, (a, b) in changes.items()}}],
+            )  # fmt: skip
 
     def _save(self, summaries: dict, improved: bool) -> None:
         rng_per_rank = gather_objects(rng_states(), self.world)  # a collective: every process
@@ -373,21 +408,26 @@ class Trainer:
         names += ["best.pt"] if improved else []
         names += ["last.pt"]  # last: resume never starts before best exists
         # One file, the other names hard links to it: an epoch's state takes its space once.
-        state.save(*(folder / name for name in names))
+        try:
+            state.save(*(folder / name for name in names))
+        except DeferredInterrupt:  # Ctrl-C came during the write, which finished first
+            self.saved_epoch = self.epoch
+            raise
+        self.saved_epoch = self.epoch
         prune_checkpoints(folder, self.config.train["keep_checkpoints"])
 
     # --- the run -----------------------------------------------------------------------------
     def fit(self) -> Path:
         try:
             return self._fit()
-        except KeyboardInterrupt as exc:
-            # Ctrl-C during the checkpoint write waits for it: last.pt then holds this epoch.
-            done = self.epoch if isinstance(exc, DeferredInterrupt) else self.epoch - 1
+        except KeyboardInterrupt:
+            # What last.pt holds: Ctrl-C during the checkpoint write waits for it to finish.
+            done = self.saved_epoch
             if done >= 1:
                 log.warning(
                     "interrupted in epoch %d: %s holds epoch %d; continue with "
-                    "`mmseg-heads train %s --resume %s`",
-                    self.epoch, self.run_dir / "checkpoints" / "last.pt", done, self.config.path, self.run_dir,
+                    "`mmseg-heads train --resume %s`",
+                    self.epoch, self.run_dir / "checkpoints" / "last.pt", done, self.run_dir,
                 )  # fmt: skip
             else:
                 log.warning("interrupted in epoch 1, before any checkpoint: start again to train")
@@ -406,10 +446,10 @@ class Trainer:
             budget = self.config.train["steps"]
             what = f"train.steps {budget}" if budget else f"train.epochs {epochs}"
             log.warning(
-                "nothing left to train: %s already holds epoch %d (step %d) of %s; raise %s to "
-                "train on",
+                "nothing left to train: %s already holds epoch %d (step %d) of %s; to train on, "
+                "raise it: `mmseg-heads train --resume %s --resume-with-changes %s=…`",
                 self.run_dir / "checkpoints" / "last.pt", self.epoch, self.step, what,
-                what.split()[0],
+                self.run_dir, what.split()[0],
             )  # fmt: skip
         durations: list[float] = []
         while self.epoch < epochs:
@@ -460,12 +500,22 @@ def remaining_text(durations: list[float], epochs_left: int) -> str:
     return f"; about {seconds / 3600:.1f} h left"
 
 
-def train(config: Config, *, progress: bool = True, resume: str | Path | None = None) -> Path:
+def train(
+    config: Config,
+    *,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    changes: dict | None = None,
+) -> Path:
     """Train the model a config describes; returns the run directory.
 
-    ``resume``: ``"auto"`` (the config's run directory) or a run directory to continue.
+    ``resume``: ``"auto"`` (the config's run directory) or a run directory to continue;
+    ``changes``: ``{key: (the run's value, config's value)}`` applied on resume (see
+    ``train --resume-with-changes``).
     """
-    trainer = Trainer(config, progress=progress, resume=resolve_resume(config, resume))
+    trainer = Trainer(
+        config, progress=progress, resume=resolve_resume(config, resume), changes=changes
+    )
     try:
         return trainer.fit()
     finally:
