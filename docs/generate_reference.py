@@ -259,6 +259,28 @@ tasks:
   (`data_specs/voc_style_two_modalities.yaml`); `colour` is for masks saved as RGB.
 - Colour labels are 2-D images: `label_format: colour` with a `volume` section is an error.
 
+## Nested tasks: `inside`
+
+Some label sets nest: in MyoPS, scar lies inside edema and edema inside the myocardium. Per-task
+heads predict each task on its own, so a scar pixel may land outside the predicted edema. A task
+declares its parents with `inside: {<task>: [classes…]}`:
+
+```yaml
+tasks:
+  edema: {labels: …, classes: [background, edema], inside: {anatomy: [myocardium]}}
+  scar:  {labels: …, classes: [background, scar],  inside: {edema: [edema]}}
+```
+
+Nesting sets a nested task's foreground outside its parents' predicted classes to background;
+parents are nested first, so here scar is held inside the nested edema. `eval.nesting: both`
+(the default) reports the nested tasks' scores with nesting beside the headline scores, which
+stay those of the masks as the model gives them (report.md's Nesting table, `with_nesting` in
+report.json); `on` makes the nested masks the headline, the per-epoch selection and what `predict`
+writes; `off` neither. Nesting only removes foreground, so where a parent is predicted poorly it
+removes a good child too (docs/results.md). Training is unchanged. The rule names another task
+and its classes; a task inside itself (also through others) is an error.
+`data_specs/myops2020.yaml` declares both rules.
+
 ## Normalisation
 
 `normalize` is applied per image and channel after reading: `zscore` (subtract the mean, divide by

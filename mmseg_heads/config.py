@@ -254,8 +254,9 @@ def config_schema() -> Struct:
                         str,
                         default="both",
                         choices=("on", "off", "both"),
-                        doc="the data spec's `inside` rules on predictions: `on`, `off`, or "
-                        "`both` (scores with and without, masks with)",
+                        doc="the data spec's `inside` rules on predictions: `on` (masks and scores "
+                        "nested), `off`, or `both` (masks and scores as the model gives them, "
+                        "nested scores beside them)",
                     ),
                 },
                 default=FILL,

@@ -564,12 +564,12 @@ def test_nesting_table_and_title_line_say_how_the_masks_were_made():
     assert tables.nesting_table(report) is None
     assert tables.inference_text(report) == "whole images; no test-time flips"  # old reports
     without = summarize(torch.tensor([[5, 1, 0], [2, 2, 2], [0, 1, 3]]), ["background", "a", "b"])
-    report["without_nesting"] = {"t": without}
-    report["inference"] = {"window": None, "overlap": None, "tta": ["hflip"], "nesting": "both"}
+    report["with_nesting"] = {"t": without}
+    report["inference"] = {"window": None, "overlap": None, "tta": ["hflip"], "nesting": "on"}
     report["missing_modalities"] = ["thermal"]
     header, rows = tables.nesting_table(report)
-    nested, plain = report["tasks"]["t"]["macro_foreground_f"], without["macro_foreground_f"]
-    assert rows == [["t", f"{nested:.3f}", f"{plain:.3f}", f"{nested - plain:+.3f}"]]
+    plain, nested = report["tasks"]["t"]["macro_foreground_f"], without["macro_foreground_f"]
+    assert rows == [["t", f"{plain:.3f}", f"{nested:.3f}", f"{nested - plain:+.3f}"]]
     text = tables.inference_text(report)
     assert text == (
         "whole images; test-time flips hflip (2 passes averaged); nested as the data spec's "

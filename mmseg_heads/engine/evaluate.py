@@ -181,8 +181,8 @@ def evaluate(
         "gates": {"heads": result.head_weights, "fusion": result.fusion_weights},
         "examples": _examples(result.per_sample),
     }
-    if result.unnested:
-        report["without_nesting"] = {t: m.summary(beta) for t, m in result.unnested.items()}
+    if result.nested:
+        report["with_nesting"] = {t: m.summary(beta) for t, m in result.nested.items()}
     if volumes:
         report["per_case"] = per_case_report(result, loader.dataset, config.spec)
     if ablate:

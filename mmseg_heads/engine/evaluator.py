@@ -77,8 +77,9 @@ class EvalResult:
     #: ``{task: {case: {slice: (prediction, label)}}}``, ``H×W`` uint8 arrays of the labelled
     #: slices of each volume (filled with ``per_case=True``), for per-case scores
     case_slices: dict[str, dict[str, dict[int, tuple]]] = field(default_factory=dict)
-    #: ``{task: ConfusionMatrix}`` of the nested tasks' masks before nesting (``nesting: both``)
-    unnested: dict[str, ConfusionMatrix] = field(default_factory=dict)
+    #: ``{task: ConfusionMatrix}`` of the nested tasks' masks after nesting (``nesting: both``;
+    #: ``matrices`` then hold them as the model gives them)
+    nested: dict[str, ConfusionMatrix] = field(default_factory=dict)
 
 
 class _WeightMeans:
@@ -138,7 +139,7 @@ def run_evaluation(
 
     result = EvalResult({task: matrix(task) for task in spec.tasks})
     if inference.nesting == "both":
-        result.unnested = {task: matrix(task) for task, _ in inference.nesting_rules}
+        result.nested = {task: matrix(task) for task, _ in inference.nesting_rules}
     groups = list(model.trunk.groups)
     head_means = {task: _WeightMeans(groups) for task in result.matrices}
     fusion_means = _WeightMeans(groups)
@@ -165,14 +166,15 @@ def run_evaluation(
             batch_size=loader.batch_size or 1,
             on_gates=add_gates if gates else None,
         )
-        classes = apply_nesting(raw, inference.nesting_rules) if inference.nests else raw
+        nested = apply_nesting(raw, inference.nesting_rules) if inference.nesting_rules else raw
+        classes = nested if inference.nests else raw
         for task, matrix in result.matrices.items():
             labelled = batch["has_label"][task]
             if not labelled.any():
                 continue
             pred, target = classes[task][labelled], batch["labels"][task][labelled]
-            if task in result.unnested:
-                result.unnested[task].update(raw[task][labelled], target)
+            if task in result.nested:
+                result.nested[task].update(nested[task][labelled], target)
             matrix.update(pred, target)
             ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
             if per_sample:

@@ -51,8 +51,9 @@ class Inference:
     window: int | None = None
     overlap: float = 0.5
     tta: tuple[str, ...] = ()
-    #: ``on``, ``off`` or ``both`` (scores with and without; masks with): the data spec's
-    #: ``inside`` rules applied to the class maps.
+    #: The data spec's ``inside`` rules on the class maps: ``on`` (masks and scores nested),
+    #: ``off``, or ``both`` (masks and headline scores as the model gives them, and the nested
+    #: tasks' scores with nesting beside them).
     nesting: str = "off"
     #: The data spec's rules (:meth:`~mmseg_heads.data.spec.DataSpec.nesting`).
     nesting_rules: tuple = ()
@@ -73,8 +74,8 @@ class Inference:
 
     @property
     def nests(self) -> bool:
-        """Whether masks are nested (``on`` or ``both``, and the spec declares rules)."""
-        return self.nesting != "off" and bool(self.nesting_rules)
+        """Whether masks are nested (``on``, and the spec declares rules)."""
+        return self.nesting == "on" and bool(self.nesting_rules)
 
     def with_overrides(
         self,

@@ -176,7 +176,7 @@ REPORT_SCHEMA = {
                 "nesting": {"enum": ["on", "off", "both"]},
             },
         },
-        "without_nesting": {"type": "object", "additionalProperties": {"type": "object"}},
+        "with_nesting": {"type": "object", "additionalProperties": {"type": "object"}},
         "modalities": {"type": "object", "additionalProperties": {"type": "integer"}},
         "encoder_groups": {
             "type": "object",

@@ -21,13 +21,7 @@ def inference_text(report: dict) -> str:
         else "whole images"
     )
     nesting = (
-        "; nested as the data spec's `inside` says"
-        if inference.get("nesting")
-        in (
-            "on",
-            "both",
-        )
-        else ""
+        "; nested as the data spec's `inside` says" if inference.get("nesting") == "on" else ""
     )
     flips = (
         f"test-time flips {', '.join(tta)} ({2 ** len(tta)} passes averaged)"
@@ -113,20 +107,21 @@ def ablation_table(report: dict) -> Table:
 
 NESTING_NOTE = (
     "The data spec declares tasks whose foreground lies inside classes of another task "
-    "(`inside`); the scores above are of masks with a nested task's foreground outside its "
-    "parent's predicted classes set to background (`eval.nesting`). Without nesting:"
+    "(`inside`). The scores above are of the masks as the model gives them; with nesting, a "
+    "nested task's foreground outside its parents' predicted classes becomes background "
+    "(`eval.nesting: on` makes that the headline and the masks `predict` writes):"
 )
 
 
 def nesting_table(report: dict) -> Table | None:
-    """Per nested task: macro foreground F with the spec's ``inside`` rules, without, and Δ."""
-    without = report.get("without_nesting") or {}
+    """Per nested task: macro foreground F as the model gives it, with nesting, and Δ."""
+    nested_scores = report.get("with_nesting") or {}
     rows = []
-    for task, summary in without.items():
-        nested, plain = report["tasks"][task]["macro_foreground_f"], summary["macro_foreground_f"]
+    for task, summary in nested_scores.items():
+        plain, nested = report["tasks"][task]["macro_foreground_f"], summary["macro_foreground_f"]
         delta = None if nested is None or plain is None else nested - plain
-        rows.append([task, fmt(nested), fmt(plain), fmt(delta, signed=True)])
-    header = ["task", "macro foreground F, nested", "without nesting", "Δ (nested − without)"]
+        rows.append([task, fmt(plain), fmt(nested), fmt(delta, signed=True)])
+    header = ["task", "macro foreground F", "with nesting", "Δ (nested − as given)"]
     return (header, rows) if rows else None
 
 
