@@ -983,9 +983,17 @@ def test_resume_a_run_of_another_model(trained, tmp_path, capsys):
         model={"decoder_channels": [16, 16, 8, 8, 4]},
         train={"out": str(trained.run)},
     )
-    err = expect_user_error(
+    expect_user_error(  # first: the settings differ from the run's, listed with both values
         capsys,
         ["train", other, "--resume", trained.run],
+        f"error: {other}: --resume: run {trained.run} was started with other settings: "
+        "model.decoder_channels: [16, 16, 8, 8, 8] in the run, [16, 16, 8, 8, 4] now",
+        "--resume-with-changes to apply these\n",
+        watch=[trained.root, tmp_path],
+    )
+    err = expect_user_error(  # and asked to apply them, the weights say why they cannot
+        capsys,
+        ["train", other, "--resume", trained.run, "--resume-with-changes"],
         f"error: {trained.run / 'checkpoints/last.pt'}: --resume: the checkpoint of run "
         f"{trained.run} does not fit the model {other} describes (was `model` or `loss` changed "
         "since the run started?); model: ",
