@@ -313,3 +313,22 @@ def test_inspect_lists_a_class_that_never_occurs_and_flags_it(demo_spec, tmp_pat
     assert "hexagon 0" in shapes and shapes.endswith("(no pixel of hexagon!)")
     hotspots = next(line for line in out.splitlines() if "hotspots:" in line and "pixels" in line)
     assert "no pixel" not in hotspots
+
+
+def test_the_scan_draws_a_bar_on_a_terminal_and_nothing_when_piped(demo_spec, monkeypatch):
+    import io
+    import sys
+
+    from mmseg_heads.data.spec import load_data_spec
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    spec = load_data_spec(demo_spec)
+    for stream, drawn in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        scan_module.scan(spec, cache=False)
+        text = stream.getvalue()
+        assert ("scan:" in text and "file" in text) == drawn, text
+        assert ("\r" in text) == drawn

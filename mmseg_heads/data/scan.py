@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mmseg_heads.data.checks import (
     Problem,
@@ -280,8 +281,19 @@ def _read_one(path: Path, needs: _Needs, store: ScanCache | None) -> tuple[Read,
 
 
 def _read_all(files: dict[Path, _Needs], store: ScanCache | None, threads: int) -> dict[Path, Read]:
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda item: _read_one(*item, store), files.items()))
+    # A bar on a terminal only (tqdm's disable=None): a scan of thousands of files takes a while.
+    with (
+        ThreadPoolExecutor(threads) as pool,
+        tqdm(total=len(files), desc="scan", unit="file", disable=None, leave=False) as bar,
+    ):
+
+        def read(item):
+            try:
+                return _read_one(*item, store)
+            finally:
+                bar.update()
+
+        results = list(pool.map(read, files.items()))
     read: dict[Path, Read] = {}
     for path, (result, stamp) in zip(files, results, strict=True):
         read[path] = result
