@@ -391,9 +391,18 @@ def test_predict_nifti_volume_keeps_shape_and_affine(run_dir, demo_spec, tmp_pat
         assert np.asanyarray(mask.dataobj).max() < classes
 
 
+def _marker():
+    """The text chunk predict writes into its PNGs (it replaces only files that carry it)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "mmseg_heads predict")
+    return info
+
+
 def test_png_masks_and_overlays_are_the_files_pil_wrote_before(tmp_path):
     """Written atomically (encoded in memory, temp file, rename): the same bytes as
-    ``Image.save(path)``, which predict used before; the indices and palette read back."""
+    ``Image.save(path)`` with predict's marker chunk; the indices and palette read back."""
     rng = np.random.default_rng(3)
     mask = rng.integers(0, 5, (37, 53)).astype(np.uint8)
     palette = default_palette(5)
@@ -401,7 +410,7 @@ def test_png_masks_and_overlays_are_the_files_pil_wrote_before(tmp_path):
     path = write_png_mask(mask, palette, tmp_path / "shapes" / "a.png")  # creates the folder
     reference = Image.fromarray(mask, "P")
     reference.putpalette(flat)
-    reference.save(tmp_path / "reference.png")
+    reference.save(tmp_path / "reference.png", pnginfo=_marker())
     assert path.read_bytes() == (tmp_path / "reference.png").read_bytes()
     with Image.open(path) as image:
         assert image.mode == "P" and image.getpalette()[: len(flat)] == flat
@@ -411,7 +420,7 @@ def test_png_masks_and_overlays_are_the_files_pil_wrote_before(tmp_path):
     sample = Sample("a", images={}, raw=raw)
     path = write_overlay(sample, mask[None], palette, tmp_path / "shapes" / "a_overlay.png")
     expected = overlay(raw[0], mask, palette)
-    Image.fromarray(expected, "RGB").save(tmp_path / "reference_overlay.png")
+    Image.fromarray(expected, "RGB").save(tmp_path / "reference_overlay.png", pnginfo=_marker())
     assert path.read_bytes() == (tmp_path / "reference_overlay.png").read_bytes()
     with Image.open(path) as image:
         np.testing.assert_array_equal(np.asarray(image), expected)
@@ -442,6 +451,7 @@ def test_nifti_masks_are_the_files_nibabel_wrote_before(tmp_path, kind, suffix):
     reference.set_data_dtype(np.uint8)
     reference.header.set_slope_inter(1.0, 0.0)
     reference.header["cal_min"], reference.header["cal_max"] = 0, 3
+    reference.header["descrip"] = b"mmseg_heads predict"  # marks it as predict's
     nib.save(reference, tmp_path / f"reference{suffix}")
     assert path.read_bytes() == (tmp_path / f"reference{suffix}").read_bytes()
 
@@ -464,7 +474,9 @@ def test_predict_on_a_full_disk_exits_2_and_keeps_the_previous_masks(
     out = tmp_path / "pred"
     for task in CLASSES:  # masks of an earlier prediction, in another palette
         (out / task).mkdir(parents=True)
-        Image.fromarray(np.ones((40, 36), np.uint8), "P").save(out / task / "full.png")
+        Image.fromarray(np.ones((40, 36), np.uint8), "P").save(
+            out / task / "full.png", pnginfo=_marker()
+        )
     before = tree(out)
     disk = FullDisk(free=40)  # a mask PNG of 40×36 takes about 100 bytes
     monkeypatch.setattr(atomic, "open", disk.open, raising=False)
@@ -838,3 +850,24 @@ def test_a_spec_that_adds_or_changes_a_modality_is_refused(run_dir, demo_spec, t
     code, _, err = run_cli(capsys, "evaluate", run_dir, "--data", spec, "--out", tmp_path / "r")
     assert code == 2
     assert f"{spec}: modalities: modalities" in err and "may leave modalities out" in err
+
+
+def test_predict_never_writes_over_a_file_it_did_not_write(run_dir, tmp_path, capsys):
+    write_pair(tmp_path / "in", "odd", height=40, width=48)
+    source = tmp_path / "in" / "optical" / "odd.png"
+    out = tmp_path / "pred"
+    mine = out / "shapes" / "odd.png"
+    mine.parent.mkdir(parents=True)
+    Image.fromarray(np.full((5, 5), 7, np.uint8), "L").save(mine)  # the user's own file
+    before = mine.read_bytes()
+    code, _, err = run_cli(capsys, "predict", run_dir, source, "--out", out)
+    assert code == 2 and "Traceback" not in err
+    assert f"--out: would overwrite {mine}, which predict did not write" in err
+    assert mine.read_bytes() == before and not (out / "hotspots" / "odd.png").exists()
+    # --overwrite replaces it; and a second predict replaces predict's own masks without asking
+    assert run_cli(capsys, "predict", run_dir, source, "--out", out, "--overwrite")[0] == 0
+    assert read_mask(mine).shape == (40, 48)
+    code, _, err = run_cli(capsys, "predict", run_dir, source, "--out", out, "--overlay")
+    assert code == 0, err
+    with Image.open(out / "shapes" / "odd_overlay.png") as overlay:
+        assert overlay.info.get("Software") == "mmseg_heads predict"

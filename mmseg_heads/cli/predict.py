@@ -59,6 +59,11 @@ def add_parser(sub) -> None:
         help="also write DIR/<task>/<id>_overlay.png: the first modality with the mask blended",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in DIR that predict did not write (its own masks are always replaced)",
+    )
+    p.add_argument(
         "--allow-missing",
         action="store_true",
         help="segment without a modality whose file is missing, instead of failing",
@@ -86,6 +91,7 @@ def run(args) -> int:
         allow_missing=args.allow_missing,
         batch_size=args.batch_size,
         device=args.device,
+        overwrite=args.overwrite,
         **inference_overrides(args),
     )
     for path in written:

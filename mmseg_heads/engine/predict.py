@@ -63,6 +63,7 @@ def predict(
     window: int | None = None,
     overlap: float | None = None,
     tta: tuple[str, ...] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment every input with a checkpoint and write its masks; returns the files written.
 
@@ -81,6 +82,8 @@ def predict(
         device: ``cpu``, ``cuda``, ``cuda:1``…; default CUDA where available.
         window, overlap, tta: replace the run's ``eval`` options of the same names (sliding
             window, test-time flips; :class:`~mmseg_heads.engine.inference.Inference`).
+        overwrite: replace files in ``out`` that ``predict`` did not write (its own masks it
+            always replaces).
 
     Raises:
         UserError: a problem with the checkpoint, the inputs or the arguments.
@@ -107,7 +110,9 @@ def predict(
             batch_size=batch_size,
             inference=inference,
         )
-        written += write_masks(sample, masks, spec, Path(out), with_overlay=overlay)
+        written += write_masks(
+            sample, masks, spec, Path(out), with_overlay=overlay, overwrite=overwrite
+        )
         log.debug("predicted %s from %s", item.id, item.files)
     return written
 

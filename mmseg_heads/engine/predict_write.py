@@ -13,22 +13,63 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from mmseg_heads.atomic import write_atomic
 from mmseg_heads.data.readers import NiftiGeometry
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.engine.predict_segment import Sample
-
+from mmseg_heads.errors import UserError
 
 # Every output file is encoded in memory, then written with write_atomic (temp file beside it,
 # fsync, rename): a full disk is a WriteError naming the file, never a half file, and an older
 # file of that name stays as it was. Encoding first also keeps the system's errno: PIL writes
 # image data to a real file's descriptor from C and reports a failed write without it.
+#: What marks a file as written by ``predict``: a PNG text chunk, the NIfTI header's ``descrip``.
+MARKER = "mmseg_heads predict"
+
+
 def png_bytes(image: Image.Image) -> bytes:
-    """The PNG file ``image.save(path)`` writes for a ``.png`` path, as bytes."""
+    """The PNG file ``image.save(path)`` writes for a ``.png`` path, as bytes, marked as ours."""
+    info = PngInfo()
+    info.add_text("Software", MARKER)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def written_by_predict(path: Path) -> bool:
+    """Whether ``path`` is a mask or overlay that ``predict`` wrote (it may then replace it)."""
+    try:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                return image.info.get("Software") == MARKER
+        if path.name.endswith((".nii", ".nii.gz")):
+            import nibabel
+
+            descrip = nibabel.load(str(path)).header["descrip"]
+            return bytes(descrip).rstrip(b"\0").decode(errors="replace") == MARKER
+    except Exception:  # unreadable: not ours
+        return False
+    return False  # .npy carries no marker
+
+
+def check_replaceable(paths: list[Path], *, overwrite: bool) -> None:
+    """Stop before writing over files ``predict`` did not write (unless ``overwrite``).
+
+    Raises:
+        UserError: naming the first such files and how to go on.
+    """
+    foreign = [p for p in paths if p.exists() and not (overwrite or written_by_predict(p))]
+    if foreign:
+        shown = ", ".join(map(str, foreign[:3])) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise UserError(
+            f"would overwrite {shown}, which predict did not write; choose another --out, move "
+            "them away, or pass --overwrite",
+            field="--out",
+        )
 
 
 def png_mask_image(mask: np.ndarray, palette: list[tuple[int, int, int]]) -> Image.Image:
@@ -70,6 +111,7 @@ def nifti_mask_image(mask: np.ndarray, geometry: NiftiGeometry, num_classes: int
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0, max(num_classes - 1, 1)
+    image.header["descrip"] = MARKER.encode()
     return image
 
 
@@ -140,6 +182,18 @@ def write_overlay(
     return path
 
 
+def mask_path(sample: Sample, folder: Path) -> Path:
+    """``<id>.nii.gz`` for NIfTI input, ``<id>.npy`` for a volume of another format, else
+    ``<id>.png``, in ``folder``."""
+    if sample.geometry is not None:
+        return folder / f"{sample.id}.nii.gz"
+    return (
+        folder / f"{sample.id}.npy"
+        if sample.slice_axis is not None
+        else folder / f"{sample.id}.png"
+    )
+
+
 def write_masks(
     sample: Sample,
     masks: dict[str, np.ndarray],
@@ -147,16 +201,23 @@ def write_masks(
     out: Path,
     *,
     with_overlay: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``out/<task>/<id>.png`` (``.nii.gz`` for NIfTI input, ``.npy`` for a volume of
     another format) per task; returns the paths.
 
     Each file is written atomically; the first one that cannot be written raises
-    :class:`~mmseg_heads.errors.WriteError` (files written before it are complete).
+    :class:`~mmseg_heads.errors.WriteError` (files written before it are complete). A file
+    already there that ``predict`` did not write stops the sample before any of its files is
+    written, unless ``overwrite``.
 
     Shape:
         ``masks``: ``{task: S×H×W}`` planes as :func:`segment` gives them.
     """
+    targets = [mask_path(sample, out / task) for task in masks]
+    if with_overlay:
+        targets += [out / task / f"{sample.id}_overlay.png" for task in masks]
+    check_replaceable(targets, overwrite=overwrite)
     written = []
     for task, planes in masks.items():
         classes = spec.tasks[task].num_classes
