@@ -572,8 +572,9 @@ def test_export_on_a_full_disk_exits_2_and_keeps_the_previous_file(
     disk = FullDisk(free=4096)
     monkeypatch.setattr(atomic, "open", disk.open, raising=False)
     code, stdout, err = run_cli(
-        capsys, "export", run_dir, "--out", out, "--size", 32, 32, "--exporter", "torchscript"
-    )
+        capsys, "export", run_dir, "--out", out, "--size", 32, 32, "--exporter", "torchscript",
+        "--overwrite",  # the earlier file is not an export of ours
+    )  # fmt: skip
     assert code == 2, err
     assert err.strip() == full_disk_message(out), err
     assert stdout == ""
@@ -871,3 +872,18 @@ def test_predict_never_writes_over_a_file_it_did_not_write(run_dir, tmp_path, ca
     assert code == 0, err
     with Image.open(out / "shapes" / "odd_overlay.png") as overlay:
         assert overlay.info.get("Software") == "mmseg_heads predict"
+
+
+def test_export_never_writes_over_a_file_it_did_not_write(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    out.write_text("my notes\n")
+    flags = ["--size", 32, 32, "--exporter", "torchscript"]
+    code, _, err = run_cli(capsys, "export", run_dir, "--out", out, *flags)
+    assert code == 2 and "Traceback" not in err
+    assert f"{out}: --out: would overwrite a file that export did not write" in err
+    assert out.read_text() == "my notes\n"
+    assert run_cli(capsys, "export", run_dir, "--out", out, *flags, "--overwrite")[0] == 0
+    first = out.read_bytes()
+    assert run_cli(capsys, "export", run_dir, "--out", out, *flags)[0] == 0  # ours: replaced
+    assert out.read_bytes() == first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mmseg_heads.atomic import check_output_path
 from mmseg_heads.engine.export import (
@@ -13,6 +14,7 @@ from mmseg_heads.engine.export import (
     ExportResult,
     export_checkpoint,
 )
+from mmseg_heads.errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -57,6 +59,11 @@ def add_parser(sub) -> None:
         default=DEFAULT_TOLERANCE,
         help=f"largest |onnxruntime - PyTorch| accepted on any logit (default {DEFAULT_TOLERANCE:g})",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file that export did not write",
+    )
 
 
 def summary(result: ExportResult) -> str:
@@ -70,8 +77,27 @@ def summary(result: ExportResult) -> str:
     return "\n".join(lines)
 
 
+def exported_by_us(path: Path) -> bool:
+    """Whether ``path`` is an ONNX file ``export`` wrote (its metadata names a checkpoint)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX, or onnx missing: not ours
+        return False
+    return any(p.key == "mmseg_heads.checkpoint" for p in model.metadata_props)
+
+
 def run(args) -> int:
     check_output_path(args.out, field="--out", folder=False)
+    out = Path(args.out)
+    if out.is_file() and not args.overwrite and not exported_by_us(out):
+        raise UserError(
+            "would overwrite a file that export did not write; choose another --out, move it "
+            "away, or pass --overwrite",
+            file=out,
+            field="--out",
+        )
     try:
         result = export_checkpoint(
             args.checkpoint,
