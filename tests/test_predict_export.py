@@ -887,3 +887,35 @@ def test_export_never_writes_over_a_file_it_did_not_write(run_dir, tmp_path, cap
     first = out.read_bytes()
     assert run_cli(capsys, "export", run_dir, "--out", out, *flags)[0] == 0  # ours: replaced
     assert out.read_bytes() == first
+
+
+def test_predict_with_a_spec_without_a_modality_runs_without_it(
+    run_dir, demo_spec, tmp_path, capsys
+):
+    def drop_thermal(raw):
+        del raw["modalities"]["thermal"]
+        raw["tasks"]["hotspots"]["annotated_on"] = ["optical"]
+
+    spec = _external_spec(demo_spec, tmp_path, drop_thermal)
+    write_pair(tmp_path / "in", "solo", height=40, width=40)
+    source = tmp_path / "in" / "optical" / "solo.png"
+    code, _, err = run_cli(
+        capsys, "predict", run_dir, source, "--data", spec, "--out", tmp_path / "o"
+    )
+    assert code == 0, err
+    # the masks are those of the full model with thermal left out of its input
+    from mmseg_heads.engine.precision import resolve_precision
+    from mmseg_heads.engine.predict_inputs import resolve_inputs
+    from mmseg_heads.engine.predict_segment import read_sample, segment
+
+    run = load_run(run_dir, spec)
+    (item,) = resolve_inputs(run.config.spec, [source], [], allow_missing=False)
+    sample = read_sample(item, run.config.spec)
+    assert list(sample.images) == ["optical"]
+    cpu = torch.device("cpu")
+    masks = segment(
+        run.model, sample.images, device=cpu,
+        precision=resolve_precision(run.config.train["precision"], cpu),
+    )  # fmt: skip
+    for task in CLASSES:
+        np.testing.assert_array_equal(read_mask(tmp_path / "o" / task / "solo.png"), masks[task][0])
