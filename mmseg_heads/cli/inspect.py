@@ -19,6 +19,7 @@ from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_y
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.loaders import train_dataset, train_loader
 from mmseg_heads.engine.run import model_from_config
+from mmseg_heads.engine.run_dir import numbered_checkpoints, optimizer_slots
 from mmseg_heads.engine.threads import choose_threads
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.gates import AttentionGate
@@ -196,14 +197,13 @@ def _count(module: nn.Module) -> int:
 
 def checkpoint_guidance(model: nn.Module, train: dict) -> str:
     """How large a checkpoint is, and what ``checkpoint_every``/``keep_checkpoints`` keep."""
-    slots = 1 if train["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
+    slots = optimizer_slots(train["optimizer"])
     size = checkpoint_bytes(sum(p.numel() for p in model.parameters()), slots)
     text = f"checkpoint: about {format_bytes(size)} per file (weights + {train['optimizer']} state)"
-    every, keep = train["checkpoint_every"], train["keep_checkpoints"]
+    every = train["checkpoint_every"]
     if not every:
         return text + "; best.pt and last.pt (one file when they are the same epoch)"
-    files = train["epochs"] // every if train["steps"] is None else None
-    kept = keep if files is None else min(files, keep or files)
+    kept = numbered_checkpoints(train, train["epochs"] if train["steps"] is None else None)
     if kept is None:
         return text + f"; plus epoch_<N>.pt every {every} epochs (all kept)"
     return (

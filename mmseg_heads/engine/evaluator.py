@@ -166,7 +166,9 @@ def run_evaluation(
             batch_size=loader.batch_size or 1,
             on_gates=add_gates if gates else None,
         )
-        nested = apply_nesting(raw, inference.nesting_rules) if inference.nesting_rules else raw
+        # Nested masks only where they are scored: `on` (the headline) or `both` (beside it).
+        nesting = inference.nesting != "off" and bool(inference.nesting_rules)
+        nested = apply_nesting(raw, inference.nesting_rules) if nesting else raw
         classes = nested if inference.nests else raw
         for task, matrix in result.matrices.items():
             labelled = batch["has_label"][task]
@@ -176,6 +178,8 @@ def run_evaluation(
             if task in result.nested:
                 result.nested[task].update(nested[task][labelled], target)
             matrix.update(pred, target)
+            if not (per_sample or per_case):
+                continue
             ids = [i for i, keep in zip(batch["id"], labelled.tolist(), strict=True) if keep]
             if per_sample:
                 scores = sample_scores(pred, target, matrix.num_classes)

@@ -49,6 +49,24 @@ def prepare_run_dir(config: Config, world: World = SINGLE_PROCESS) -> Path:
     return run_dir
 
 
+def optimizer_slots(optimizer: str) -> int:
+    """fp32 tensors the optimizer keeps per weight: SGD's momentum, Adam's two moments."""
+    return 1 if optimizer == "sgd" else 2
+
+
+def numbered_checkpoints(train_cfg: dict, epochs: int | None, done: int = 0) -> int | None:
+    """``epoch_<N>.pt`` files still to be written and kept: one every ``checkpoint_every`` of
+    ``epochs`` after the ``done`` ones, at most ``keep_checkpoints``; with ``epochs`` unknown
+    (a ``steps`` budget before the data is read), ``keep_checkpoints`` (``None``: unbounded)."""
+    every, keep = train_cfg["checkpoint_every"], train_cfg["keep_checkpoints"]
+    if not every:
+        return 0
+    if epochs is None:
+        return keep
+    numbered = epochs // every - done // every
+    return numbered if keep is None else min(numbered, keep)
+
+
 def check_checkpoint_space(
     config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int, epochs: int
 ) -> None:
@@ -59,17 +77,13 @@ def check_checkpoint_space(
     """
     train_cfg = config.train
     params = sum(p.numel() for module in modules for p in module.parameters())
-    slots = 1 if train_cfg["optimizer"] == "sgd" else 2  # momentum; Adam's two moments
-    every = train_cfg["checkpoint_every"]
-    numbered = (epochs // every - done // every) if every else 0
-    if train_cfg["keep_checkpoints"] is not None:
-        numbered = min(numbered, train_cfg["keep_checkpoints"])
+    numbered = numbered_checkpoints(train_cfg, epochs, done)
     folder = run_dir / "checkpoints"
     new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
     files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
     check_free_space(
         folder,
-        files * checkpoint_bytes(params, slots),
+        files * checkpoint_bytes(params, optimizer_slots(train_cfg["optimizer"])),
         file=config.path,
         field="train.out",
         what=f"{files} checkpoints of {params / 1e6:.1f} M parameters: model + optimizer state",

@@ -240,7 +240,8 @@ class Trainer:
             self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch, self.world
         )
         accumulate = self.config.train["accumulate"]
-        budget = self.config.train["steps"]
+        # train.steps: the step at which the budget ends inside this epoch (None: the whole epoch)
+        stop_at = sum(self.plan[: self.epoch]) if self.config.train["steps"] else None
         losses = EpochLosses()
         batches = []
         bar = tqdm(
@@ -265,8 +266,8 @@ class Trainer:
             if noted is not None and time.monotonic() - noted >= PROGRESS_LINE_SECONDS:
                 noted = time.monotonic()
                 log.info("epoch %d: batch %d/%d", self.epoch, index + 1, len(loader))
-            if budget and boundary and self.step >= sum(self.plan[: self.epoch]):
-                break  # train.steps: the budget ends inside this epoch
+            if stop_at is not None and boundary and self.step >= stop_at:
+                break
         total = losses.summed(self.world)
         record = total.means()
         record["lr"] = self.scheduler.get_last_lr()[0]
