@@ -125,7 +125,8 @@ class Trainer:
         if train_cfg["sync_batchnorm"]:
             self.model = sync_batchnorm(self.model, self.world, file=config.path)
         # A window the network cannot tile fails now, not at the first validation.
-        Inference.from_eval(config.eval).check(self.model.trunk.max_stride, file=config.path)
+        self.inference = Inference.from_eval(config.eval, config.spec.nesting())
+        self.inference.check(self.model.trunk.max_stride, file=config.path)
         self.criterion = loss_from_config(config).to(self.device)
         self.batch = self._resolve_batch_size(state)
         self.val_loader = eval_loader(
@@ -329,7 +330,7 @@ class Trainer:
             device=self.device,
             precision=self.precision,
             progress=self.progress,
-            inference=Inference.from_eval(self.config.eval, self.config.spec.nesting()),
+            inference=self.inference,
         )
         return {task: matrix.all_reduce() for task, matrix in matrices.items()}
 
@@ -368,13 +369,13 @@ class Trainer:
         )
         self.epoch, self.step, self.best = state.epoch, state.step, state.best
         self.saved_epoch = state.epoch
-        if changes:
-            self._apply_changes(changes, fresh)
         set_rng_states(own_rng_state(state, self.world))
         if state.data_spec_sha256 != spec_hash(self.config.spec.path):
             log.warning("the data spec changed since this run started (%s)", self.config.spec.path)
         if self.world.is_main:
             truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
+        if changes:  # after the truncation: its `resume` line belongs to the log from here on
+            self._apply_changes(changes, fresh)
         barrier(self.world)
         log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
@@ -391,7 +392,6 @@ class Trainer:
             group["lr"] = new["initial_lr"] * factor
         if self.world.is_main:
             write_run_config(self.config, self.run_dir)
-            truncate_log(self.run_dir / "metrics.jsonl", self.epoch)
             append_jsonl(
                 self.run_dir / "metrics.jsonl",
                 [{"epoch": self.epoch, "step": self.step, "split": "resume", "changes": {
