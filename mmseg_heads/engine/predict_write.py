@@ -214,15 +214,14 @@ def write_masks(
     Shape:
         ``masks``: ``{task: S×H×W}`` planes as :func:`segment` gives them.
     """
-    targets = [mask_path(sample, out / task) for task in masks]
-    if with_overlay:
-        targets += [out / task / f"{sample.id}_overlay.png" for task in masks]
-    check_replaceable(targets, overwrite=overwrite)
+    paths = {task: mask_path(sample, out / task) for task in masks}
+    overlays = {task: out / task / f"{sample.id}_overlay.png" for task in masks}
+    check_replaceable([*paths.values(), *(overlays.values() if with_overlay else ())],
+                      overwrite=overwrite)  # fmt: skip
     written = []
     for task, planes in masks.items():
-        classes = spec.tasks[task].num_classes
         palette = spec.tasks[task].palette  # the spec's `colors`, default colours elsewhere
-        folder = out / task
+        path = paths[task]
         if sample.geometry is not None:
             grid = (
                 planes[0]
@@ -230,15 +229,12 @@ def write_masks(
                 else np.moveaxis(planes, 0, sample.slice_axis)
             )
             written.append(
-                write_nifti_mask(grid, sample.geometry, classes, folder / f"{sample.id}.nii.gz")
+                write_nifti_mask(grid, sample.geometry, spec.tasks[task].num_classes, path)
             )
         elif sample.slice_axis is not None:  # a volume of another format: one .npy volume
-            grid = np.moveaxis(planes, 0, sample.slice_axis)
-            written.append(write_npy_mask(grid, folder / f"{sample.id}.npy"))
+            written.append(write_npy_mask(np.moveaxis(planes, 0, sample.slice_axis), path))
         else:
-            written.append(write_png_mask(planes[0], palette, folder / f"{sample.id}.png"))
+            written.append(write_png_mask(planes[0], palette, path))
         if with_overlay:
-            written.append(
-                write_overlay(sample, planes, palette, folder / f"{sample.id}_overlay.png")
-            )
+            written.append(write_overlay(sample, planes, palette, overlays[task]))
     return written
