@@ -43,7 +43,7 @@ NOTES: dict[str, str] = {
     # config
     "data": "`--data` of `evaluate` replaces it for an external test set.",
     "model.encoders": "Every modality must have exactly one encoder.",
-    "model.encoders.<name>.name": "Any smp encoder or `tu-<timm name>`.",
+    "model.encoders.<name>.name": "Any smp encoder, `tu-<timm name>`, or a name registered in `ENCODERS`.",
     "model.encoders.<name>.pretrained": "Unset: `model.pretrained`.",
     "model.pretrained": "`imagenet`: the local cache first, else a download; offline it fails at once with a message. A PATH is a local 3-channel state dict (a `state_dict` entry is unwrapped; a whole-model file works too: the key prefix such as `vgg.` or `module.` that matches most tensors is dropped), loaded by name and shape (at least one tensor must match; the others keep their initial values, with a warning); the first convolution is then adapted to the modality's channels as smp does for ImageNet weights. A relative PATH is relative to the working directory.",
     "model.depth": "3, 4 or 5 stages give a deepest stride of 8, 16 or 32.",
@@ -145,8 +145,9 @@ edit the schema or the script, then run `python docs/generate_reference.py`.
   with no entry in `model.heads` gets `{source: fused, decoder: shared}`; one with no entry in
   `loss` gets `{ce: 1.0, dice: 1.0}`.
 
-Encoder names are smp's (`resnet18`, `resnet50`, `vgg16`, `efficientnet-b0`, …) or
-`tu-<timm model name>` for any timm backbone; an unknown name is reported with the closest smp
+Encoder names are smp's (`resnet18`, `resnet50`, `vgg16`, `efficientnet-b0`, …),
+`tu-<timm model name>` for any timm backbone, or your own registered in `ENCODERS`
+([architecture.md](architecture.md#an-encoder)); an unknown name is reported with the closest
 names. `pretrained: imagenet` takes the weights from the local cache, else downloads them, and
 fails at once with a message when offline. How levels of different
 encoders are fused: [architecture.md](architecture.md). Loss terms: [losses.md](losses.md). Scores:

@@ -1,9 +1,9 @@
 """A name -> builder registry, as in detectron2 and timm.
 
-Adding a fusion, a head, a loss term or an augmentation is one decorated class and no edit
-anywhere else: the config schema is built from the registries when a config is validated.
-Encoders come from smp's own registry (any smp name, ``tu-<timm name>``, or one registered with
-smp: docs/architecture.md, "An encoder"). Duplicates are an error; an unknown name lists the valid ones.
+Adding an encoder, a fusion, a head, a gate, a loss term or an augmentation is one decorated
+class or function and no edit anywhere else: the config schema is built from the registries when a
+config is validated. Encoders also resolve through smp's and timm's own names (``resnet50``,
+``tu-<timm name>``). Duplicates are an error; an unknown name lists the valid ones.
 """
 
 from __future__ import annotations

@@ -139,3 +139,74 @@ def test_build_model_takes_a_plain_dict_with_defaults_filled():
     with pytest.raises(ConfigError) as info:
         build_model({"encoders": {"rgb": TINY}, "depht": 4}, modalities={"rgb": 3}, tasks={"s": 2})
     assert "did you mean 'depth'" in str(info.value)
+
+
+def tiny_encoder(in_channels: int, depth: int) -> nn.Module:
+    """A throwaway encoder: the input, then `depth` stride-2 conv stages of 8, 16, 24 … channels."""
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [in_channels] + [8 * (i + 1) for i in range(depth)]
+            self.stages = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU())
+                for a, b in zip(widths[:-1], widths[1:], strict=True)
+            )
+
+        def forward(self, x):
+            features = [x]
+            for stage in self.stages:
+                features.append(stage(features[-1]))
+            return features
+
+    return Tiny()
+
+
+@pytest.fixture
+def tiny_registered():
+    from mmseg_heads.models.encoders import ENCODERS
+
+    ENCODERS.register("tiny8")(tiny_encoder)
+    try:
+        yield
+    finally:
+        ENCODERS._items.pop("tiny8")
+
+
+def test_a_registered_encoder_has_its_levels_read_and_trains_from_a_config(
+    tiny_registered, tmp_path, demo_spec
+):
+    from mmseg_heads.engine.trainer import train
+    from mmseg_heads.models.encoders import build_encoder
+
+    encoder = build_encoder("tiny8", in_channels=2, depth=4)
+    levels = [(lv.stride, lv.channels) for lv in encoder.levels]
+    assert levels == [(2, 8), (4, 16), (8, 24), (16, 32)]
+    model = {"encoders": {"optical": "tiny8", "thermal": TINY}, "fusion": "concat",
+             "decoder_channels": [16, 16, 8, 8, 8]}  # fmt: skip
+    config = load_config(_config(tmp_path, demo_spec, model=model, loss={}))
+    run_dir = train(config, progress=False)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["model"]["trunk.encoders.optical.backbone.stages.0.0.weight"].shape == (8, 3, 3, 3)
+
+
+def test_a_registered_encoder_loads_local_weights_and_refuses_imagenet(tiny_registered, tmp_path):
+    from mmseg_heads.errors import UserError
+    from mmseg_heads.models.encoders import build_encoder
+
+    source = build_encoder("tiny8", in_channels=1, depth=3)
+    path = tmp_path / "tiny.pt"
+    torch.save({"encoder." + k: v for k, v in source.backbone.state_dict().items()}, path)
+    loaded = build_encoder("tiny8", in_channels=1, depth=3, pretrained=str(path))
+    first = "stages.0.0.weight"
+    assert torch.equal(loaded.backbone.state_dict()[first], source.backbone.state_dict()[first])
+    with pytest.raises(UserError) as info:
+        build_encoder("tiny8", in_channels=1, pretrained="imagenet")
+    assert info.value.field == "pretrained" and "no ImageNet weights" in str(info.value)
+
+
+def test_an_unknown_encoder_suggests_registered_names(tiny_registered):
+    from mmseg_heads.models.encoders import encoder_name_problem
+
+    assert encoder_name_problem("tiny8") is None
+    assert "did you mean 'tiny8'" in encoder_name_problem("tiny9")

@@ -1,14 +1,16 @@
 """Encoders from smp and timm, with their feature levels read off the encoder, never typed.
 
 ``build_encoder("vgg16", in_channels=1)`` returns an :class:`Encoder` whose ``levels`` list the
-``(stride, channels)`` of each feature map. Any name smp knows works (``resnet50``, ``vgg16``,
-``efficientnet-b0`` …), and ``tu-<timm name>`` gives any timm backbone.
+``(stride, channels)`` of each feature map. A name registered in :data:`ENCODERS` comes first;
+then any name smp knows (``resnet50``, ``vgg16``, ``efficientnet-b0`` …), and ``tu-<timm name>``
+for any timm backbone.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -17,6 +19,13 @@ from torch import nn
 
 from mmseg_heads.errors import UserError, load_failure
 from mmseg_heads.models.levels import LevelSpec
+from mmseg_heads.registry import Registry
+
+#: Encoders of your own, by name: ``@ENCODERS.register("tiny")`` on a function
+#: ``(in_channels: int, depth: int) -> nn.Module`` whose ``forward(x)`` returns a list of feature
+#: maps, finest first (the input itself may come first, as in smp's encoders: it is dropped). The
+#: levels' strides and channels are read off the network. They shadow smp's names.
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
 
 #: Size of the probe image used to read the strides of an encoder's levels.
 _PROBE_SIZE = 64
@@ -64,14 +73,17 @@ class Encoder(nn.Module):
 def build_encoder(
     name: str, *, in_channels: int, pretrained: str = "none", depth: int = 5
 ) -> Encoder:
-    """Build an smp/timm encoder.
+    """Build a registered, smp or timm encoder.
 
     Args:
-        name: an smp encoder name (``vgg16``, ``resnet50`` …) or ``tu-<timm model>``.
+        name: a name registered in :data:`ENCODERS`, an smp encoder name (``vgg16``,
+            ``resnet50`` …) or ``tu-<timm model>``.
         in_channels: input channels; smp adapts the first convolution of pretrained weights.
         pretrained: ``none``, ``imagenet`` or a path to a local state dict file.
         depth: number of downsampling stages (5 gives strides up to 32).
     """
+    if name in ENCODERS:
+        return _registered_encoder(name, in_channels, pretrained, depth)
     local = pretrained not in ("none", "imagenet")
     try:
         if pretrained == "imagenet":
@@ -91,8 +103,28 @@ def build_encoder(
     return Encoder(backbone, in_channels, name)
 
 
+def _registered_encoder(name: str, in_channels: int, pretrained: str, depth: int) -> Encoder:
+    if pretrained == "imagenet":
+        raise UserError(
+            f"encoder {name!r} is registered in mmseg_heads (ENCODERS) and has no ImageNet weights; "
+            "give a local state dict file (`pretrained: path/to/weights.pt`) or `pretrained: none`",
+            field="pretrained",
+        )
+    backbone = ENCODERS.get(name)(in_channels=in_channels, depth=depth)
+    if pretrained != "none":
+        _load_local_weights(backbone, Path(pretrained))
+    return Encoder(backbone, in_channels, name)
+
+
+def encoder_names() -> list[str]:
+    """Every encoder name a config may use, besides ``tu-<timm name>``."""
+    return sorted(set(ENCODERS.names()) | set(smp.encoders.get_encoder_names()))
+
+
 def encoder_name_problem(name: str) -> str | None:
     """Why ``name`` is not a buildable encoder name, or None: checked before any model is built."""
+    if name in ENCODERS:
+        return None
     if name.startswith("tu-"):
         import timm
 
@@ -105,7 +137,7 @@ def encoder_name_problem(name: str) -> str | None:
 def _unknown_encoder_message(name: str, exc: Exception) -> str:
     if name.startswith("tu-"):
         return f"cannot build timm encoder {name!r}: {str(exc)[:200]}"
-    known = smp.encoders.get_encoder_names()
+    known = encoder_names()
     if name in known:
         return f"cannot build encoder {name!r}: {str(exc)[:200]}"
     close = difflib.get_close_matches(name, known, n=3)

@@ -22,7 +22,8 @@ ENCODER_SCHEMA = OneOf(
             }
         ),
     ],
-    doc="an smp encoder name (`resnet50`, `vgg16`, …) or `tu-<timm name>`; or {name, pretrained}",
+    doc="an smp encoder name (`resnet50`, `vgg16`, …), `tu-<timm name>` or one registered in "
+    "`ENCODERS`; or {name, pretrained}",
 )
 
 
