@@ -4,9 +4,10 @@ A crash, a full disk or an exception while writing leaves the previous file inta
 file behind; a failed write (``OSError``: no space, quota, permission) is reported as a
 :class:`~mmseg_heads.errors.WriteError` naming the file. Files get the usual permissions
 (``0o666`` less the umask), not mkstemp's private ones. :func:`check_free_space` lets a command
-stop before any work when the outputs it will write cannot fit. :func:`interrupts_deferred` lets
-a write that Ctrl-C must not cut (a checkpoint: torch.save's C++ writer turns the
-``KeyboardInterrupt`` into a ``RuntimeError``) finish first.
+stop before any work when the outputs it will write cannot fit, :func:`refuse_foreign` when they
+would replace a file we did not write. :func:`interrupts_deferred` lets a write that Ctrl-C must
+not cut (a checkpoint: torch.save's C++ writer turns the ``KeyboardInterrupt`` into a
+``RuntimeError``) finish first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -201,6 +202,51 @@ def check_output_path(path: str | Path, *, field: str, folder: bool = True) -> N
                     f"{parent} is a file, not a folder; choose another path", file=path, field=field
                 )
             break
+
+
+def refuse_foreign(
+    paths: Iterable[Path],
+    is_ours: Callable[[Path], bool],
+    field: str,
+    *,
+    writer: str,
+    overwrite: str | None = None,
+    file: str | Path | None = None,
+    why: str | None = None,
+) -> None:
+    """Stop before writing over a file we did not write: each of ``paths`` that exists must be one
+    ``is_ours`` recognises by the mark its writer leaves (a PNG text chunk or NIfTI ``descrip``
+    of ``predict``, ONNX metadata of ``export``, a report's ``run_dir``), and may then be replaced.
+
+    Args:
+        paths: the files about to be written.
+        is_ours: whether an existing file is one of ours.
+        field: the flag that chose where they go (``--out``), named in the error.
+        writer: the command that writes them, for the message (``predict``).
+        overwrite: the flag that replaces such files anyway (``--overwrite``), offered as a fix;
+            ``None`` where there is none (the caller checks only when it is not given).
+        file: what the error names before ``field`` (the output folder), if anything.
+        why: what the files are, in place of "which ``writer`` did not write" (another run's
+            report: files of ours that must not be replaced either).
+
+    Raises:
+        UserError: naming the first three such files and ``field``, and how to go on.
+    """
+    foreign = [path for path in paths if path.exists() and not is_ours(path)]
+    if not foreign:
+        return
+    more = len(foreign) - 3
+    shown = ", ".join(map(str, foreign[:3])) + (f" and {more} more" if more > 0 else "")
+    if overwrite is not None:
+        fix = f"move {'it' if len(foreign) == 1 else 'them'} away, or pass {overwrite}"
+    else:
+        fix = "or move or remove those files first"
+    raise UserError(
+        f"would overwrite {shown}, {why or f'which {writer} did not write'}; choose another "
+        f"{field}, {fix}",
+        file=file,
+        field=field,
+    )
 
 
 def checkpoint_bytes(num_parameters: int, optimizer_slots: int) -> int:

@@ -14,8 +14,7 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmseg_heads.cli.main import main  # noqa: E402
-from mmseg_heads.data import scan as scan_module  # noqa: E402
-from mmseg_heads.data import scan_cache  # noqa: E402
+from mmseg_heads.data import scan_cache, scan_read  # noqa: E402
 from mmseg_heads.data.dataset import MultiModalDataset  # noqa: E402
 from mmseg_heads.data.readers import read_array, read_colour_array  # noqa: E402
 from mmseg_heads.data.scan import scan  # noqa: E402
@@ -235,7 +234,7 @@ def test_the_scan_cache_keeps_index_and_colour_facts_apart(voc, monkeypatch):
     monkeypatch.setattr(scan_cache, "RACY_NS", 0)  # files written a moment ago may be cached
     reads = []
     monkeypatch.setattr(
-        scan_module, "read_colour_array", lambda path: reads.append(path) or read_colour_array(path)
+        scan_read, "read_colour_array", lambda path: reads.append(path) or read_colour_array(path)
     )
     spec_path, _ = voc
     raw = yaml.safe_load(spec_path.read_text())

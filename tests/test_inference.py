@@ -172,14 +172,15 @@ def test_overrides_are_checked_and_name_their_flag():
     assert base == WHOLE_IMAGE
     assert base.with_overrides(64, None, ("vflip", "vflip")) == Inference(64, 0.5, ("vflip",))
     assert base.with_overrides(tta=()).tta == ()
-    for kwargs, flag in [
-        ({"window": 0}, "--window"),
-        ({"overlap": 1.0}, "--overlap"),
-        ({"tta": ("rot90",)}, "--tta"),
+    for kwargs, flag, message in [  # the config schema's eval fields check them
+        ({"window": 0}, "--window", "0 is below the minimum 1"),
+        ({"overlap": 1.0}, "--overlap", "must be below 1"),
+        ({"overlap": -0.5}, "--overlap", "-0.5 is below the minimum 0.0"),
+        ({"tta": ("rot90",)}, "--tta", "'rot90' is not one of hflip, vflip"),
     ]:
         with pytest.raises(UserError) as error:
             base.with_overrides(**kwargs)
-        assert error.value.field == flag
+        assert (error.value.field, error.value.message) == (flag, message)
     with pytest.raises(
         UserError,
         match=r"48 is not a multiple of the model's largest stride 32 "

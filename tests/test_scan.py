@@ -16,7 +16,7 @@ from mmseg_heads.cli.inspect import describe_spec
 from mmseg_heads.cli.main import main
 from mmseg_heads.data import dataset as dataset_module
 from mmseg_heads.data import scan as scan_module
-from mmseg_heads.data import scan_cache
+from mmseg_heads.data import scan_cache, scan_read
 from mmseg_heads.data.readers import read_array
 from mmseg_heads.data.scan import scan
 from mmseg_heads.data.scan_cache import cache_file
@@ -105,7 +105,7 @@ def count_reads(monkeypatch) -> list[Path]:
         reads.append(Path(path))
         return read_array(path)
 
-    monkeypatch.setattr(scan_module, "read_array", counting)
+    monkeypatch.setattr(scan_read, "read_array", counting)
     monkeypatch.setattr(dataset_module, "read_array", counting)
     return reads
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmseg_heads.atomic import check_output_path
+from mmseg_heads.atomic import check_output_path, refuse_foreign
 from mmseg_heads.engine.export import (
     DEFAULT_TOLERANCE,
     EXPORTERS,
@@ -14,7 +14,6 @@ from mmseg_heads.engine.export import (
     ExportResult,
     export_checkpoint,
 )
-from mmseg_heads.errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -91,13 +90,8 @@ def exported_by_us(path: Path) -> bool:
 def run(args) -> int:
     check_output_path(args.out, field="--out", folder=False)
     out = Path(args.out)
-    if out.is_file() and not args.overwrite and not exported_by_us(out):
-        raise UserError(
-            "would overwrite a file that export did not write; choose another --out, move it "
-            "away, or pass --overwrite",
-            file=out,
-            field="--out",
-        )
+    if not args.overwrite:
+        refuse_foreign([out], exported_by_us, "--out", writer="export", overwrite="--overwrite")
     try:
         result = export_checkpoint(
             args.checkpoint,

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mmseg_heads.data.spec import ModalitySpec, TaskSpec
 from mmseg_heads.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the spec's checks import Problem from here
+    from mmseg_heads.data.spec import ModalitySpec, TaskSpec
 
 
 @dataclass

@@ -9,22 +9,19 @@ splits (a warning); every task has a labelled sample.
 
 Each file is read once (a label file that several tasks share too), in parallel threads, into a
 few facts (:class:`~mmseg_heads.data.scan_cache.FileFacts`: shape, dtype, finiteness, label
-value or colour histogram); the checks run on those facts. The facts are cached between runs
-(:mod:`mmseg_heads.data.scan_cache`), so a second scan of unchanged files reads none of them.
+value or colour histogram; :mod:`mmseg_heads.data.scan_read`); the checks here run on those
+facts (a colour label file's: :mod:`mmseg_heads.data.colour_checks`). The facts are cached between
+runs (:mod:`mmseg_heads.data.scan_cache`), so a second scan of unchanged files reads none of them.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmseg_heads.data.checks import (
     Problem,
@@ -33,33 +30,11 @@ from mmseg_heads.data.checks import (
     missing_modality_file,
     size_mismatch,
 )
-from mmseg_heads.data.labels import (
-    TRANSLUCENT,
-    colour_classes,
-    colour_listing,
-    colours_count,
-    dense_minimum,
-    is_colour_image,
-    pack_colours,
-    translucent_problem,
-)
-from mmseg_heads.data.readers import read_array, read_colour_array
-from mmseg_heads.data.scan_cache import FileFacts, FileStamp, Histogram, ScanCache, open_cache
+from mmseg_heads.data.colour_checks import colour_file_problems, unmapped_colours_problem
+from mmseg_heads.data.scan_cache import FileFacts, open_cache
+from mmseg_heads.data.scan_read import Read, files_to_read, read_all
 from mmseg_heads.data.spec import DataSpec, TaskSpec
 from mmseg_heads.errors import ConfigError, UserError
-
-#: What reading one file gave: its facts, a problem message (it does not decode), or ``None`` (no
-#: such file).
-Read = FileFacts | str | None
-
-
-@dataclass(frozen=True)
-class _Needs:
-    """Which histograms of a file the checks need: raw values (index labels), colours (colour
-    labels; a file two tasks share in both formats needs both)."""
-
-    values: bool = False
-    colours: bool = False
 
 
 @dataclass
@@ -190,118 +165,6 @@ def _split_ids(spec: DataSpec) -> tuple[dict[str, list[str]], list[Problem]]:
     return ids, problems
 
 
-def value_histogram(raw: np.ndarray) -> Histogram:
-    """``((raw value, pixels), ...)`` of an array, ascending by value (NaN last, counted once)."""
-    low = dense_minimum(raw)
-    if low is not None:
-        counts = np.bincount(raw.ravel().astype(np.int64) - low)
-        present = np.flatnonzero(counts)
-        return tuple(zip((present + low).tolist(), counts[present].tolist(), strict=True))
-    values, counts = np.unique(raw, return_counts=True)
-    return tuple(zip(values.tolist(), counts.tolist(), strict=True))
-
-
-def colour_histogram(raw: np.ndarray, path: Path) -> Histogram:
-    """``((packed colour, pixels), ...)`` of an RGB(A) image, ascending (:data:`TRANSLUCENT`, the
-    pixels with alpha < 255, first); ``()`` for an array that is not an RGB image."""
-    if not is_colour_image(raw):
-        return ()
-    return value_histogram(pack_colours(raw, path))
-
-
-def file_facts(path: Path, *, values: bool, colours: bool = False) -> FileFacts:
-    """Decode the whole file and keep what the checks need (``values``: a raw value histogram;
-    ``colours``: a histogram of colours, from the file read as colours, see
-    :func:`~mmseg_heads.data.readers.read_colour_array`).
-
-    Why not only the header, which would give shape and dtype for a fraction of the time (PIL's
-    ``Image.open`` and nibabel's ``load`` read no pixels): a PNG's size and mode sit in its first
-    33 bytes and a NIfTI header in its first 348, so a header read passes a file whose pixel data
-    is truncated or corrupt, and that file would stop training halfway. Only decoding every pixel
-    proves a file decodes; NaN/Inf and label values are in the pixels too. The cache makes it a
-    cost paid once per version of a file.
-
-    Raises:
-        UserError: the file does not decode (naming it).
-    """
-    coloured = read_colour_array(path) if colours else None
-    # The shape is the index read's where there is one; a file of colour tasks only is read once.
-    array = read_array(path) if coloured is None or values else coloured
-    floating = np.issubdtype(array.dtype, np.floating)
-    return FileFacts(
-        shape=tuple(int(s) for s in array.shape),
-        dtype=str(array.dtype),
-        finite=bool(np.isfinite(array).all()) if floating else None,
-        values=value_histogram(array) if values else None,
-        colours=colour_histogram(coloured, path) if coloured is not None else None,
-    )
-
-
-def _files_to_read(spec: DataSpec, ids: list[str]) -> dict[Path, _Needs]:
-    """``{file: the histograms it needs}``: every modality and label file of ``ids``, each once
-    (tasks often share one label file)."""
-    files: dict[Path, _Needs] = {}
-    for sample_id in ids:
-        for name in spec.modalities:
-            files.setdefault(spec.modality_file(name, sample_id), _Needs())
-        for name, task in spec.tasks.items():
-            path = spec.label_file(name, sample_id)
-            before = files.get(path, _Needs())
-            if task.label_format == "colour":
-                files[path] = _Needs(before.values, colours=True)
-            else:
-                files[path] = _Needs(True, before.colours)
-    return files
-
-
-def _read_one(path: Path, needs: _Needs, store: ScanCache | None) -> tuple[Read, tuple | None]:
-    """``(what reading gave, (stamp, read time) to cache it under, or None)``."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None, None
-    if not stat.S_ISREG(status.st_mode):  # a folder or a device where a file is wanted
-        return None, None
-    stamp = FileStamp.of(status)
-    wanted = {"values": needs.values, "colours": needs.colours}
-    cached = store.get(path, stamp, **wanted) if store is not None else None
-    if cached is not None:
-        return cached, None
-    started = time.time_ns()
-    try:
-        facts = file_facts(path, **wanted)
-    except UserError as exc:
-        return f"{path}: {exc.message}", None  # not cached: a broken file is read again next time
-    try:
-        unchanged = FileStamp.of(path.stat()) == stamp
-    except OSError:
-        unchanged = False
-    # A file that changed while it was read is not cached: the facts may mix two versions.
-    return facts, ((stamp, started) if unchanged else None)
-
-
-def _read_all(files: dict[Path, _Needs], store: ScanCache | None, threads: int) -> dict[Path, Read]:
-    # A bar on a terminal only (tqdm's disable=None): a scan of thousands of files takes a while.
-    with (
-        ThreadPoolExecutor(threads) as pool,
-        tqdm(total=len(files), desc="scan", unit="file", disable=None, leave=False) as bar,
-    ):
-
-        def read(item):
-            try:
-                return _read_one(*item, store)
-            finally:
-                bar.update()
-
-        results = list(pool.map(read, files.items()))
-    read: dict[Path, Read] = {}
-    for path, (result, stamp) in zip(files, results, strict=True):
-        read[path] = result
-        if store is not None and stamp is not None:
-            store.put(path, stamp[0], result, stamp[1])
-    return read
-
-
 def _grid(shape: tuple, spec: DataSpec) -> tuple:
     """The size files of one id must share: H×W of an image, or the volume's 3-D grid."""
     return tuple(shape[:3] if spec.volume is not None else shape[:2])
@@ -358,7 +221,11 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
             continue
         sizes.append((f"{name} labels ({path.name})", _grid(shape, spec), where))
         if task.label_format == "colour":
-            _check_colours(task, path, facts, report)
+            colour_problems, unmapped = colour_file_problems(task, path, facts)
+            report.problems += colour_problems
+            if unmapped:
+                report.unmapped.setdefault(name, Counter()).update(unmapped)
+                report.unmapped_files.setdefault(name, set()).add(str(path))
             continue
         squeezed = sum(1 for s in shape if s != 1)  # np.squeeze(raw).ndim
         if spec.volume is None and len(shape) > 2 and squeezed != 2:
@@ -384,43 +251,13 @@ def _scan_id(spec: DataSpec, sample_id: str, read: dict[Path, Read]) -> _IdRepor
     return report
 
 
-def _check_colours(task: TaskSpec, path: Path, facts: FileFacts, report: _IdReport) -> None:
-    """The checks of one colour label file: an RGB image, opaque, its colours those of classes
-    (colours of no class are counted in ``report.unmapped``, to be listed once per task)."""
-    name = task.name
-    if not facts.colours:
-        what = "a greyscale image" if len(facts.shape) == 2 else f"an array of shape {facts.shape}"
-        report.problems.append(
-            Problem(
-                f"{path} is {what}, not RGB; `label_format: colour` reads RGB (or opaque RGBA) "
-                "colour masks: save the labels as RGB, or set `label_format: index` for index maps",
-                f"tasks.{name}.label_format",
-            )
-        )
-        return
-    classes = colour_classes(task)
-    for colour, count in facts.colours:
-        if colour == TRANSLUCENT:
-            report.problems.append(
-                Problem(f"{path}: {translucent_problem(count)}", f"tasks.{name}.labels")
-            )
-        elif colour not in classes:
-            report.unmapped.setdefault(name, Counter())[colour] += count
-            report.unmapped_files.setdefault(name, set()).add(str(path))
-
-
 def _unmapped_problem(task: TaskSpec, counter: Counter, files: set) -> Problem:
     """One problem per task for its raw values (or colours) of no class, over all its files."""
     shown = sorted(files)
     where = f"in {len(shown)} files, e.g. {', '.join(shown[:3])}"
     hint = task.unmapped_hint(shown)
     if task.label_format == "colour":
-        listing = colour_listing(list(counter), counter)
-        return Problem(
-            f"{colours_count(len(counter))} not in tasks.{task.name}.colors: {listing}; {where}; "
-            f"{hint}",
-            f"tasks.{task.name}.colors",
-        )
+        return unmapped_colours_problem(task, counter, where, hint)
     values = ", ".join(f"{v} ({n} px)" for v, n in sorted(counter.items()))
     return Problem(
         f"raw label values with no class: {values}; {where} "
@@ -456,7 +293,7 @@ def scan(spec: DataSpec, *, threads: int | None = None, cache: bool = True) -> S
     every_id = sorted({i for split_ids in ids.values() for i in split_ids})
     threads = threads or min(8, (os.cpu_count() or 2) * 2)
     store = open_cache(spec.root) if cache else None
-    read = _read_all(_files_to_read(spec, every_id), store, threads)
+    read = read_all(files_to_read(spec, every_id), store, threads)
     if store is not None:
         store.save()
     reports = [_scan_id(spec, i, read) for i in every_id]

@@ -4,11 +4,11 @@ A data spec is a YAML file (see ``docs/data_spec.md``); :func:`load_data_spec` v
 :data:`DATA_SPEC_SCHEMA` and returns a :class:`DataSpec`. Paths are relative to the spec file.
 
 This module holds the spec's dataclasses and its loading; the parts live by concept in
-:mod:`~mmseg_heads.data.spec_schema` (the schema and the cross-field checks),
-:mod:`~mmseg_heads.data.labels` (label mapping), :mod:`~mmseg_heads.data.splits` (splits),
-:mod:`~mmseg_heads.data.patterns` (``{id}`` patterns, id discovery) and
-:mod:`~mmseg_heads.data.yaml_io` (the YAML loader), whose public names are importable from here
-too.
+:mod:`~mmseg_heads.data.spec_schema` (the schema), :mod:`~mmseg_heads.data.spec_checks` (the
+cross-field checks), :mod:`~mmseg_heads.data.labels` (label mapping),
+:mod:`~mmseg_heads.data.splits` (splits), :mod:`~mmseg_heads.data.patterns` (``{id}`` patterns,
+id discovery) and :mod:`~mmseg_heads.data.yaml_io` (the YAML loader), whose public names are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mmseg_heads.data import labels as label_mapping
 from mmseg_heads.data import splits as split_rules
 from mmseg_heads.data.labels import IGNORE_INDEX, JPEG_EXTENSIONS, unique_values
 from mmseg_heads.data.patterns import ids_from_pattern
+from mmseg_heads.data.spec_checks import cross_field_problems
 from mmseg_heads.data.spec_schema import (
     DATA_SPEC_SCHEMA,
     KEEP_RULE,
@@ -31,7 +32,6 @@ from mmseg_heads.data.spec_schema import (
     SPLIT_SCHEMA,
     TASK_SCHEMA,
     VOLUME_SCHEMA,
-    cross_field_problems,
 )
 from mmseg_heads.data.splits import SLICE_SEPARATOR
 from mmseg_heads.data.yaml_io import load_yaml, parse_yaml, yaml_problem

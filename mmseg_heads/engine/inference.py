@@ -25,10 +25,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from mmseg_heads.config.schema import config_schema
 from mmseg_heads.data.transforms import TTA_FLIPS
 from mmseg_heads.engine.precision import autocast
-from mmseg_heads.errors import UserError
+from mmseg_heads.errors import ConfigError, UserError
 from mmseg_heads.metrics.functional import predicted_classes
+from mmseg_heads.schema import Node
 
 #: Gaussian σ of the window weights, as a fraction of the window (nnU-Net's 1/8).
 SIGMA_SCALE = 1 / 8
@@ -83,21 +85,25 @@ class Inference:
         overlap: float | None = None,
         tta: tuple[str, ...] | None = None,
     ) -> Inference:
-        """These options with the ones given (command-line flags) replaced, each checked."""
-        if window is not None and window < 1:
-            raise UserError(f"must be a positive number of pixels, got {window}", field="--window")
-        if overlap is not None and not 0 <= overlap < 1:
-            raise UserError(f"must be at least 0 and below 1, got {overlap}", field="--overlap")
-        for name in tta or ():
-            if name not in TTA_FLIPS:
-                raise UserError(
-                    f"{name!r} is not one of {', '.join(TTA_FLIPS)} (or `none`)", field="--tta"
-                )
+        """These options with the ones given (command-line flags) replaced, each checked by the
+        config schema's ``eval`` field of the same name (a flip named twice counts once).
+
+        Raises:
+            ConfigError: the schema's message, naming the flag (``--window``, ``--overlap``,
+                ``--tta``).
+        """
+        if tta is not None:
+            tta = tuple(dict.fromkeys(tta))
+        given = {"window": window, "overlap": overlap, "tta": tta}
+        fields = config_schema().fields["eval"].fields
+        for name, value in given.items():
+            if value is not None:
+                _check_flag(fields[name], list(value) if name == "tta" else value, f"--{name}")
         return replace(
             self,
             window=self.window if window is None else window,
             overlap=self.overlap if overlap is None else overlap,
-            tta=self.tta if tta is None else tuple(dict.fromkeys(tta)),
+            tta=self.tta if tta is None else tta,
         )
 
     def check(self, max_stride: int, *, field: str = "eval.window", file=None) -> None:
@@ -127,6 +133,19 @@ class Inference:
 
 #: Whole-image inference without flips: what every run did before ``eval.window``/``eval.tta``.
 WHOLE_IMAGE = Inference()
+
+
+def _check_flag(node: Node, value, flag: str) -> None:
+    """``value`` checked by the schema ``node`` of the config key the flag replaces.
+
+    Raises:
+        ConfigError: the schema's messages, each naming ``flag`` (an item of a list too:
+            ``--tta hflip,rot90`` is one value).
+    """
+    problems: list[UserError] = []
+    node.validate(value, flag, problems)
+    if problems:
+        raise ConfigError([UserError(problem.message, field=flag) for problem in problems])
 
 
 def apply_nesting(classes: dict[str, torch.Tensor], rules: tuple) -> dict[str, torch.Tensor]:

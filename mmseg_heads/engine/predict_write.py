@@ -15,11 +15,10 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from mmseg_heads.atomic import write_atomic
+from mmseg_heads.atomic import refuse_foreign, write_atomic
 from mmseg_heads.data.readers import NiftiGeometry
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.engine.predict_segment import Sample
-from mmseg_heads.errors import UserError
 
 # Every output file is encoded in memory, then written with write_atomic (temp file beside it,
 # fsync, rename): a full disk is a WriteError naming the file, never a half file, and an older
@@ -60,15 +59,9 @@ def check_replaceable(paths: list[Path], *, overwrite: bool) -> None:
     Raises:
         UserError: naming the first such files and how to go on.
     """
-    foreign = [p for p in paths if p.exists() and not (overwrite or written_by_predict(p))]
-    if foreign:
-        shown = ", ".join(map(str, foreign[:3])) + (
-            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        )
-        raise UserError(
-            f"would overwrite {shown}, which predict did not write; choose another --out, move "
-            "them away, or pass --overwrite",
-            field="--out",
+    if not overwrite:
+        refuse_foreign(
+            paths, written_by_predict, "--out", writer="predict", overwrite="--overwrite"
         )
 
 

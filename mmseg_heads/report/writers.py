@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmseg_heads.atomic import write_atomic
-from mmseg_heads.errors import UserError
+from mmseg_heads.atomic import refuse_foreign, write_atomic
 from mmseg_heads.report import tables
 
 __all__ = [
@@ -124,21 +123,19 @@ def check_report_folder(out: Path, run_dir: Path, *, field: str = "--out") -> No
         out / "report.md": _starts_with(out / "report.md", _MARKDOWN_START),
         out / "report.html": _starts_with(out / "report.html", _HTML_MARK),
     }
-    foreign = [path for path in existing if not (path.is_file() and ours[path])]
-    same_run = reported is None or reported.resolve() == run_dir.resolve()
-    if foreign:
-        reason = "which `evaluate` did not write"
-    elif not same_run:
-        foreign = existing
-        reason = f"the report of another run ({reported})"
-    else:
-        return  # our own earlier report of this run: evaluating again replaces it
-    raise UserError(
-        f"would overwrite {', '.join(map(str, foreign))}, {reason}; choose another --out, or move "
-        "or remove those files first",
-        file=out,
-        field=field,
+    refuse_foreign(
+        existing, lambda path: path.is_file() and ours[path], field, writer="`evaluate`", file=out
     )
+    if reported is not None and reported.resolve() != run_dir.resolve():
+        refuse_foreign(
+            existing,
+            lambda path: False,  # ours, but another run's
+            field,
+            writer="`evaluate`",
+            file=out,
+            why=f"the report of another run ({reported})",
+        )
+    # Otherwise our own earlier report of this run: evaluating again replaces it.
 
 
 def write_report(report: dict, out: Path, *, metrics_log: Path | None = None) -> list[Path]:
