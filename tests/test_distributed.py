@@ -197,13 +197,13 @@ def test_auto_batch_size_is_measured_once_and_kept_by_resume(tmp_path, demo_spec
         calls.append(limit)
         return 4, "measured"
 
-    monkeypatch.setattr(trainer_module, "choose_batch_size", choose)
+    monkeypatch.setattr(auto, "choose_batch_size", choose)
     config = load_config(write_config(tmp_path, demo_spec, epochs=1, batch_size="auto"))
     run_dir = train(config, progress=False)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert calls == [16] and state["batch_size"] == 4 and state["step"] == 4  # 16 samples / 4
 
-    monkeypatch.setattr(trainer_module, "choose_batch_size", lambda *a, **k: (8, "changed"))
+    monkeypatch.setattr(auto, "choose_batch_size", lambda *a, **k: (8, "changed"))
     longer = load_config(
         write_config(tmp_path, demo_spec, epochs=2, batch_size="auto"), ["train.epochs=2"]
     )

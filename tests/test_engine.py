@@ -314,6 +314,155 @@ def test_steps_and_epochs_together_are_refused(tmp_path, demo_spec, capsys):
     assert "train.steps: give train.steps or train.epochs, not both" in capsys.readouterr().err
 
 
+def _step_budget_config(tmp_path: Path, spec: Path, name: str, **train) -> Path:
+    """A ``train.steps`` config (no ``epochs``) on one thread (runs compared bit for bit)."""
+    config = write_config(tmp_path, spec, name, threads=1, **train)
+    raw = yaml.safe_load(config.read_text())
+    del raw["train"]["epochs"]
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def _rows(run_dir: Path, split: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def test_timeline_counts_validation_and_numbered_checkpoints_in_epochs_or_steps():
+    from mmseg_heads.engine.run_dir import numbered_checkpoints
+    from mmseg_heads.engine.timeline import Intervals, plan_steps, steps_in_epoch
+
+    assert plan_steps(lambda epoch: 4, epochs=3, budget=None) == [4, 4, 4]
+    assert plan_steps(lambda epoch: 4, epochs=40, budget=7) == [4, 3]
+    assert steps_in_epoch(16, 4, 1) == 4 and steps_in_epoch(18, 4, 3) == 2  # 4 batches / 3
+    per_epoch = Intervals.from_train({"val_every": None, "checkpoint_every": 2, "steps": None})
+    assert [per_epoch.validates(s) for s in (3, 4)] == [False, False]  # never between steps
+    assert per_epoch.validates(4, epoch_end=True)
+    assert per_epoch.numbered(2, 8) is None  # epochs: only at an epoch's end
+    assert per_epoch.checkpoint_names(2, 8, improved=True, epoch_end=True) == [
+        "epoch_2.pt", "best.pt", "last.pt"]  # fmt: skip
+    assert per_epoch.checkpoint_names(3, 12, improved=False, epoch_end=True) == ["last.pt"]
+    by_step = Intervals.from_train({"val_every": 3, "checkpoint_every": 2, "steps": 7})
+    assert [s for s in range(1, 8) if by_step.validates(s)] == [3, 6]
+    assert by_step.validates(7, epoch_end=True, final=True)  # the end of the run, always
+    assert not by_step.validates(4, epoch_end=True)  # an epoch's end is no reason of its own
+    assert [by_step.numbered(1, s) for s in (2, 3)] == ["step_2.pt", None]
+    assert by_step.checkpoint_names(2, 6, improved=True, epoch_end=False) == [
+        "step_6.pt", "best.pt"]  # fmt: skip
+    assert by_step.checkpoint_names(2, 5, improved=False, epoch_end=False) == []
+    # with epochs, val_every counts steps too
+    mixed = Intervals.from_train({"val_every": 5, "checkpoint_every": 0, "steps": None})
+    assert mixed.validates(10) and not mixed.validates(12, epoch_end=True)
+    # the free-space check and inspect: numbered files still to come, in the budget's unit
+    steps = {"checkpoint_every": 2, "keep_checkpoints": None, "steps": 7, "epochs": 40}
+    assert numbered_checkpoints(steps) == 3  # step_2, step_4, step_6
+    assert numbered_checkpoints(steps, done=4) == 1  # resumed after step 4: step_6 only
+    assert numbered_checkpoints(steps | {"keep_checkpoints": 2}) == 2
+    epochs = {"checkpoint_every": 5, "keep_checkpoints": None, "steps": None, "epochs": 12}
+    assert numbered_checkpoints(epochs) == 2 and numbered_checkpoints(epochs, done=5) == 1
+
+
+def test_val_every_and_checkpoint_every_count_optimizer_steps(tmp_path, demo_spec, caplog, capsys):
+    """4 steps an epoch; steps 7, val_every 3: validation at steps 3 and 6 (inside epochs) and
+    7 (the end); checkpoint_every 2 with keep_checkpoints 2 keeps step_4.pt and step_6.pt; best.pt
+    is the best validation's state; a step snapshot evaluates like the validation of its step."""
+    config = _step_budget_config(
+        tmp_path, demo_spec, "by_step", steps=7, val_every=3, checkpoint_every=2, keep_checkpoints=2
+    )
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        assert main(["train", str(config)]) == 0
+    run_dir = tmp_path / "by_step"
+    val = _rows(run_dir, "val")
+    assert [(r["epoch"], r["step"]) for r in val] == [(1, 3), (2, 6), (2, 7)]
+    assert [(r["epoch"], r["step"]) for r in _rows(run_dir, "train")] == [(1, 4), (2, 7)]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    order = [(r["split"], r["step"]) for r in map(json.loads, lines)]
+    assert order.index(("val", 3)) == order.index(("train_batch", 3)) + 1  # as it happened
+    folder = run_dir / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.pt", "last.pt", "step_4.pt", "step_6.pt"]  # fmt: skip
+    states = {p.stem: torch.load(p, weights_only=True) for p in folder.iterdir()}
+    assert (states["step_4"]["epoch"], states["step_4"]["step"]) == (1, 4)
+    assert (states["step_6"]["epoch"], states["step_6"]["step"]) == (2, 6)
+    assert (states["last"]["epoch"], states["last"]["step"]) == (2, 7)
+    top = max(r["score"] for r in val)
+    best_row = next(r for r in val if r["score"] == top)  # the first to reach it
+    assert states["best"]["step"] == best_row["step"] and states["best"]["best"] == top
+    assert states["best"]["val"] == {
+        t: v["macro_foreground_f"] for t, v in best_row["tasks"].items()
+    }
+    assert states["last"]["best"] == top
+    assert "step 3 (epoch 1): shapes F" in caplog.text
+    epoch_1 = next(line for line in caplog.text.splitlines() if "epoch 1/2:" in line)
+    assert "at step 3;" in epoch_1
+
+    # a snapshot is evaluated as any checkpoint: by its path, or by its name in the run
+    assert main(["evaluate", str(run_dir), "--checkpoint", "step_6"]) == 0
+    (out,) = run_dir.glob("report_*_val_step_6")
+    report = json.loads((out / "report.json").read_text())
+    assert report["epoch"] == 2
+    assert report["checkpoint"] == str(folder / "step_6.pt")
+    for task, scores in val[1]["tasks"].items():
+        assert report["tasks"][task]["macro_foreground_f"] == pytest.approx(
+            scores["macro_foreground_f"], abs=1e-6
+        )
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--checkpoint", "step_2"]) == 2  # pruned
+    assert "it keeps step_4, step_6 besides best and last" in capsys.readouterr().err
+
+
+def test_a_stopped_step_budget_resumes_validating_on_the_same_steps(
+    tmp_path, demo_spec, caplog, monkeypatch
+):
+    """Stopped before step 7 (after step 6's validation and step_6.pt, in epoch 2), the run
+    resumes from last.pt (epoch 1) and ends as the run that was never stopped: the same
+    metrics.jsonl (validation at 3, 6 and 7, once each) and the same weights."""
+    from mmseg_heads.engine.steps import Stepper
+    from mmseg_heads.engine.trainer import train
+
+    settings = {"steps": 7, "val_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2}
+    before = torch.get_num_threads()
+    try:
+        straight = train(
+            load_config(_step_budget_config(tmp_path, demo_spec, "straight", **settings)),
+            progress=False,
+        )
+        stopped = load_config(_step_budget_config(tmp_path, demo_spec, "stopped", **settings))
+        micro_batch = Stepper.micro_batch
+
+        def stop_before_step_7(self, batch, boundary):
+            if self.step == 6:
+                raise KeyboardInterrupt
+            return micro_batch(self, batch, boundary)
+
+        monkeypatch.setattr(Stepper, "micro_batch", stop_before_step_7)
+        with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
+            with pytest.raises(KeyboardInterrupt):
+                train(stopped, progress=False)
+        assert "holds epoch 1; continue with" in caplog.text
+        run_dir = tmp_path / "stopped"
+        assert [r["step"] for r in _rows(run_dir, "val")] == [3, 6]
+        assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["step"] == 4
+        monkeypatch.undo()
+        assert train(stopped, resume="auto", progress=False) == run_dir
+    finally:
+        torch.set_num_threads(before)
+
+    def records(run: Path) -> list[dict]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
+    assert [r["step"] for r in _rows(run_dir, "val")] == [3, 6, 7]
+    assert records(run_dir) == records(straight)
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["best.pt", "last.pt", "step_4.pt", "step_6.pt"]
+    for name in ("last.pt", "step_6.pt", "best.pt"):
+        a = torch.load(straight / "checkpoints" / name, weights_only=True)
+        b = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+
+
 def test_metrics_log_flushes_every_few_seconds_and_at_the_end(tmp_path):
     from mmseg_heads.engine.run_dir import MetricsLog
 
@@ -335,7 +484,10 @@ def test_keep_checkpoints_keeps_the_newest_numbered_files_and_best_and_last(tmp_
     assert main(["train", str(config)]) == 0
     folder = tmp_path / "keep" / "checkpoints"
     names = sorted(p.name for p in folder.iterdir())
-    assert [n for n in names if n.startswith("epoch_")] == ["epoch_3.pt", "epoch_4.pt"]
+    assert [n for n in names if n.startswith(("epoch_", "step_"))] == ["epoch_3.pt", "epoch_4.pt"]
+    # with epochs, validation once an epoch as before; its line says the step it came after
+    val = _rows(tmp_path / "keep", "val")
+    assert [(r["epoch"], r["step"]) for r in val] == [(1, 4), (2, 8), (3, 12), (4, 16)]
     assert {"best.pt", "last.pt"} <= set(names)
     best = torch.load(folder / "best.pt", weights_only=True)  # its data survived the pruning
     assert 1 <= best["epoch"] <= 4
@@ -351,20 +503,26 @@ def test_prune_checkpoints_leaves_other_files_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.pt", "epoch_10.pt", "epoch_x.pt", "last.pt"]  # fmt: skip
     assert prune_checkpoints(tmp_path, None) == []
+    for name in ("step_20.pt", "step_100.pt", "step_40.pt"):  # a train.steps budget's files
+        (tmp_path / name).write_bytes(b"x")
+    removed = prune_checkpoints(tmp_path, 2, kind="step")
+    assert [p.name for p in removed] == ["step_20.pt"]  # by number, not by name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt", "epoch_10.pt", "epoch_x.pt", "last.pt", "step_100.pt", "step_40.pt"]  # fmt: skip
 
 
 def test_the_epoch_line_says_the_time_left_and_a_log_file_gets_progress_lines(
     tmp_path, demo_spec, caplog, monkeypatch
 ):
-    from mmseg_heads.engine import trainer as trainer_module
+    from mmseg_heads.engine import progress as progress_module
     from mmseg_heads.engine.trainer import remaining_text
 
     assert remaining_text([10.0, 30.0, 20.0], 3) == "; about 60 s left"
     assert remaining_text([100.0], 30) == "; about 50 min left"
     assert remaining_text([3600.0], 3) == "; about 3.0 h left"
     assert remaining_text([5.0], 0) == ""
-    monkeypatch.setattr(trainer_module, "PROGRESS_LINE_SECONDS", 0.0)
-    monkeypatch.setattr(trainer_module.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(progress_module, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: False, raising=False)
     config = write_config(tmp_path, demo_spec, "eta", epochs=2)
     with caplog.at_level(logging.INFO, logger="mmseg_heads"):
         assert main(["train", str(config)]) == 0

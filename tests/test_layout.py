@@ -63,6 +63,9 @@ TRAINING = {
     "run_dir",
     "batch_size",
     "tensorboard",
+    "timeline",
+    "validation",
+    "progress",
 }
 #: The engine modules that use a trained run (and their helpers): none may reach TRAINING.
 INFERENCE = {
@@ -96,14 +99,18 @@ ENGINE_ALLOWED = {
     # training, on top of everything
     "schedule": set(),
     "tensorboard": set(),
-    "batch_size": {"precision"},
+    "progress": set(),
+    "batch_size": {"distributed", "precision"},
     "optim": {"schedule"},
     "steps": {"distributed", "optim", "precision"},
     "run_dir": {"distributed"},
-    "resume": {"distributed", "run"},
+    "timeline": {"run_dir"},
+    "validation": {"distributed", "evaluator", "inference", "loaders"},
+    "resume": {"distributed", "run", "run_dir"},
     "trainer": {
         "batch_size", "distributed", "evaluator", "inference", "loaders", "optim", "precision",
-        "resume", "run", "run_dir", "steps", "tensorboard", "threads",
+        "progress", "resume", "run", "run_dir", "steps", "tensorboard", "threads", "timeline",
+        "validation",
     },
 }  # fmt: skip
 

@@ -259,8 +259,16 @@ def test_ablation_reports_each_modality_through_the_missing_modality_path(evalua
             assert entry["delta"] == pytest.approx(entry["macro_foreground_f"] - entry["full"])
             expected = independent.matrices[task].summary()["macro_foreground_f"]
             assert entry["macro_foreground_f"] == pytest.approx(expected, abs=0.02)  # bf16 vs fp32
-    # The head on thermal alone has nothing to go on without thermal.
-    assert report["ablation"]["thermal"]["hotspots"]["macro_foreground_f"] in (0.0, None)
+    # The head on thermal alone has nothing to go on without thermal: its features are zeros, so
+    # its logits are the same for every sample, whatever the optical image shows.
+    batch = next(iter(loader))
+    with torch.no_grad():
+        logits = model({"optical": batch["images"]["optical"]})["hotspots"]
+    assert batch["images"]["optical"][0].ne(batch["images"]["optical"][1]).any()
+    torch.testing.assert_close(logits[0], logits[1])
+    assert report["ablation"]["thermal"]["hotspots"]["macro_foreground_f"] != pytest.approx(
+        report["tasks"]["hotspots"]["macro_foreground_f"]
+    )
 
 
 def test_per_sample_scores_examples_and_gate_weights(evaluated):
@@ -622,3 +630,14 @@ def test_one_encoder_has_no_attention_table():
     report["encoder_groups"] = {"C0": ["C0"], "T2": ["T2"]}
     report["gates"] = {"heads": {"t": {"C0": 0.3, "T2": 0.7}}, "fusion": {}}
     assert tables.gate_table(report)[1] == [["t", "0.300", "0.700"]]
+
+
+def test_validations_inside_epochs_fall_between_them_on_the_curves():
+    from mmseg_heads.report.plots import validation_epochs
+
+    train = [{"epoch": 1, "step": 4}, {"epoch": 2, "step": 7}]
+    val = [{"epoch": 1, "step": 3}, {"epoch": 2, "step": 6}, {"epoch": 2, "step": 7}]
+    assert validation_epochs(train, val) == [0.75, pytest.approx(1 + 2 / 3), 2.0]
+    once_an_epoch = [{"epoch": 1, "step": 4}, {"epoch": 2, "step": 7}]
+    assert validation_epochs(train, once_an_epoch) == [1.0, 2.0]
+    assert validation_epochs([{"epoch": 1}], [{"epoch": 1}]) == [1]  # lines without steps

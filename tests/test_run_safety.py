@@ -456,6 +456,50 @@ def test_resume_with_changes_applies_them_everywhere(tmp_path, demo_spec, caplog
     assert lrs[-1] == pytest.approx(0.01)
 
 
+def test_resume_after_the_data_moved_takes_data_root_and_counts_it_as_no_change(
+    tmp_path, capsys, caplog
+):
+    """The data folder (its spec inside) moved after the run started: `--resume RUN_DIR` alone
+    stops with the scan's message; with --data-root the run goes on, reading the new folder,
+    without --resume-with-changes and without rewriting the run's config.yaml."""
+    from mmseg_heads.data.synthetic import write_demo_dataset
+
+    spec = write_demo_dataset(tmp_path / "data", train=8, val=4, size=64)
+    config = write_config(tmp_path, spec, "moving", epochs=1, batch_size=4)
+    assert main(["train", str(config)]) == 0
+    run_dir = tmp_path / "moving"
+    recorded = (run_dir / "config.yaml").read_text()
+    (tmp_path / "data").rename(tmp_path / "moved")
+    before = _tree(run_dir)
+    capsys.readouterr()
+
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"no files match 'optical/{{id}}.png' under {tmp_path / 'data'}" in err
+    assert _tree(run_dir) == before
+
+    moved = str(tmp_path / "moved")
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        assert main(["train", "--resume", str(run_dir), "--data-root", moved]) == 0
+    assert "nothing left to train" in caplog.text  # the run's own settings: no change refused
+    assert f"data root: {moved} (this run read {tmp_path / 'data'} before)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mmseg_heads"):
+        code = main(
+            ["train", "--resume", str(run_dir), "--data-root", moved, "--resume-with-changes",
+             "train.epochs=2"]
+        )  # fmt: skip
+    assert code == 0
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["data_root"] == moved  # what the next resume reads
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (resume,) = [r for r in rows if r.get("split") == "resume"]
+    assert list(resume["changes"]) == ["train.epochs"]  # the data root is no change
+    assert (run_dir / "config.yaml").read_text() == recorded.replace("epochs: 1", "epochs: 2")
+    assert yaml.safe_load(recorded)["data"] == str(spec.resolve())  # the spec as recorded
+
+
 def test_resume_with_changes_needs_resume(tmp_path, demo_spec, capsys):
     config = write_config(tmp_path, demo_spec, "x", epochs=1)
     assert main(["train", str(config), "--resume-with-changes"]) == 2

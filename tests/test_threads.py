@@ -93,5 +93,7 @@ def test_inspect_says_checkpoint_size_and_what_is_kept():
     size_mb = (4 * 1_001_000 * 3 * 1.05 + (1 << 20)) / (1 << 20)
     text = checkpoint_guidance(model, train)
     assert text.startswith(f"checkpoint: about {size_mb:.0f} MiB per file (weights + adamw state)")
-    assert "plus 3 epoch_<N>.pt files kept" in text
-    assert "all kept" in checkpoint_guidance(model, train | {"keep_checkpoints": None, "steps": 10})
+    assert "plus 3 epoch_<N>.pt files kept (one every 5 epochs; about" in text
+    # a train.steps budget: checkpoint_every counts steps, and how many files come is known
+    steps = checkpoint_guidance(model, train | {"keep_checkpoints": None, "steps": 12})
+    assert "plus 2 step_<N>.pt files kept (one every 5 steps, all kept; about" in steps

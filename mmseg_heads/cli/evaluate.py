@@ -1,7 +1,8 @@
-"""``mmseg-heads evaluate RUN_DIR|CHECKPOINT [--checkpoint best|last] [--data SPEC] [--split S] [--out DIR]``."""
+"""``mmseg-heads evaluate RUN_DIR|CHECKPOINT [--checkpoint best|last|step_N] [--data SPEC] [--split S] [--out DIR]``."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from mmseg_heads.atomic import check_output_path
@@ -26,8 +27,10 @@ def add_parser(sub) -> None:
     p.add_argument("--split", help="split to evaluate (default: the config's eval.split)")
     p.add_argument(
         "--checkpoint",
-        choices=("best", "last"),
-        help="which checkpoint of the run directory (default: best.pt, else last.pt)",
+        type=checkpoint_name,
+        metavar="best|last|epoch_N|step_N",
+        help="which checkpoint of the run directory: best, last, or a numbered one "
+        "(train.checkpoint_every) such as step_8000 (default: best.pt, else last.pt)",
     )
     p.add_argument(
         "--ablate-modalities",
@@ -36,6 +39,18 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
     add_inference_flags(p)
+
+
+def checkpoint_name(text: str) -> str:
+    """``--checkpoint``: ``best``, ``last``, ``epoch_<N>`` or ``step_<N>`` (``.pt`` optional)."""
+    name = text.removesuffix(".pt")
+    kind, _, number = name.partition("_")
+    if name in ("best", "last") or (kind in ("epoch", "step") and number.isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a checkpoint of a run: best, last, epoch_<N> or step_<N> (a file: give "
+        "its path instead of the run directory)"
+    )
 
 
 def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:

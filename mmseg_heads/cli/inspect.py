@@ -19,7 +19,7 @@ from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_y
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.loaders import train_dataset, train_loader
 from mmseg_heads.engine.run import model_from_config
-from mmseg_heads.engine.run_dir import numbered_checkpoints, optimizer_slots
+from mmseg_heads.engine.run_dir import numbered_checkpoints, numbered_kind, optimizer_slots
 from mmseg_heads.engine.threads import choose_threads
 from mmseg_heads.errors import UserError
 from mmseg_heads.models.gates import AttentionGate
@@ -203,12 +203,14 @@ def checkpoint_guidance(model: nn.Module, train: dict) -> str:
     every = train["checkpoint_every"]
     if not every:
         return text + "; best.pt and last.pt (one file when they are the same epoch)"
-    kept = numbered_checkpoints(train, train["epochs"] if train["steps"] is None else None)
-    if kept is None:
-        return text + f"; plus epoch_<N>.pt every {every} epochs (all kept)"
+    kind = numbered_kind(train)  # epoch_<N>.pt, or step_<N>.pt with a train.steps budget
+    kept = numbered_checkpoints(train)
+    every_text = f"one every {every} {kind}s" + (
+        ", all kept" if train["keep_checkpoints"] is None else ""
+    )
     return (
-        text + f"; plus {kept} epoch_<N>.pt file{'s' if kept != 1 else ''} kept "
-        f"(about {format_bytes(kept * size)}) beside best.pt and last.pt"
+        text + f"; plus {kept} {kind}_<N>.pt file{'s' if kept != 1 else ''} kept "
+        f"({every_text}; about {format_bytes(kept * size)}) beside best.pt and last.pt"
     )
 
 

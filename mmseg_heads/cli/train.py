@@ -30,7 +30,11 @@ def add_parser(sub) -> None:
         "config", nargs="?", help="experiment config (YAML); with --resume RUN_DIR: optional"
     )
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=3e-4")
-    p.add_argument("--data-root", help="folder that replaces the data spec's `root`")
+    p.add_argument(
+        "--data-root",
+        help="folder that replaces the data spec's `root` (with --resume: where the run's data "
+        "is now, if it moved)",
+    )
     p.add_argument(
         "--skip-scan", action="store_true", help="do not check every data file before training"
     )
@@ -63,19 +67,20 @@ def config_and_overrides(args) -> tuple[str | None, list[str]]:
 
 def resumed_config(args, path: str | None, overrides: list[str]) -> tuple[Config, Path, dict]:
     """``(config to train with, run directory, changes to apply)`` for ``--resume``: the run's
-    own config, unless CONFIG/overrides differ from it and ``--resume-with-changes`` says so."""
+    own config, unless CONFIG/overrides differ from it and ``--resume-with-changes`` says so;
+    ``--data-root`` replaces the run's data root either way (moved data is no change)."""
     if path is None:
         if args.resume == "auto":
             raise UserError("--resume auto needs the CONFIG whose train.out holds the run")
         run_dir = Path(args.resume)
-        run = run_config(run_dir)
+        run = run_config(run_dir, data_root=args.data_root)
         raw = apply_overrides(run.raw, overrides, str(run.path))
         given = config_from_dict(raw, run.spec, run.path)
         file = run_dir / "checkpoints" / "last.pt"
     else:
         given = load_config(path, overrides, data_root=args.data_root)
         run_dir = resolve_resume(given, args.resume)
-        run = run_config(run_dir)
+        run = run_config(run_dir, data_root=args.data_root)
         file = given.path
     given.raw["train"]["out"] = str(run_dir)
     changes = config_changes(run, given)

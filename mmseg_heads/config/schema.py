@@ -72,7 +72,7 @@ def config_schema() -> Struct:
                         minimum=1,
                         doc="optimizer steps to train instead of `epochs` (MMSegmentation's "
                         "iterations): as many epochs as they need, the last cut short; the LR "
-                        "schedule spans them",
+                        "schedule spans them and `checkpoint_every` counts them",
                     ),
                     "batch_size": OneOf(
                         [Field(int, minimum=1), Field(str, choices=("auto",))],
@@ -156,18 +156,27 @@ def config_schema() -> Struct:
                         minimum=1,
                         doc="batch size once encoders unfreeze (default: batch_size)",
                     ),
+                    "val_every": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="validate every N optimizer steps of the run (MMSegmentation's "
+                        "val_interval), and at its end; best.pt follows each validation; "
+                        "default: at the end of every epoch",
+                    ),
                     "checkpoint_every": Field(
                         int,
                         default=0,
                         minimum=0,
-                        doc="also keep checkpoints/epoch_<N>.pt every N epochs (0: off)",
+                        doc="also keep checkpoints/epoch_<N>.pt every N epochs, or with `steps` "
+                        "checkpoints/step_<N>.pt every N optimizer steps (0: off)",
                     ),
                     "keep_checkpoints": Field(
                         int,
                         default=None,
                         minimum=1,
-                        doc="keep only the newest N epoch_<N>.pt files (best.pt and last.pt "
-                        "always stay); default: all",
+                        doc="keep only the newest N epoch_<N>.pt (or step_<N>.pt) files (best.pt "
+                        "and last.pt always stay); default: all",
                     ),
                     "precision": Field(
                         str,

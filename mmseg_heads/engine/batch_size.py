@@ -13,6 +13,7 @@ the run itself (weights, BatchNorm statistics, random streams) is exactly as wit
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ from mmseg_heads.atomic import format_bytes
 from mmseg_heads.data.dataset import PAD_MULTIPLE
 from mmseg_heads.data.spec import DataSpec
 from mmseg_heads.data.transforms import round_up
+from mmseg_heads.engine.distributed import World, all_reduce_min
 from mmseg_heads.engine.precision import autocast
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
 GPU_MEMORY_BUDGET = 0.9
@@ -127,6 +131,32 @@ def choose_batch_size(
         within_memory = [c for c in candidates if c <= affordable] or candidates[:1]
         probe = copy.deepcopy(model).train()  # after the measurement's own copy is gone
         return _fastest_per_sample(probe, shapes, device, precision, within_memory)
+
+
+def run_batch_size(
+    requested: int | str,
+    started_with: int | None,
+    model: nn.Module,
+    shapes: Shapes,
+    *,
+    device: torch.device,
+    precision: str,
+    samples: int,
+    world: World,
+) -> int:
+    """A training run's batch size per process, logged when ``auto``: ``requested`` when a
+    number, else the one the run started with (a resume keeps it: ``started_with``), else
+    :func:`choose_batch_size`'s, the smallest over the processes (``samples``: the training
+    split's size)."""
+    if requested != "auto":
+        return requested
+    if started_with is not None:
+        log.info("batch_size auto: %d, as chosen when this run started", started_with)
+        return started_with
+    size, reason = choose_batch_size(model, shapes, device, precision, limit=samples // world.size)
+    size = all_reduce_min(size, world)  # every process steps with the same batch size
+    log.info("batch_size auto: %d per process; %s", size, reason)
+    return size
 
 
 def _largest_fitting(

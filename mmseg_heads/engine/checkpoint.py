@@ -56,8 +56,9 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) -> Path:
-    """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``); ``which`` (``best`` or
-    ``last``) asks for that one only. A file is taken as it is."""
+    """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``); ``which`` (``best``,
+    ``last``, or a numbered ``epoch_<N>``/``step_<N>``) asks for that one only. A file is taken
+    as it is."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
         names = (f"{which}.pt",) if which else ("best.pt", "last.pt")
@@ -65,9 +66,19 @@ def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) 
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
         wanted = " or ".join(f"checkpoints/{n}" for n in names)
+        numbered = sorted(
+            (p.stem.partition("_") for p in (path / "checkpoints").glob("*_*.pt")),
+            key=lambda parts: (parts[0], int(parts[2]) if parts[2].isdigit() else -1),
+        )
+        kept = [f"{k}_{n}" for k, _, n in numbered if k in ("epoch", "step") and n.isdigit()]
+        why = (
+            f"it keeps {', '.join(kept)} besides best and last"
+            if which not in (None, "best", "last") and kept
+            else "has its training finished an epoch?"
+        )
         raise UserError(
-            f"no {wanted} in this run directory (has its training finished an epoch?); give "
-            "another run directory or a checkpoint file",
+            f"no {wanted} in this run directory ({why}); give another run directory or a "
+            "checkpoint file",
             file=path,
         )
     if which:

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from mmseg_heads.config import Config, config_from_dict
-from mmseg_heads.engine.distributed import World
-from mmseg_heads.engine.run import RunCheckpoint, spec_from_checkpoint
+from mmseg_heads.data.spec import check_data_root
+from mmseg_heads.engine.distributed import World, barrier
+from mmseg_heads.engine.run import RunCheckpoint, spec_from_checkpoint, spec_hash
+from mmseg_heads.engine.run_dir import append_jsonl, truncate_log, write_run_config
 from mmseg_heads.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,20 @@ def resolve_resume(config: Config, resume: str | Path | None) -> Path | None:
 SAME_RUN_KEYS = frozenset({"train.out", "train.workers", "train.tensorboard"})
 
 
-def run_config(run_dir: Path) -> Config:
+def run_config(run_dir: Path, data_root: str | Path | None = None) -> Config:
     """The config a run was started with, as its ``last.pt`` keeps it (the same as the run's
-    ``config.yaml``): what ``train --resume RUN_DIR`` continues with."""
+    ``config.yaml``): what ``train --resume RUN_DIR`` continues with. ``data_root``
+    (``--data-root``) replaces the data root it trained on: data that moved is not a change of
+    the run."""
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
         raise UserError(
             f"nothing to resume in {run_dir} (no checkpoints/last.pt)", field="--resume"
         )
+    if data_root is not None:
+        check_data_root(Path(data_root))
     state = RunCheckpoint.load(checkpoint)
-    spec = spec_from_checkpoint(state)
+    spec = spec_from_checkpoint(state, data_root)
     config = config_from_dict(state.config, spec, Path(state.config_path))
     config.raw["train"]["out"] = str(run_dir)
     return config
@@ -177,6 +183,54 @@ def restore_states(
     scheduler.load_state_dict(checkpoint.scheduler)
     if checkpoint.scaler is not None:
         scaler.load_state_dict(checkpoint.scaler)
+
+
+def apply_changes(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    fresh: list[dict],
+    changes: dict[str, tuple[object, object]],
+) -> None:
+    """``--resume-with-changes``: the optimizer and schedule follow the new config (``fresh``:
+    its param groups, read before the run's states replaced them): its learning rates and weight
+    decay, the schedule over its epochs or steps at the step the run reached. Each change is
+    logged."""
+    for key, (before, after) in changes.items():
+        log.warning("resuming with a change: %s %r -> %r", key, before, after)
+    if not changes:
+        return
+    scheduler.base_lrs = [g["initial_lr"] for g in fresh]
+    factors = [fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas]
+    for group, new, factor in zip(optimizer.param_groups, fresh, factors, strict=True):
+        group["initial_lr"], group["weight_decay"] = new["initial_lr"], new["weight_decay"]
+        group["lr"] = new["initial_lr"] * factor
+
+
+def reopen_run(
+    config: Config, run_dir: Path, state: RunCheckpoint, changes: dict, world: World
+) -> None:
+    """The run directory taken up again after ``state`` (its ``last.pt``): ``metrics.jsonl``
+    loses the lines of later epochs (written before a crash); with ``changes``, the run's
+    config.yaml holds the new config and ``metrics.jsonl`` a ``resume`` line listing them. A
+    data spec that changed since the run started, or data read from another root, is
+    reported (the next checkpoints record that root)."""
+    spec, now = config.spec, spec_hash(config.spec.path)
+    if now is None:
+        log.info("data spec %s is gone: the run goes on with its own copy of it", spec.path)
+    elif state.data_spec_sha256 != now:
+        log.warning("the data spec changed since this run started (%s)", spec.path)
+    if str(spec.root.resolve()) != state.data_root:
+        log.info("data root: %s (this run read %s before)", spec.root.resolve(), state.data_root)
+    if world.is_main:
+        truncate_log(run_dir / "metrics.jsonl", state.epoch)
+        if changes:  # after the truncation: its `resume` line belongs to the log from here on
+            write_run_config(config, run_dir)
+            append_jsonl(
+                run_dir / "metrics.jsonl",
+                [{"epoch": state.epoch, "step": state.step, "split": "resume", "changes": {
+                    k: {"run": a, "now": b} for k, (a, b) in changes.items()}}],
+            )  # fmt: skip
+    barrier(world)
 
 
 def first_line(exc: BaseException) -> str:

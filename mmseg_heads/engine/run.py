@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class RunCheckpoint:
-    """One checkpoint of a run: the trainer's state at the end of an epoch and what the run is.
+    """One checkpoint of a run: the trainer's state at the end of an epoch (or, in a
+    ``step_<N>.pt`` or a ``best.pt`` of ``train.val_every``, after a step inside one: a snapshot
+    to evaluate or export, not to resume from) and what the run is.
 
     :meth:`to_state` is the dict saved in the file (its keys in this order); :meth:`from_state`
     reads one back. Keys that every version of the trainer wrote are required; those that later
@@ -47,7 +49,7 @@ class RunCheckpoint:
         optimizer: the optimizer's ``state_dict``.
         scheduler: the LR scheduler's ``state_dict``.
         scaler: the fp16 ``GradScaler``'s ``state_dict`` (``{}`` when disabled).
-        epoch: epochs trained.
+        epoch: epochs trained (a snapshot inside an epoch: that epoch, ``step`` says where).
         step: optimizer steps taken.
         best: the best ``eval.select_by`` score so far.
         batch_size: the batch size trained with (what ``batch_size: auto`` measured).
@@ -62,7 +64,7 @@ class RunCheckpoint:
         data_spec_sha256: hash of the data spec file (resume warns when it changed).
         data_root: the data root, resolved.
         classes: ``{task: class names}``.
-        val: ``{task: macro foreground F}`` of this epoch's validation.
+        val: ``{task: macro foreground F}`` of the latest validation.
     """
 
     model: dict[str, Any]
@@ -116,7 +118,11 @@ class RunCheckpoint:
         save_checkpoint(self.to_state(), path, *also)
 
 
-def spec_hash(spec_path: Path) -> str:
+def spec_hash(spec_path: Path) -> str | None:
+    """SHA-256 of the data spec file; ``None`` once it is gone (a run resumed after its data
+    folder moved, spec included, goes on with the spec its checkpoint keeps)."""
+    if not spec_path.is_file():
+        return None
     return hashlib.sha256(spec_path.read_bytes()).hexdigest()
 
 
@@ -157,10 +163,14 @@ def loss_from_config(config: Config) -> MultiTaskLoss:
     )
 
 
-def spec_from_checkpoint(checkpoint: RunCheckpoint) -> DataSpec:
-    """The data spec the run was trained with, as its checkpoint keeps it."""
+def spec_from_checkpoint(
+    checkpoint: RunCheckpoint, data_root: str | Path | None = None
+) -> DataSpec:
+    """The data spec the run was trained with, as its checkpoint keeps it; ``data_root``
+    replaces the root it was trained on (the data moved: ``train --resume RUN --data-root``)."""
+    root = checkpoint.data_root if data_root is None else data_root
     return data_spec_from_dict(
-        checkpoint.data_spec, Path(checkpoint.data_spec_path), data_root=checkpoint.data_root
+        checkpoint.data_spec, Path(checkpoint.data_spec_path), data_root=root
     )
 
 

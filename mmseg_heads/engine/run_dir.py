@@ -1,5 +1,5 @@
 """A training run's directory: created once and never overwritten, room for its checkpoints, and
-``metrics.jsonl`` (one line per batch, a train line and a validation line per epoch)."""
+``metrics.jsonl`` (one line per batch, a train line per epoch, a line per validation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from mmseg_heads.atomic import check_free_space, checkpoint_bytes, write_atomic
 from mmseg_heads.config import Config
 from mmseg_heads.engine.distributed import SINGLE_PROCESS, World, barrier
 from mmseg_heads.errors import UserError
-from mmseg_heads.metrics.confusion import ConfusionMatrix
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -54,30 +53,41 @@ def optimizer_slots(optimizer: str) -> int:
     return 1 if optimizer == "sgd" else 2
 
 
-def numbered_checkpoints(train_cfg: dict, epochs: int | None, done: int = 0) -> int | None:
-    """``epoch_<N>.pt`` files still to be written and kept: one every ``checkpoint_every`` of
-    ``epochs`` after the ``done`` ones, at most ``keep_checkpoints``; with ``epochs`` unknown
-    (a ``steps`` budget before the data is read), ``keep_checkpoints`` (``None``: unbounded)."""
+def numbered_kind(train_cfg: dict) -> str:
+    """What ``train.checkpoint_every`` counts: ``step`` with a ``train.steps`` budget (files
+    ``step_<N>.pt``), else ``epoch`` (``epoch_<N>.pt``)."""
+    return "step" if train_cfg["steps"] is not None else "epoch"
+
+
+def numbered_name(kind: str, number: int) -> str:
+    """``epoch_3.pt``, ``step_2000.pt``: a numbered checkpoint's file name."""
+    return f"{kind}_{number}.pt"
+
+
+def numbered_checkpoints(train_cfg: dict, done: int = 0) -> int | None:
+    """Numbered checkpoints still to be written and kept: one every ``checkpoint_every`` epochs
+    of ``train.epochs`` (``epoch_<N>.pt``), or steps of ``train.steps`` (``step_<N>.pt``), after
+    the ``done`` ones (epochs or steps already trained), at most ``keep_checkpoints``."""
     every, keep = train_cfg["checkpoint_every"], train_cfg["keep_checkpoints"]
     if not every:
         return 0
-    if epochs is None:
-        return keep
-    numbered = epochs // every - done // every
+    total = train_cfg["steps"] if numbered_kind(train_cfg) == "step" else train_cfg["epochs"]
+    numbered = max(0, total // every - done // every)
     return numbered if keep is None else min(numbered, keep)
 
 
 def check_checkpoint_space(
-    config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int, epochs: int
+    config: Config, run_dir: Path, modules: list[torch.nn.Module], *, done: int
 ) -> None:
     """Stop before the first epoch when the checkpoints still to come will not fit.
 
     ``modules``: what each checkpoint holds with its optimizer state (the model and the loss);
-    ``done``: epochs already trained (a resumed run needs only the rest); ``epochs``: in all.
+    ``done``: epochs already trained, or steps with a ``train.steps`` budget (a resumed run
+    needs only the rest).
     """
     train_cfg = config.train
     params = sum(p.numel() for module in modules for p in module.parameters())
-    numbered = numbered_checkpoints(train_cfg, epochs, done)
+    numbered = numbered_checkpoints(train_cfg, done)
     folder = run_dir / "checkpoints"
     new = sum(not (folder / name).exists() for name in ("last.pt", "best.pt"))
     files = new + numbered + 1  # +1: an atomic save holds its temp file beside the old one
@@ -103,14 +113,16 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
         handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def prune_checkpoints(folder: Path, keep: int | None) -> list[Path]:
-    """Remove all but the newest ``keep`` ``epoch_<N>.pt`` files (``train.keep_checkpoints``);
-    ``best.pt`` and ``last.pt`` are other names, never touched. Returns the files removed."""
+def prune_checkpoints(folder: Path, keep: int | None, kind: str = "epoch") -> list[Path]:
+    """Remove all but the newest ``keep`` numbered files of ``kind`` (``epoch_<N>.pt``, or
+    ``step_<N>.pt``: see :func:`numbered_kind`) (``train.keep_checkpoints``); ``best.pt``,
+    ``last.pt`` and the other kind are never touched. Returns the files removed."""
     if keep is None:
         return []
+    prefix = f"{kind}_"
     numbered = sorted(
-        (p for p in folder.glob("epoch_*.pt") if p.stem.removeprefix("epoch_").isdigit()),
-        key=lambda p: int(p.stem.removeprefix("epoch_")),
+        (p for p in folder.glob(f"{prefix}*.pt") if p.stem.removeprefix(prefix).isdigit()),
+        key=lambda p: int(p.stem.removeprefix(prefix)),
     )
     old = numbered[: max(0, len(numbered) - keep)]
     for path in old:
@@ -148,32 +160,3 @@ def truncate_log(path: Path, epoch: int) -> None:
     kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
     if len(kept) != len(lines):
         write_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def selection_score(summaries: dict[str, dict], select_by: str) -> float:
-    """The number ``best.pt`` is chosen by: a task's macro foreground F, or their mean."""
-    if select_by != "mean_foreground_f":
-        return summaries[select_by]["macro_foreground_f"] or 0.0
-    values = [
-        s["macro_foreground_f"] for s in summaries.values() if s["macro_foreground_f"] is not None
-    ]
-    return sum(values) / len(values) if values else 0.0
-
-
-def val_record(
-    epoch: int, eval_cfg: dict, score: float, summaries: dict, matrices: dict[str, ConfusionMatrix]
-) -> dict:
-    """The epoch's validation line: headline scores, F per class and the confusion matrices."""
-    headline = ("macro_foreground_f", "macro_f", "micro_f", "pixel_accuracy")
-    return {
-        "epoch": epoch,
-        "split": eval_cfg["split"],
-        "select_by": eval_cfg["select_by"],
-        "score": score,
-        "tasks": {
-            t: {k: s[k] for k in headline}
-            | {"f": {c: v["f"] for c, v in s["per_class"].items()}}
-            | {"confusion": matrices[t].matrix.cpu().tolist()}
-            for t, s in summaries.items()
-        },
-    }

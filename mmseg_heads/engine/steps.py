@@ -1,23 +1,28 @@
 """One training step, as the trainer takes it: forward under autocast, the loss on float32 logits,
 backward, an optimizer step; and the per-batch foreground counts the trainer logs.
 
-The trainer adds gradient accumulation, DDP and the LR schedule around these; benchmarks and
-notebooks call :func:`training_step` for a step of their own.
+:class:`Stepper` adds what the trainer needs around them (gradient accumulation, DDP's gradient
+sync, the LR schedule); benchmarks and notebooks call :func:`training_step` for a step of their
+own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
-from mmseg_heads.engine.distributed import World, summed_over_processes
+from mmseg_heads.engine.distributed import World, average_gradients, summed_over_processes
 from mmseg_heads.engine.optim import optimizer_step
 from mmseg_heads.engine.precision import autocast
 from mmseg_heads.metrics.diagnostics import foreground_counts
 from mmseg_heads.metrics.functional import confusion_matrix, predicted_classes
+
+log = logging.getLogger(__name__)
 
 
 def forward_loss(
@@ -62,6 +67,71 @@ def training_step(
         (loss if scaler is None else scaler.scale(loss)).backward()
     optimizer_step(optimizer, scaler, grad_clip=grad_clip, parameters=model.parameters())
     return logits, loss, parts
+
+
+class Stepper:
+    """The trainer's optimizer steps: the gradients of ``accumulate`` micro-batches summed (DDP
+    all-reduces them on the last one only), the learned task weights averaged over processes,
+    fp16 loss scaling, clipping to ``grad_clip``, then one step of the LR schedule.
+
+    Attributes:
+        step: optimizer steps the run has taken.
+    """
+
+    def __init__(
+        self,
+        trained: nn.Module,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        *,
+        world: World,
+        precision: str,
+        device: torch.device,
+        train_cfg: dict,
+    ) -> None:
+        """``trained``: what the forward pass runs (``model`` wrapped by DDP, compiled)."""
+        self.trained, self.model, self.criterion = trained, model, criterion
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.world, self.precision, self.device = world, precision, device
+        self.accumulate, self.grad_clip = train_cfg["accumulate"], train_cfg["grad_clip"]
+        self.step = 0
+
+    def micro_batch(self, batch: dict, boundary: bool) -> tuple[dict, torch.Tensor, dict]:
+        """Forward and backward one batch; ``boundary``: it ends an accumulation, and the
+        optimizer steps after it. Returns ``(logits, loss, parts)``."""
+        with self._gradient_sync(boundary):
+            logits, loss, parts = forward_loss(
+                self.trained, self.criterion, batch, precision=self.precision, device=self.device
+            )
+            for task in parts["nonfinite"]:
+                log.warning(
+                    "step %d: task %r has a non-finite loss; left out of this step", self.step, task
+                )
+            if learns(logits, parts):
+                self.scaler.scale(loss / self.accumulate).backward()
+            elif self.world.distributed:
+                # Nothing to learn, but every process must join each step's gradient all-reduce.
+                sum(v.sum() for v in logits.values()).mul(0.0).backward()
+        if boundary:
+            average_gradients(self.criterion, self.world)  # outside DDP: learned task weights
+            optimizer_step(
+                self.optimizer,
+                self.scaler,
+                grad_clip=self.grad_clip,
+                parameters=self.model.parameters(),
+            )
+            self.scheduler.step()
+            self.step += 1
+        return logits, loss, parts
+
+    def _gradient_sync(self, boundary: bool):
+        """DDP all-reduces gradients only on the micro-batch that ends an accumulation."""
+        if self.world.distributed and not boundary:
+            return self.trained.no_sync()
+        return contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -40,13 +40,20 @@ def open_writer(summary_writer, run_dir: Path, epoch: int):
     )
 
 
-def log_epoch(writer, epoch: int, train_record: dict, val_record: dict) -> None:
-    """One point per scalar at ``epoch``; nested records (skipped batches) are left out."""
+def log_epoch(writer, epoch: int, train_record: dict, val_record: dict | None) -> None:
+    """One point per scalar at ``epoch``; nested records (skipped batches) are left out.
+
+    ``val_record``: the epoch's last validation (``train.val_every`` may validate several times
+    an epoch, or none; ``metrics.jsonl`` keeps them all).
+    """
     if writer is None:
         return
     for name, value in train_record.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             writer.add_scalar(f"train/{name}", value, epoch)
+    if val_record is None:
+        writer.flush()
+        return
     split = val_record["split"]
     writer.add_scalar(f"{split}/score", val_record["score"], epoch)
     for task, summary in val_record["tasks"].items():

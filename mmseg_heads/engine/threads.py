@@ -11,12 +11,15 @@ use (its CPU affinity) that are idle right now, sampled over a short window, and
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 #: How long the idle cores are sampled at start-up.
@@ -86,3 +89,16 @@ def configure_threads(setting: int | str) -> tuple[int, str]:
     threads, why = choose_threads(setting)
     torch.set_num_threads(threads)
     return threads, why
+
+
+def training_threads(setting: int | str, started_with: int | None = None) -> int:
+    """torch's CPU threads for training, logged: ``train.threads``, or with ``auto`` the cores
+    free now; a resumed run keeps the count it started with (``started_with``): gradients differ
+    in their last bits between thread counts, and a resume must reproduce the uninterrupted run."""
+    if setting == AUTO and started_with is not None:
+        torch.set_num_threads(started_with)
+        log.info("threads: %d, as chosen when this run started", started_with)
+        return started_with
+    threads, why = configure_threads(setting)
+    log.info("threads: %d (%s)", threads, why)
+    return threads

@@ -103,12 +103,30 @@ def training_curves(task: str, records: list[dict]) -> bytes | None:
     left.set_title(f"{task}: training loss")
     left.legend(fontsize=7)
     right.plot(
-        [r["epoch"] for r in val], [r["tasks"][task]["macro_foreground_f"] for r in val], marker="o"
+        validation_epochs(train, val),
+        [r["tasks"][task]["macro_foreground_f"] for r in val],
+        marker="o",
     )
     right.set_ylim(0, 1)
     right.set_xlabel("epoch")
     right.set_title(f"{task}: validation macro foreground F")
     return _png(fig)
+
+
+def validation_epochs(train: list[dict], val: list[dict]) -> list[float]:
+    """Where each validation line falls on the epoch axis: its epoch, or, where the lines carry
+    their ``step`` (``train.val_every`` validates inside epochs), that epoch's share of steps
+    done before it (step 6 of an epoch of steps 5-8: 1.5)."""
+    ends = {r["epoch"]: r["step"] for r in train if "step" in r}
+    ends.setdefault(0, 0)
+    places: list[float] = []
+    for r in val:
+        start, end = ends.get(r["epoch"] - 1), ends.get(r["epoch"])
+        if "step" not in r or start is None or end is None or end <= start:
+            places.append(r["epoch"])
+        else:
+            places.append(r["epoch"] - 1 + (r["step"] - start) / (end - start))
+    return places
 
 
 def _display(image: np.ndarray) -> np.ndarray:
