@@ -83,7 +83,9 @@ OURS["ours_early_r34_nogate"] = OURS["ours_early_r34"] | {
     "heads": {t: {"source": "fused", "decoder": "shared", "gate": "none"} for t in SEQUENCE_OF}
 }
 # the ResNet-50 trunk without gates: joint_unet's network, built by our trunk and heads
-OURS["ours_early_r50_nogate"] = OURS["ours_early_r34_nogate"] | {"encoders": {"C0+LGE+T2": "resnet50"}}
+OURS["ours_early_r50_nogate"] = OURS["ours_early_r34_nogate"] | {
+    "encoders": {"C0+LGE+T2": "resnet50"}
+}
 
 
 class CentreCrop:
@@ -458,6 +460,7 @@ def run_steps(args) -> None:
             "crop_foreground": args.crop_foreground if args.pipeline == "ours" else None,
             "steps": args.steps,
             "seed": args.seed,
+            "init": "smp",  # since MultiTaskSegmenter.initialize(); smp's Unet always had it
             "dice": dice,
             "cpu_seconds": info["seconds"],
             "wall_seconds": info["wall_seconds"],
@@ -478,14 +481,16 @@ def summarize(log: Path) -> str:
     groups: dict[tuple, list[dict]] = {}
     for line in log.read_text().splitlines():
         r = json.loads(line)
-        key = (r["model"], r["pipeline"], r["augment"], r["crop_foreground"], r["steps"])
+        key = (r["model"], r["pipeline"], r["augment"], r["crop_foreground"], r["steps"], _init(r))
         groups.setdefault(key, []).append(r)
     tasks = list(SEQUENCE_OF)
     lines = [
-        "| model | pipeline | steps | seeds | " + " | ".join(f"{t} Dice" for t in tasks) + " |",
-        "| --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+        "| model | init | pipeline | steps | seeds | "
+        + " | ".join(f"{t} Dice" for t in tasks)
+        + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
     ]
-    for (model, pipeline, augment, fg, steps), runs in sorted(
+    for (model, pipeline, augment, fg, steps, init), runs in sorted(
         groups.items(), key=lambda g: (g[0][4], g[0][0], str(g[0][1:]))
     ):
         what = (
@@ -501,8 +506,18 @@ def summarize(log: Path) -> str:
                 f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
             )
         seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        lines.append(f"| {model} | {what} | {steps} | {seeds} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {model} | {init} | {what} | {steps} | {seeds} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _init(record: dict) -> str:
+    """How the non-encoder layers were initialised: smp's way for smp's Unet and, since
+    ``MultiTaskSegmenter.initialize``, for ours; PyTorch's defaults in our earlier lines."""
+    if "init" in record or not record["model"].startswith("ours"):
+        return record.get("init", "smp")
+    return "pytorch"
 
 
 def _cpu() -> str:

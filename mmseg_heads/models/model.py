@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from torch import nn
 
 from mmseg_heads.models.decoder import UnetDecoder
@@ -28,6 +29,23 @@ class MultiTaskSegmenter(nn.Module):
         self.trunk = trunk
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
+        self.initialize()
+
+    def initialize(self) -> None:
+        """Initialise everything but the encoders as smp's models do: convolutions Kaiming
+        (fan-in, ReLU), norms 1 and 0, linear layers and each head's classifier Xavier with zero
+        bias. The encoders keep their own initialisation or pretrained weights.
+
+        Why not PyTorch's defaults: with them our early-fusion ResNet-50 trunk learnt no scar in
+        480 steps on MyoPS (Dice 0.000) where smp's ``Unet("resnet50")`` learnt it (0.58); with
+        this initialisation it does (0.58, docs/results.md).
+        """
+        for part in (self.trunk.fusions, self.decoder, self.heads):
+            if part is not None:
+                initialize_decoder(part)
+        for module in self.heads.modules():
+            if isinstance(getattr(module, "classify", None), nn.Module):
+                initialize_head(module.classify)
 
     def forward(
         self,
