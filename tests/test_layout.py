@@ -103,7 +103,7 @@ ENGINE_ALLOWED = {
     "batch_size": {"distributed", "precision"},
     "optim": {"schedule"},
     "steps": {"distributed", "optim", "precision"},
-    "run_dir": {"distributed"},
+    "run_dir": {"checkpoint", "distributed"},
     "timeline": {"run_dir"},
     "validation": {"distributed", "evaluator", "inference", "loaders"},
     "resume": {"distributed", "run", "run_dir"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmseg_heads.atomic import check_output_path
 from mmseg_heads.cli.inference_flags import add_inference_flags, inference_overrides
-from mmseg_heads.engine.checkpoint import resolve_checkpoint
+from mmseg_heads.engine.checkpoint import NUMBERED_KINDS, resolve_checkpoint
 from mmseg_heads.engine.evaluate import evaluate
 from mmseg_heads.engine.run import run_dir_of
 from mmseg_heads.report.writers import check_report_folder, markdown_report, write_report
@@ -45,7 +45,7 @@ def checkpoint_name(text: str) -> str:
     """``--checkpoint``: ``best``, ``last``, ``epoch_<N>`` or ``step_<N>`` (``.pt`` optional)."""
     name = text.removesuffix(".pt")
     kind, _, number = name.partition("_")
-    if name in ("best", "last") or (kind in ("epoch", "step") and number.isdigit()):
+    if name in ("best", "last") or (kind in NUMBERED_KINDS and number.isdigit()):
         return name
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a checkpoint of a run: best, last, epoch_<N> or step_<N> (a file: give "

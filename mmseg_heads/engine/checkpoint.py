@@ -55,6 +55,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+#: What a numbered checkpoint counts: ``epoch_<N>.pt`` or ``step_<N>.pt`` (``train.checkpoint_every``).
+NUMBERED_KINDS = ("epoch", "step")
+
+
+def numbered_files(folder: Path, kind: str) -> list[Path]:
+    """The ``<kind>_<N>.pt`` files in ``folder``, by ``N`` (``epoch_2.pt`` before ``epoch_10.pt``)."""
+    prefix = f"{kind}_"
+    return sorted(
+        (p for p in folder.glob(f"{prefix}*.pt") if p.stem.removeprefix(prefix).isdigit()),
+        key=lambda p: int(p.stem.removeprefix(prefix)),
+    )
+
+
 def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) -> Path:
     """A run directory means its ``checkpoints/best.pt`` (or ``last.pt``); ``which`` (``best``,
     ``last``, or a numbered ``epoch_<N>``/``step_<N>``) asks for that one only. A file is taken
@@ -66,11 +79,8 @@ def resolve_checkpoint(run_or_checkpoint: str | Path, which: str | None = None) 
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
         wanted = " or ".join(f"checkpoints/{n}" for n in names)
-        numbered = sorted(
-            (p.stem.partition("_") for p in (path / "checkpoints").glob("*_*.pt")),
-            key=lambda parts: (parts[0], int(parts[2]) if parts[2].isdigit() else -1),
-        )
-        kept = [f"{k}_{n}" for k, _, n in numbered if k in ("epoch", "step") and n.isdigit()]
+        folder = path / "checkpoints"
+        kept = [p.stem for kind in NUMBERED_KINDS for p in numbered_files(folder, kind)]
         why = (
             f"it keeps {', '.join(kept)} besides best and last"
             if which not in (None, "best", "last") and kept

@@ -13,6 +13,7 @@ import yaml
 
 from mmseg_heads.atomic import check_free_space, checkpoint_bytes, write_atomic
 from mmseg_heads.config import Config
+from mmseg_heads.engine.checkpoint import numbered_files
 from mmseg_heads.engine.distributed import SINGLE_PROCESS, World, barrier
 from mmseg_heads.errors import UserError
 
@@ -119,11 +120,7 @@ def prune_checkpoints(folder: Path, keep: int | None, kind: str = "epoch") -> li
     ``last.pt`` and the other kind are never touched. Returns the files removed."""
     if keep is None:
         return []
-    prefix = f"{kind}_"
-    numbered = sorted(
-        (p for p in folder.glob(f"{prefix}*.pt") if p.stem.removeprefix(prefix).isdigit()),
-        key=lambda p: int(p.stem.removeprefix(prefix)),
-    )
+    numbered = numbered_files(folder, kind)
     old = numbered[: max(0, len(numbered) - keep)]
     for path in old:
         path.unlink(missing_ok=True)  # a hard link: best.pt/last.pt keep their data
