@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmseg_heads.atomic import DeferredInterrupt
+from mmseg_heads.atomic import interrupts_deferred
 from mmseg_heads.config import Config
 from mmseg_heads.engine.batch_size import Shapes, run_batch_size
 from mmseg_heads.engine.distributed import (
@@ -324,12 +324,12 @@ class Trainer:
         if not self.world.is_main:
             return
         folder = self.run_dir / "checkpoints"
-        try:
+        # What last.pt holds is recorded inside the same Ctrl-C-deferred block as the write: a
+        # Ctrl-C that lands just after the write can then never find last.pt newer than we say.
+        with interrupts_deferred():
             self.checkpoint(rng_per_rank).save(*(folder / name for name in names))
-        except DeferredInterrupt:  # Ctrl-C came during the write, which finished first
-            self.saved_epoch = self.epoch if resume_point else self.saved_epoch
-            raise
-        self.saved_epoch = self.epoch if resume_point else self.saved_epoch
+            if resume_point:
+                self.saved_epoch = self.epoch
         prune_checkpoints(folder, self.config.train["keep_checkpoints"], self.intervals.kind)
 
     # --- the run -----------------------------------------------------------------------------
