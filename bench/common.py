@@ -256,6 +256,7 @@ def synthetic_batch(
         "images": {m: v.to(device) for m, v in images.items()},
         "labels": {t: v.to(device) for t, v in labels.items()},
         "has_label": {t: torch.ones(batch, dtype=torch.bool, device=device) for t in tasks},
+        "labelled": {t: batch for t in tasks},  # counted on the host, as collate does
     }
 
 

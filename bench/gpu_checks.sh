@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What a session with a CUDA GPU checks, most important first, each step under its own time limit:
 # the MFU of docs/performance.md (bench/roofline.py --device cuda), the CUDA tests
-# (tests/test_cuda.py), the demo, the other benchmarks on the GPU, and whether torch.compile pays.
+# (tests/test_cuda.py: no host sync in a step under set_sync_debug_mode("error"), the GPU's Dice and
+# confusion paths equal to the CPU's, train.compile: auto's probe, fp16, batch_size: auto), the
+# demo, the other benchmarks on the GPU, and which torch.compile mode pays (default, CUDA Graphs).
 # One log and the benchmarks' JSON go to $OUT (default: gpu_out/).
 #
 #   bash bench/gpu_checks.sh                      # on the GPU machine
@@ -43,7 +45,7 @@ step trunk 100 python3 bench/trunk.py --device "$device" $quick --json "$out/tru
 step heads 60 python3 bench/heads.py --device "$device" $quick --json "$out/heads.json"
 step losses 60 python3 bench/losses.py --device "$device" $quick --json "$out/losses.json"
 step vs_seed 60 python3 bench/vs_seed.py --device "$device" $quick --json "$out/vs_seed.json"
-step compiled 150 python3 bench/roofline.py --device "$device" $quick --compile \
-    --json "$out/roofline_compiled.json"
+step compiled 240 python3 bench/roofline.py --device "$device" $quick \
+    --compile default reduce-overhead --json "$out/roofline_compiled.json"
 grep -E "^=== " "$log"
 awk '/^\| target \| value/{p=1} p && !/^\|/{p=0} p' "$log"  # the target tables

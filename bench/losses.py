@@ -153,7 +153,7 @@ def our_path(logits, labels, loss_fn, matrix: ConfusionMatrix, update=metric_upd
 def our_all_tasks(logits: dict, batch: dict, criterion, matrices: dict, update=metric_update):
     for value in logits.values():
         value.grad = None
-    loss, _ = criterion(logits, batch["labels"], batch["has_label"])
+    loss, _ = criterion(logits, batch["labels"], batch["has_label"], batch["labelled"])
     loss.backward()
     for task, matrix in matrices.items():
         update(matrix, logits[task].detach(), batch["labels"][task])

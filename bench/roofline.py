@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from vs_seed import SeedUnet
 
+from mmseg_heads.engine.compile_mode import CompileChoice
+
 MODALITIES = {"C0": 1, "LGE": 1, "T2": 1}
 TASKS = {"anatomy": 4, "scar": 2, "edema": 2}
 CPU_TARGET = 0.70
@@ -93,8 +95,12 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=None, help="CPU fp32 bf16, CUDA bf16")
     p.add_argument(
         "--compile",
-        action="store_true",
-        help="also time ours under torch.compile (the trainer runs eager; does compiling pay?)",
+        nargs="*",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        metavar="MODE",
+        help="also time ours under torch.compile in each MODE (default: the default mode); "
+        "train.compile: auto picks among eager, default and reduce-overhead on CUDA",
     )
     p.add_argument(
         "--profile", action="store_true", help="also print ours' top operators in one step"
@@ -129,7 +135,10 @@ def main() -> None:
             ours,
             lambda: ours(ours_batch["images"]),
             lambda out: criterion(
-                {k: v.float() for k, v in out.items()}, batch["labels"], batch["has_label"]
+                {k: v.float() for k, v in out.items()},
+                batch["labels"],
+                batch["has_label"],
+                batch["labelled"],
             )[0],
         ),
         "seed VGG16 U-Net": (seed, lambda: seed(stacked), lambda o: single(o.float(), labels)[0]),
@@ -143,15 +152,17 @@ def main() -> None:
         name: count_flops(fwd, loss, precisions[-1], device)
         for name, (_, fwd, loss) in models.items()
     }
-    if args.compile:  # same FLOPs as eager; compiled in its first warm-up call
+    for mode in (args.compile or ["default"]) if args.compile is not None else []:
+        # same FLOPs as eager; compiled in its first warm-up call
         twin = copy.deepcopy(ours)  # its own weights and optimizer, the same start
-        compiled = torch.compile(twin)
-        models["ours, torch.compile"] = (
+        compiled = CompileChoice(mode, "bench").wrap(twin)
+        name = f"ours, torch.compile {mode}"
+        models[name] = (
             twin,
-            lambda: compiled(ours_batch["images"]),
+            lambda compiled=compiled: compiled(ours_batch["images"]),
             models["ours"][2],
         )
-        flops["ours, torch.compile"] = flops["ours"]
+        flops[name] = flops["ours"]
 
     variants, probe_flops = {}, {}
     for precision in precisions:

@@ -16,15 +16,28 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_engine import TINY_ENCODER, write_config
+from test_engine import TINY_ENCODER
+from test_engine import write_config as cpu_config
 
 from mmseg_heads.config import load_config
 from mmseg_heads.engine import batch_size as auto
 from mmseg_heads.engine.evaluate import evaluate
+from mmseg_heads.engine.evaluator import to_device
+from mmseg_heads.engine.loaders import train_loader
 from mmseg_heads.engine.run import model_from_config
+from mmseg_heads.engine.step_log import EpochLosses, StepLog
+from mmseg_heads.engine.steps import batch_foreground_counts
 from mmseg_heads.engine.trainer import Trainer, train
+from mmseg_heads.losses import functional as LF
+from mmseg_heads.metrics import functional as MF
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def write_config(*args, **train):
+    """test_engine's config, eager unless a test asks (``compile: auto`` would probe each run)."""
+    return cpu_config(*args, **{"compile": False, **train})
+
 
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -184,3 +197,66 @@ def test_torchrun_on_two_gpus_with_sync_batchnorm(tmp_path, demo_spec):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and state["epoch"] == 2
     assert TINY_ENCODER in json.dumps(state["config"])
+
+
+def test_training_steps_never_wait_for_the_gpu(tmp_path, demo_spec):
+    """Steps as the trainer takes them (bf16, forward, losses, backward, fused AdamW with its
+    found_inf check, the step log) under ``set_sync_debug_mode("error")``: any read-back raises."""
+    config = load_config(
+        write_config(tmp_path, demo_spec, epochs=1, precision="bf16", log_every=1000)
+    )
+    trainer = Trainer(config, progress=False)
+    loader = train_loader(trainer.dataset, config.train, trainer.batch, 1, trainer.world)
+    batches = [to_device(b, trainer.device) for b, _ in zip(loader, range(3), strict=False)]
+    trainer._train_mode()
+    losses, steps = EpochLosses(), StepLog(1000)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches:
+            logits, loss, parts = trainer.stepper.micro_batch(batch, True)
+            losses.add(loss, parts)
+            counts = batch_foreground_counts(logits, batch)
+            steps.add(1, trainer.step, counts, parts["nonfinite"], trainer.stepper.skipped)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    rows = steps.read()
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(sum(t.values()) > 0 for r in rows for t in r["tasks"].values())
+    assert all(np.isfinite(v) for v in losses.means().values())
+    trainer.close()
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_the_gpus_dice_and_confusion_paths_equal_the_cpus(per_sample):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 24, 24, generator=g)
+    target = torch.randint(0, 5, (3, 24, 24), generator=g)
+    target[0, :5] = 255
+    target[2][target[2] == 4] = 3  # a class absent from one sample
+    cpu_logits = logits.clone().requires_grad_(True)
+    gpu_logits = logits.cuda().requires_grad_(True)
+    cpu = LF.soft_dice(cpu_logits, target, ignore_index=255, per_sample=per_sample)
+    gpu = LF.soft_dice(gpu_logits, target.cuda(), ignore_index=255, per_sample=per_sample)
+    torch.testing.assert_close(gpu.cpu(), cpu)
+    cpu.backward()
+    gpu.backward()
+    torch.testing.assert_close(gpu_logits.grad.cpu(), cpu_logits.grad)
+    pred = logits.argmax(1)
+    torch.testing.assert_close(
+        MF.confusion_matrix(pred.cuda(), target.cuda(), 5, 255, validate=False).cpu(),
+        MF.confusion_matrix(pred, target, 5, 255),
+    )
+
+
+def test_compile_auto_probes_on_the_gpu_and_says_its_choice(tmp_path, demo_spec, caplog):
+    config = load_config(write_config(tmp_path, demo_spec, epochs=1, compile="auto"))
+    with caplog.at_level("INFO", logger="mmseg_heads"):
+        trainer = Trainer(config, progress=False)
+    assert trainer.compiled.mode in (None, "default", "reduce-overhead")
+    assert trainer.compiled.reason.startswith("auto: a step took eager ")
+    assert f"torch.compile: {trainer.compiled.text()}" in caplog.text
+    run_dir = trainer.fit()
+    trainer.close()
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")

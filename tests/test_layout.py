@@ -57,6 +57,8 @@ ENGINE = PACKAGE / "engine"
 TRAINING = {
     "trainer",
     "steps",
+    "step_log",
+    "compile_mode",
     "optim",
     "schedule",
     "resume",
@@ -103,14 +105,16 @@ ENGINE_ALLOWED = {
     "batch_size": {"distributed", "precision"},
     "optim": {"schedule"},
     "steps": {"distributed", "optim", "precision"},
+    "step_log": {"distributed"},
+    "compile_mode": {"batch_size", "distributed"},
     "run_dir": {"checkpoint", "distributed"},
     "timeline": {"run_dir"},
     "validation": {"distributed", "evaluator", "inference", "loaders"},
     "resume": {"distributed", "run", "run_dir"},
     "trainer": {
-        "batch_size", "distributed", "evaluator", "inference", "loaders", "optim", "precision",
-        "progress", "resume", "run", "run_dir", "steps", "tensorboard", "threads", "timeline",
-        "validation",
+        "batch_size", "compile_mode", "distributed", "evaluator", "inference", "loaders", "optim", "precision",
+        "progress", "resume", "run", "run_dir", "step_log", "steps", "tensorboard", "threads",
+        "timeline", "validation",
     },
 }  # fmt: skip
 

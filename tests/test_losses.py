@@ -58,6 +58,29 @@ def test_cross_entropy_class_weights_give_weighted_mean_over_valid_pixels():
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("log_probs", [False, True])
+def test_cross_entropy_equals_torch_mean_with_weights_and_smoothing(smoothing, log_probs):
+    """Our sum / count (no host sync) is PyTorch's ``reduction="mean"``, weights and smoothing
+    included."""
+    logits, target = _logits(), _target()
+    target[0, 1] = IGNORE
+    weights = torch.tensor([0.2, 1.0, 3.0])
+    scores = F.log_softmax(logits, dim=1) if log_probs else logits
+    loss = LF.cross_entropy(
+        scores,
+        target,
+        ignore_index=IGNORE,
+        class_weights=weights,
+        label_smoothing=smoothing,
+        log_probs=log_probs,
+    )
+    expected = F.cross_entropy(
+        logits, target, weight=weights, ignore_index=IGNORE, label_smoothing=smoothing
+    )
+    torch.testing.assert_close(loss, expected)
+
+
 def test_cross_entropy_all_ignore_is_zero_with_a_gradient_path():
     logits = _logits().requires_grad_(True)
     target = torch.full((2, 4, 4), IGNORE)
@@ -156,12 +179,16 @@ def test_soft_dice_matches_hand_formula():
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
-def test_soft_dice_value_and_gradient_match_the_formula_at_21_classes(per_sample):
+@pytest.mark.parametrize("method", ["scatter", "onehot"])
+def test_soft_dice_value_and_gradient_match_the_formula_at_21_classes(per_sample, method):
+    """Both ways of taking the class sums (the CPU's scatter, the GPU's one-hot reductions)."""
     g = torch.Generator().manual_seed(21)
     logits = torch.randn(2, 21, 8, 8, generator=g, requires_grad=True)
     target = torch.randint(0, 21, (2, 8, 8), generator=g)
     target[0, :3] = IGNORE
-    loss = LF.soft_dice(logits, target, ignore_index=IGNORE, per_sample=per_sample)
+    target[1, 2, 2] = 20  # class 20 in sample 1 only … and absent from sample 0's valid pixels
+    target[0][target[0] == 20] = 19
+    loss = LF.soft_dice(logits, target, ignore_index=IGNORE, per_sample=per_sample, method=method)
     if per_sample:
         terms = [
             _dice_reference(logits[i : i + 1], target[i : i + 1], [c])
@@ -368,9 +395,13 @@ def test_task_loss_all_true_has_label_equals_no_mask():
     )
 
 
-def test_task_loss_without_labelled_samples_returns_none():
-    loss_fn = TaskLoss({"ce": {}, "dice": {}}, ignore_index=IGNORE)
-    assert loss_fn(_logits(), _target(), torch.tensor([False, False])) == (None, {})
+def test_task_loss_without_labelled_samples_is_an_exact_zero_with_a_gradient_path():
+    logits = _logits().requires_grad_(True)
+    loss_fn = TaskLoss({"ce": {}, "dice": {}, "focal": {}}, ignore_index=IGNORE)
+    total, parts = loss_fn(logits, _target(), torch.tensor([False, False]))
+    assert total.item() == 0.0 and all(v.item() == 0.0 for v in parts.values())
+    total.backward()
+    assert logits.grad is not None and logits.grad.abs().max() == 0
 
 
 def test_task_loss_unknown_term_lists_valid_ones():
@@ -408,7 +439,7 @@ def test_multitask_total_is_weighted_sum_of_task_losses():
     torch.testing.assert_close(parts["b"], b)
     torch.testing.assert_close(parts["b/dice"], b_terms["dice"])
     assert "a/ce" in parts and "b/ce" in parts
-    assert parts["skipped"] == [] and parts["nonfinite"] == []
+    assert parts["skipped"] == [] and not any(parts["nonfinite"].values())
 
 
 def test_multitask_missing_task_weight_defaults_to_one():
@@ -436,6 +467,10 @@ def test_multitask_skips_tasks_without_labels():
     assert "a" not in parts
     b, _ = loss_fn.task_losses["b"](logits["b"][:1], labels["b"][:1])
     torch.testing.assert_close(total, b)
+    # The trainer hands the host's counts instead (no read-back of has_label): the same result.
+    again, parts = loss_fn(logits, labels, has_label, {"a": 0, "b": 1})
+    assert parts["skipped"] == ["a"]
+    torch.testing.assert_close(again, b)
 
 
 def test_multitask_all_skipped_gives_zero_with_a_gradient_path():
@@ -455,8 +490,29 @@ def test_multitask_leaves_out_nonfinite_task():
     logits["a"][0, :, 0, 0] = math.nan
     loss_fn = _two_tasks({"a": 1.0, "b": 2.0})
     total, parts = loss_fn(logits, labels)
-    assert parts["nonfinite"] == ["a"]
-    assert "a" not in parts
+    assert {k: bool(v) for k, v in parts["nonfinite"].items()} == {"a": True, "b": False}
+    assert not torch.isfinite(parts["a"])  # as computed; the trainer's means leave it out
     assert torch.isfinite(total)
     b, _ = loss_fn.task_losses["b"](logits["b"], labels["b"])
     torch.testing.assert_close(total, 2.0 * b)
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
+def test_multitask_nonfinite_task_gets_no_gradient_and_the_others_theirs(weighting):
+    """Masked on the device, not by a Python branch: the gradients equal those of the step
+    without the bad task (its logits get zeros, not NaN; its learned weight none)."""
+    logits, labels = _batch()
+    bad = logits["a"].clone()
+    bad[0, :, 0, 0] = math.nan
+    loss_fn = MultiTaskLoss(_two_tasks().task_losses, {"a": 1.0, "b": 2.0}, weighting)
+    a, b = bad.requires_grad_(True), logits["b"].clone().requires_grad_(True)
+    total, _ = loss_fn({"a": a, "b": b}, labels)
+    total.backward()
+    assert a.grad.abs().max() == 0 and torch.isfinite(a.grad).all()
+    alone = logits["b"].clone().requires_grad_(True)
+    b_loss, _ = loss_fn.task_losses["b"](alone, labels["b"])
+    expected = 2.0 * b_loss  # s_t starts at 0: exp(-s) = 1, s / 2 = 0
+    expected.backward()
+    torch.testing.assert_close(b.grad, alone.grad)
+    if weighting == "uncertainty":
+        assert loss_fn.log_vars["a"].grad == 0  # its 0.5·s term is left out with its loss

@@ -98,6 +98,21 @@ def test_confusion_matrix_without_the_range_check_counts_the_same():
     assert checked.sum() == (target != IGNORE).sum()
 
 
+@pytest.mark.parametrize("classes", [2, 5, 19])
+def test_confusion_matrix_by_sort_counts_what_bincount_counts(classes):
+    """The CUDA default (a sort and searchsorted: no host sync) against the CPU's bincount,
+    with classes that never occur and ignored pixels."""
+    g = torch.Generator().manual_seed(classes)
+    target = torch.randint(0, classes, (3, 17, 13), generator=g)
+    pred = torch.randint(0, max(1, classes - 1), (3, 17, 13), generator=g)  # last never predicted
+    target[1] = IGNORE
+    by_sort = MF.confusion_matrix(pred, target, classes, IGNORE, method="sort")
+    assert torch.equal(by_sort, MF.confusion_matrix(pred, target, classes, IGNORE))
+    assert by_sort[:, -1].sum() == 0 and by_sort.sum() == (target != IGNORE).sum()
+    with pytest.raises(ValueError, match="'bincount' or 'sort'"):
+        MF.confusion_matrix(pred, target, classes, IGNORE, method="atomics")
+
+
 def test_cross_entropy_rejects_what_the_skipped_check_would_have():
     logits = torch.zeros(1, 3, 1, 2)
     with pytest.raises((IndexError, RuntimeError)):

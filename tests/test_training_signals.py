@@ -8,7 +8,8 @@ import torch.distributed as dist
 from mmseg_heads.losses.multitask import MultiTaskLoss
 from mmseg_heads.losses.task_loss import TaskLoss
 from mmseg_heads.metrics.confusion import ConfusionMatrix
-from mmseg_heads.metrics.diagnostics import BatchDiagnostics, foreground_counts
+from mmseg_heads.metrics.diagnostics import BatchDiagnostics
+from mmseg_heads.metrics.functional import confusion_matrix, foreground_tp_fp_fn
 
 
 def test_uncertainty_weighting_learns_a_lower_weight_for_a_10x_noisier_task():
@@ -50,9 +51,28 @@ def test_fixed_weighting_has_no_learned_parameters():
 
 
 def test_foreground_counts_sum_the_foreground_classes():
-    matrix = torch.tensor([[10, 2, 1], [3, 5, 0], [0, 1, 7]])
-    # TP = 5 + 7; FP = column sums minus TP of classes 1, 2 = (8-5) + (8-7); FN = (8-5) + (8-7)
-    assert foreground_counts(matrix) == {"tp": 12, "fp": 4, "fn": 4}
+    # matrix [[10, 2, 1], [3, 5, 0], [0, 1, 7]] (rows truth): TP = 5 + 7; FP = column sums minus
+    # TP of classes 1, 2 = (8-5) + (8-7); FN = row sums minus TP = (8-5) + (8-7)
+    matrix = [[10, 2, 1], [3, 5, 0], [0, 1, 7]]
+    pairs = [(t, p) for t, row in enumerate(matrix) for p, n in enumerate(row) for _ in range(n)]
+    target, pred = (torch.tensor(x).view(1, 1, -1) for x in zip(*pairs, strict=True))
+    target = torch.cat([target, torch.full((1, 1, 5), 255)], dim=2)  # ignored: never counted
+    pred = torch.cat([pred, torch.ones(1, 1, 5, dtype=torch.long)], dim=2)
+    assert confusion_matrix(pred, target, 3, 255).tolist() == matrix
+    assert foreground_tp_fp_fn(pred, target, 255).tolist() == [12, 4, 4]
+
+
+def test_foreground_counts_equal_the_confusion_matrix_on_random_maps():
+    g = torch.Generator().manual_seed(3)
+    for classes in (2, 3, 7):
+        pred = torch.randint(0, classes, (2, 9, 11), generator=g)
+        target = torch.randint(0, classes, (2, 9, 11), generator=g)
+        target[0, :2] = 255
+        matrix = confusion_matrix(pred, target, classes, 255)
+        tp, fp, fn = matrix.diagonal(), matrix.sum(0) - matrix.diagonal(), matrix.sum(1)
+        fn = fn - matrix.diagonal()
+        expected = [int(tp[1:].sum()), int(fp[1:].sum()), int(fn[1:].sum())]
+        assert foreground_tp_fp_fn(pred, target, 255).tolist() == expected
 
 
 def test_diagnostics_warn_once_per_streak_naming_the_task():

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from mmseg_heads.atomic import check_output_path, checkpoint_bytes, format_bytes, write_atomic
@@ -17,6 +18,7 @@ from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
+from mmseg_heads.engine.compile_mode import describe as describe_compile
 from mmseg_heads.engine.loaders import train_dataset, train_loader
 from mmseg_heads.engine.run import model_from_config
 from mmseg_heads.engine.run_dir import numbered_checkpoints, numbered_kind, optimizer_slots
@@ -327,6 +329,8 @@ def run(args) -> int:
     print("\n" + checkpoint_guidance(model, config.train))
     threads, why = choose_threads(config.train["threads"])
     print(f"\nCPU threads for training: {threads} ({why})")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"torch.compile for training: {describe_compile(config.train['compile'], device)}")
     if preview is not None:
         written = write_augment_preview(config, preview, args.preview_samples, args.preview_seed)
         print(f"\naugmentation preview: {written}")

@@ -14,6 +14,9 @@ from mmseg_heads.losses.task_loss import LOSS_TERMS
 from mmseg_heads.models.schema import model_schema
 from mmseg_heads.schema import FILL, Field, ListOf, MapOf, OneOf, Struct, ascending
 
+#: ``train.compile`` values that name a ``torch.compile`` mode.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "poly", "step", "constant")
 
@@ -164,6 +167,14 @@ def config_schema() -> Struct:
                         "val_interval), and at its end; best.pt follows each validation; "
                         "default: at the end of every epoch",
                     ),
+                    "log_every": Field(
+                        int,
+                        default=None,
+                        minimum=1,
+                        doc="read the per-batch log (TP/FP/FN, loss parts, non-finite losses) back "
+                        "from the device every N batches and at each epoch's end; default: every "
+                        "batch on a CPU, every 50 on a GPU (a read waits for the GPU)",
+                    ),
                     "checkpoint_every": Field(
                         int,
                         default=0,
@@ -192,11 +203,13 @@ def config_schema() -> Struct:
                         doc="CPU threads of torch's operators; `auto`: the usable cores that are "
                         "idle at start (a core busy with other work slows every step), logged",
                     ),
-                    "compile": Field(
-                        bool,
-                        default=False,
-                        doc="run training steps through torch.compile: 1.3× per step on a GPU, none "
-                        "on a CPU (docs/performance.md §9); the first steps wait for the compiler",
+                    "compile": OneOf(
+                        [Field(bool), Field(str, choices=("auto", *COMPILE_MODES))],
+                        default="auto",
+                        doc="run training steps through torch.compile: `auto` times eager, "
+                        "default and reduce-overhead (CUDA Graphs) at start on a GPU and keeps "
+                        "the fastest, never compiles on a CPU (no gain there, docs/performance.md "
+                        "§9); `true`: default mode; or a mode's name; the run log says the choice",
                     ),
                     "sync_batchnorm": Field(
                         bool,

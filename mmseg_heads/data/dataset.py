@@ -350,6 +350,9 @@ def collate(samples: list[Sample], multiple: int = PAD_MULTIPLE) -> dict:
         "has_label": {
             k: torch.tensor([s["has_label"][k] for s in samples]) for k in first["has_label"]
         },
+        # The same, counted on the host: the loss skips a task with none without reading
+        # has_label back from the GPU.
+        "labelled": {k: sum(bool(s["has_label"][k]) for s in samples) for k in first["has_label"]},
         "id": [s["id"] for s in samples],
         "size": [s["size"] for s in samples],
     }

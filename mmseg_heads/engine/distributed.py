@@ -105,6 +105,15 @@ def all_reduce_min(value: int, world: World) -> int:
     return int(tensor.item())
 
 
+def all_reduce_max(value: float, world: World) -> float:
+    """The largest ``value`` of all processes (``value`` itself without torchrun)."""
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device(world))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def gather_objects(value, world: World) -> list:
     """Every process's ``value`` in rank order (e.g. the RNG states a checkpoint must hold).
 

@@ -31,7 +31,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
             for k, v in batch["images"].items()
         },
         "labels": {k: v.to(device, non_blocking=True) for k, v in batch["labels"].items()},
-        "has_label": {k: v.to(device) for k, v in batch["has_label"].items()},
+        "has_label": {k: v.to(device, non_blocking=True) for k, v in batch["has_label"].items()},
     }
 
 

@@ -9,20 +9,15 @@ own.
 from __future__ import annotations
 
 import contextlib
-import logging
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec
-from mmseg_heads.engine.distributed import World, average_gradients, summed_over_processes
+from mmseg_heads.data.spec import IGNORE_INDEX
+from mmseg_heads.engine.distributed import World, average_gradients
 from mmseg_heads.engine.optim import optimizer_step
 from mmseg_heads.engine.precision import autocast
-from mmseg_heads.metrics.diagnostics import foreground_counts
-from mmseg_heads.metrics.functional import confusion_matrix, predicted_classes
-
-log = logging.getLogger(__name__)
+from mmseg_heads.metrics.functional import foreground_tp_fp_fn, predicted_classes
 
 
 def forward_loss(
@@ -40,13 +35,17 @@ def forward_loss(
     with autocast(precision, device):
         logits = model(batch["images"])
     logits = {k: v.float() for k, v in logits.items()}
-    loss, parts = criterion(logits, batch["labels"], batch["has_label"])
+    loss, parts = criterion(logits, batch["labels"], batch["has_label"], batch.get("labelled"))
     return logits, loss, parts
 
 
 def learns(logits: dict[str, torch.Tensor], parts: dict) -> bool:
-    """Whether any task of the batch has a finite loss (else there is nothing to learn)."""
-    return len(parts["skipped"]) + len(parts["nonfinite"]) < len(logits)
+    """Whether any task of the batch has a labelled sample (else there is nothing to learn).
+
+    Known on the host: a non-finite loss is masked on the device instead (its task gives zero
+    gradients), so deciding never waits for the GPU.
+    """
+    return len(parts["skipped"]) < len(logits)
 
 
 def training_step(
@@ -76,6 +75,8 @@ class Stepper:
 
     Attributes:
         step: optimizer steps the run has taken.
+        skipped: after a step, a 0-d device tensor, nonzero when its gradients were not finite
+            and the optimizer left the weights alone (None: no step, or fp16's scaler decided).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Stepper:
         self.world, self.precision, self.device = world, precision, device
         self.accumulate, self.grad_clip = train_cfg["accumulate"], train_cfg["grad_clip"]
         self.step = 0
+        self.skipped: torch.Tensor | None = None
 
     def micro_batch(self, batch: dict, boundary: bool) -> tuple[dict, torch.Tensor, dict]:
         """Forward and backward one batch; ``boundary``: it ends an accumulation, and the
@@ -106,10 +108,6 @@ class Stepper:
             logits, loss, parts = forward_loss(
                 self.trained, self.criterion, batch, precision=self.precision, device=self.device
             )
-            for task in parts["nonfinite"]:
-                log.warning(
-                    "step %d: task %r has a non-finite loss; left out of this step", self.step, task
-                )
             if learns(logits, parts):
                 self.scaler.scale(loss / self.accumulate).backward()
             elif self.world.distributed:
@@ -117,7 +115,7 @@ class Stepper:
                 sum(v.sum() for v in logits.values()).mul(0.0).backward()
         if boundary:
             average_gradients(self.criterion, self.world)  # outside DDP: learned task weights
-            optimizer_step(
+            self.skipped = optimizer_step(
                 self.optimizer,
                 self.scaler,
                 grad_clip=self.grad_clip,
@@ -136,47 +134,13 @@ class Stepper:
 
 @torch.no_grad()
 def batch_foreground_counts(
-    logits: dict[str, torch.Tensor], batch: dict, spec: DataSpec
-) -> dict[str, dict]:
-    """Per-task foreground TP/FP/FN of a training batch's labelled samples."""
+    logits: dict[str, torch.Tensor], batch: dict
+) -> dict[str, torch.Tensor]:
+    """Per task, ``[TP, FP, FN]`` over the foreground classes of the batch's labelled samples,
+    as device tensors (read back later, by the step log)."""
     counts = {}
     for task, value in logits.items():
-        labelled = batch["has_label"][task]
-        matrix = confusion_matrix(
-            predicted_classes(value[labelled]),
-            batch["labels"][task][labelled],
-            spec.tasks[task].num_classes,
-            IGNORE_INDEX,
-            validate=False,  # this step's cross-entropy has rejected out-of-range labels
-        )
-        counts[task] = foreground_counts(matrix)
+        labelled = batch["has_label"][task].view(-1, 1, 1)
+        target = torch.where(labelled, batch["labels"][task], IGNORE_INDEX)
+        counts[task] = foreground_tp_fp_fn(predicted_classes(value), target, IGNORE_INDEX)
     return counts
-
-
-@dataclass
-class EpochLosses:
-    """An epoch's running loss sums (the total, and each part the loss returns as a tensor) and,
-    per task, the batches without a label of it."""
-
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def add(self, loss: torch.Tensor, parts: dict) -> None:
-        for task in parts["skipped"]:
-            self.skipped[task] = self.skipped.get(task, 0) + 1
-        values = {"loss": loss.detach(), **{k: v for k, v in parts.items() if torch.is_tensor(v)}}
-        for name, value in values.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value)
-            self.counts[name] = self.counts.get(name, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
-
-    def postfix(self) -> dict[str, str]:
-        """The progress bar's running means: the total and each task's, not each term's."""
-        return {k: f"{v:.3f}" for k, v in self.means().items() if "/" not in k}
-
-    def summed(self, world: World) -> EpochLosses:
-        """Every process's sums and counts together (this process's own without torchrun)."""
-        return EpochLosses(*summed_over_processes((self.sums, self.counts, self.skipped), world))

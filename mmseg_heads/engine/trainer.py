@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from mmseg_heads.atomic import interrupts_deferred
 from mmseg_heads.config import Config
 from mmseg_heads.engine.batch_size import Shapes, run_batch_size
+from mmseg_heads.engine.compile_mode import choose_compile, step_timer
 from mmseg_heads.engine.distributed import (
     check_world_fits,
     close_world,
@@ -59,7 +60,8 @@ from mmseg_heads.engine.run_dir import (
     prepare_run_dir,
     prune_checkpoints,
 )
-from mmseg_heads.engine.steps import EpochLosses, Stepper, batch_foreground_counts
+from mmseg_heads.engine.step_log import EpochLosses, StepLog, log_every
+from mmseg_heads.engine.steps import Stepper, batch_foreground_counts
 from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
 from mmseg_heads.engine.threads import training_threads
 from mmseg_heads.engine.timeline import Intervals, plan_steps, steps_in_epoch
@@ -124,10 +126,11 @@ class Trainer:
         inference = Inference.from_eval(config.eval, config.spec.nesting())
         inference.check(self.model.trunk.max_stride, file=config.path)
         self.criterion = loss_from_config(config).to(self.device)
+        shapes = Shapes.from_spec(config.spec, train_cfg["crop"])
         self.batch = run_batch_size(
-            train_cfg["batch_size"], state.batch_size if state else None, self.model,
-            Shapes.from_spec(config.spec, train_cfg["crop"]), device=self.device,
-            precision=self.precision, samples=len(self.dataset), world=self.world,
+            train_cfg["batch_size"], state.batch_size if state else None, self.model, shapes,
+            device=self.device, precision=self.precision, samples=len(self.dataset),
+            world=self.world,
         )  # fmt: skip
         self.validator = Validator(
             config, self.model, inference, batch_size=self.batch, world=self.world,
@@ -136,8 +139,12 @@ class Trainer:
         # train.compile: training steps through torch.compile (wrapping DDP, as PyTorch
         # recommends). Checkpoints and validation use self.model, the eager module itself, so
         # their keys and results do not depend on the option.
-        trained = data_parallel(self.model, self.world)
-        self.trained = torch.compile(trained) if train_cfg["compile"] else trained
+        self.compiled = choose_compile(
+            train_cfg["compile"], self.device,
+            step_timer(self.model, shapes, self.batch, self.device, self.precision), self.world,
+        )  # fmt: skip
+        log.info("torch.compile: %s", self.compiled.text())
+        self.trained = self.compiled.wrap(data_parallel(self.model, self.world))
         self.optimizer = build_optimizer(self.model, self.criterion, train_cfg)
         self.scaler = grad_scaler(self.precision, self.device)
         self.plan = plan_steps(
@@ -149,6 +156,7 @@ class Trainer:
             world=self.world, precision=self.precision, device=self.device, train_cfg=train_cfg,
         )  # fmt: skip
         self.diagnostics = BatchDiagnostics()
+        self.log_every = log_every(train_cfg["log_every"], self.device)
         self.intervals = Intervals.from_train(train_cfg)
         self.epoch = 0
         self.saved_epoch = 0  # the epoch last.pt holds
@@ -213,46 +221,66 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # train.steps: the step at which the budget ends inside this epoch (None: the whole epoch)
         stop_at = sum(self.plan[: self.epoch]) if self.config.train["steps"] else None
-        losses = EpochLosses()
-        batches = []
-        bar = tqdm(
+        self.losses, self.step_log = EpochLosses(), StepLog(self.log_every)
+        self.batches: list[dict] = []
+        self.bar = tqdm(
             loader, desc=f"epoch {self.epoch}", disable=None if self.progress else True, leave=False
         )
         lines = BatchLines(self.progress)
-        for index, batch in enumerate(bar):
+        for index, batch in enumerate(self.bar):
             batch = to_device(batch, self.device)
             boundary = (index + 1) % accumulate == 0 or index + 1 == len(loader)
             logits, loss, parts = self.stepper.micro_batch(batch, boundary)
-            record = self._diagnose(logits, batch)
-            batches.append(record)
-            if self.metrics is not None:
-                self.metrics.add(record)  # reaches metrics.jsonl within seconds, not at epoch end
-            losses.add(loss, parts)
-            bar.set_postfix(losses.postfix())
-            lines.batch(self.epoch, index, len(loader))
+            # Kept on the device; read every log_every batches (no wait for the GPU each step).
+            self.losses.add(loss, parts)
+            counts = batch_foreground_counts(logits, batch)
+            self.step_log.add(
+                self.epoch, self.step, counts, parts["nonfinite"], self.stepper.skipped
+            )
             spent = stop_at is not None and boundary and self.step >= stop_at
-            if spent or index + 1 == len(loader):
+            last = spent or index + 1 == len(loader)
+            if last or self.step_log.due():
+                self._read_step_log()
+            lines.batch(self.epoch, index, len(loader))
+            if last:
                 break  # the epoch's last step: fit() validates and saves after it
             if boundary:
                 self._between_steps()
-        total = losses.summed(self.world)
-        record = total.means()
+        record = self.losses.means(self.world)
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["frozen_encoders"] = self.frozen(self.epoch)
-        if total.skipped:
-            record["skipped_batches"] = total.skipped
-        return record, batches
+        skipped = self.losses.skipped_batches(self.world)
+        if skipped:
+            record["skipped_batches"] = skipped
+        return record, self.batches
 
-    def _diagnose(self, logits: dict[str, torch.Tensor], batch: dict) -> dict:
-        """Per-task foreground TP/FP/FN of this training batch; warns on collapse.
+    def _read_step_log(self) -> None:
+        """Read the step log back: its rows to metrics.jsonl, its warnings (non-finite losses,
+        collapse) with the steps they happened at, the running means to the bar.
 
         Under torchrun these are rank 0's batches (gathering them would sync every step).
         """
-        tasks = batch_foreground_counts(logits, batch, self.config.spec)
-        for task, counts in tasks.items():
-            for warning in self.diagnostics.update(task, counts):
-                log.warning("step %d: %s", self.step, warning)
-        return {"epoch": self.epoch, "split": "train_batch", "step": self.step, "tasks": tasks}
+        for row in self.step_log.read():
+            for task in row.get("nonfinite", []):
+                log.warning(
+                    "step %d: task %r has a non-finite loss; left out of this step",
+                    row["step"],
+                    task,
+                )
+            if row.get("skipped_step"):
+                log.warning(
+                    "step %d: a gradient was not finite; the optimizer step was skipped "
+                    "(weights unchanged)",
+                    row["step"],
+                )
+            for task, counts in row["tasks"].items():
+                for warning in self.diagnostics.update(task, counts):
+                    log.warning("step %d: %s", row["step"], warning)
+            self.batches.append(row)
+            if self.metrics is not None:
+                self.metrics.add(row)  # reaches metrics.jsonl within seconds, not at epoch end
+        if not self.bar.disable:
+            self.bar.set_postfix(self.losses.postfix())
 
     def _between_steps(self) -> None:
         """Inside an epoch, after an optimizer step: a validation every ``train.val_every``
@@ -260,6 +288,7 @@ class Trainer:
         files are snapshots (resume continues from ``last.pt``)."""
         improved = False
         if self.intervals.validates(self.step):
+            self._read_step_log()  # this step's row before the validation's, as it happened
             validation, improved = self._validate()
             if self.metrics is not None:
                 self.metrics.add(validation)

@@ -119,11 +119,13 @@ class TaskLoss(nn.Module):
         ignore_index: label value excluded from every term.
 
     ``forward(logits, target, has_label)`` returns ``(total, {term: value})``; only samples with
-    ``has_label`` count, and a batch with none returns ``(None, {})``.
+    ``has_label`` count: the others' labels are set to ``ignore_index`` on the device (no host
+    sync, no data-dependent shape), so a batch with none gives an exact zero.
     """
 
     def __init__(self, terms: dict[str, dict], *, ignore_index: int):
         super().__init__()
+        self.ignore_index = ignore_index
         self.weights = {name: float(options.get("weight", 1.0)) for name, options in terms.items()}
         self.terms = nn.ModuleDict(
             {
@@ -136,11 +138,10 @@ class TaskLoss(nn.Module):
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, has_label: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        if has_label is not None and not bool(has_label.all()):
-            if not bool(has_label.any()):
-                return None, {}
-            logits, target = logits[has_label], target[has_label]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if has_label is not None:
+            labelled = has_label.to(target.device, non_blocking=True).view(-1, 1, 1)
+            target = torch.where(labelled, target, self.ignore_index)
         log_probs = F.log_softmax(logits.float(), dim=1)  # once, for every term
         parts = {name: term(log_probs, target) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in parts.items())

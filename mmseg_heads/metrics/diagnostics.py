@@ -8,16 +8,6 @@ while FP > TP ("over-predicting") or TP = 0 while there is foreground ("collapse
 
 from __future__ import annotations
 
-import torch
-
-from mmseg_heads.metrics import functional as MF
-
-
-def foreground_counts(matrix: torch.Tensor) -> dict[str, int]:
-    """TP, FP, FN summed over the foreground classes (index ≥ 1) of a confusion matrix."""
-    tp, fp, fn = MF.counts(matrix)
-    return {"tp": int(tp[1:].sum()), "fp": int(fp[1:].sum()), "fn": int(fn[1:].sum())}
-
 
 class BatchDiagnostics:
     """Watches per-batch foreground counts of each task.

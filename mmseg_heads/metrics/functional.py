@@ -28,6 +28,7 @@ def confusion_matrix(
     ignore_index: int,
     *,
     validate: bool = True,
+    method: str | None = None,
 ) -> torch.Tensor:
     """``num_classes×num_classes`` int64 counts, rows = truth, columns = prediction.
 
@@ -35,6 +36,9 @@ def confusion_matrix(
     ``[0, num_classes)`` that is not ``ignore_index`` is an error, never a silent drop.
     ``validate=False`` skips that check (five passes over the labels and a host sync) where the
     same targets already went through a cross-entropy, which rejects them itself.
+
+    ``method``: ``"bincount"`` (the CPU default) or ``"sort"`` (the CUDA default, where
+    ``bincount`` reads its input's maximum back to the host); the same counts.
     """
     valid = target != ignore_index
     if validate:
@@ -42,12 +46,39 @@ def confusion_matrix(
         if bool(outside.any()):
             bad = target[outside].unique()[:5].tolist()
             raise ValueError(f"label values {bad} are outside the {num_classes} classes")
-    # One bincount, no boolean indexing (which copies): ignored pixels go to an extra last bin.
+    # One histogram, no boolean indexing (which copies): ignored pixels go to an extra last bin.
     size = num_classes * num_classes
-    index = torch.where(valid, target * num_classes + pred, size)
-    return torch.bincount(index.reshape(-1), minlength=size + 1)[:size].reshape(
-        num_classes, num_classes
-    )
+    index = torch.where(valid, target * num_classes + pred, size).reshape(-1)
+    method = method or ("sort" if index.is_cuda else "bincount")
+    if method == "bincount":
+        histogram = torch.bincount(index, minlength=size + 1)
+    elif method == "sort":
+        histogram = histogram_by_sort(index, size + 1)
+    else:
+        raise ValueError(f"method must be 'bincount' or 'sort', got {method!r}")
+    return histogram[:size].reshape(num_classes, num_classes)
+
+
+def histogram_by_sort(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Counts of ``0 … bins-1`` in ``values`` (int64, all inside that range) without
+    ``bincount`` or atomics: sorted, each value's run starts where ``searchsorted`` finds it, so
+    the output's size never depends on the data (no host sync on CUDA)."""
+    starts = torch.searchsorted(values.sort().values, torch.arange(bins + 1, device=values.device))
+    return starts.diff()
+
+
+def foreground_tp_fp_fn(
+    pred: torch.Tensor, target: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """``[TP, FP, FN]`` summed over the foreground classes (index ≥ 1), as one int64 tensor on
+    ``pred``'s device: the same numbers as summing a confusion matrix's foreground counts, from
+    three comparisons and no histogram (the trainer's per-batch log, read back later)."""
+    valid = target != ignore_index
+    wrong = valid & (pred != target)
+    tp = (valid & (pred == target) & (target >= 1)).sum()
+    fp = (wrong & (pred >= 1)).sum()
+    fn = (wrong & (target >= 1)).sum()
+    return torch.stack([tp, fp, fn])
 
 
 def counts(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -154,11 +154,12 @@ class FusionTrunk(nn.Module):
         keep = torch.rand(stacked.shape, device=stacked.device) >= self.modality_dropout
         dropped = stacked & keep
         empty = ~dropped.any(dim=1) & stacked.any(dim=1)
-        if empty.any():
-            # Restore one randomly chosen present group in each sample that lost them all.
-            scores = torch.rand(stacked.shape, device=stacked.device).masked_fill(~stacked, -1.0)
-            restore = torch.zeros_like(dropped).scatter_(1, scores.argmax(1, keepdim=True), True)
-            dropped = dropped | (restore & empty.unsqueeze(1))
+        # Restore one randomly chosen present group in each sample that lost them all: drawn
+        # for every sample and applied where needed (asking whether any needs it would wait for
+        # the GPU each step).
+        scores = torch.rand(stacked.shape, device=stacked.device).masked_fill(~stacked, -1.0)
+        restore = torch.zeros_like(dropped).scatter_(1, scores.argmax(1, keepdim=True), True)
+        dropped = dropped | (restore & empty.unsqueeze(1))
         return {g: dropped[:, i] for i, g in enumerate(present)}
 
     def encode(
