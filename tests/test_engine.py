@@ -348,7 +348,7 @@ def test_timeline_counts_validation_and_numbered_checkpoints_in_epochs_or_steps(
     assert not by_step.validates(4, epoch_end=True)  # an epoch's end is no reason of its own
     assert [by_step.numbered(1, s) for s in (2, 3)] == ["step_2.pt", None]
     assert by_step.checkpoint_names(2, 6, improved=True, epoch_end=False) == [
-        "step_6.pt", "best.pt"]  # fmt: skip
+        "step_6.pt", "best.pt", "last.pt"]  # fmt: skip  (a save inside an epoch: resumable)
     assert by_step.checkpoint_names(2, 5, improved=False, epoch_end=False) == []
     # with epochs, val_every counts steps too
     mixed = Intervals.from_train({"val_every": 5, "checkpoint_every": 0, "steps": None})
@@ -414,9 +414,10 @@ def test_val_every_and_checkpoint_every_count_optimizer_steps(tmp_path, demo_spe
 def test_a_stopped_step_budget_resumes_validating_on_the_same_steps(
     tmp_path, demo_spec, caplog, monkeypatch
 ):
-    """Stopped before step 7 (after step 6's validation and step_6.pt, in epoch 2), the run
-    resumes from last.pt (epoch 1) and ends as the run that was never stopped: the same
-    metrics.jsonl (validation at 3, 6 and 7, once each) and the same weights."""
+    """Stopped before step 7 (after step 6's validation and step_6.pt, in epoch 2): last.pt
+    holds step 6 (the save inside the epoch), and the run resumes at epoch 2's third batch and
+    ends as the run that was never stopped: the same metrics.jsonl (validation at 3, 6 and 7,
+    once each; epoch 2's loss means over all its batches) and the same weights."""
     from mmseg_heads.engine.steps import Stepper
     from mmseg_heads.engine.trainer import train
 
@@ -439,10 +440,11 @@ def test_a_stopped_step_budget_resumes_validating_on_the_same_steps(
         with caplog.at_level(logging.WARNING, logger="mmseg_heads"):
             with pytest.raises(KeyboardInterrupt):
                 train(stopped, progress=False)
-        assert "holds epoch 1; continue with" in caplog.text
+        assert "holds step 6 (epoch 2, after its batch 2); continue with" in caplog.text
         run_dir = tmp_path / "stopped"
         assert [r["step"] for r in _rows(run_dir, "val")] == [3, 6]
-        assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["step"] == 4
+        last = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+        assert (last["epoch"], last["step"], last["epoch_batches"]) == (2, 6, 2)
         monkeypatch.undo()
         assert train(stopped, resume="auto", progress=False) == run_dir
     finally:

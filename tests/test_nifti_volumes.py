@@ -758,3 +758,17 @@ def test_an_npy_volume_reaches_predict_as_its_slices_and_comes_back_as_one(tmp_p
     (written,) = write_masks(sample, masks, spec, tmp_path / "out")
     assert written == tmp_path / "out" / "scar" / "Case01.npy"
     np.testing.assert_array_equal(np.load(written), np.moveaxis(masks["scar"], 0, 2))
+
+    # An .npy header has no room for a marker: the folder's ledger lists what predict wrote, so
+    # predict replaces its own volume again, but not one that someone changed since.
+    from mmseg_heads.engine.predict_write import NPY_LEDGER
+    from mmseg_heads.errors import UserError
+
+    assert NPY_LEDGER in {p.name for p in written.parent.iterdir()}
+    again = {"scar": 1 - masks["scar"]}
+    assert write_masks(sample, again, spec, tmp_path / "out") == [written]
+    np.testing.assert_array_equal(np.load(written), np.moveaxis(again["scar"], 0, 2))
+    np.save(written, np.zeros((20, 24, 5), dtype=np.uint8))  # the user's own file now
+    with pytest.raises(UserError, match="would overwrite .*Case01.npy, which predict did not"):
+        write_masks(sample, masks, spec, tmp_path / "out")
+    np.testing.assert_array_equal(np.load(written), 0)  # left as it was

@@ -27,6 +27,8 @@ def train_loader(
     batch_size: int,
     epoch: int,
     world: World = SINGLE_PROCESS,
+    *,
+    skip_batches: int = 0,
 ) -> DataLoader:
     """The loader of one epoch: its order and augmentations depend on (seed, epoch) only.
 
@@ -34,7 +36,8 @@ def train_loader(
     gets its own augmentation seed (:func:`sample_seed`), handed to the dataset with the index. So
     an epoch draws the same batches and augmentations whether the run was resumed or not and
     whatever the number of workers. Under torchrun every process draws the same order of the
-    whole split and takes its shard, seeds included.
+    whole split and takes its shard, seeds included. ``skip_batches``: leave out the epoch's
+    first batches (trained before a resume from inside the epoch); the rest are the same batches.
     """
     order_seed = train["seed"] * 100_003 + epoch
     generator = torch.Generator().manual_seed(order_seed + 7_919 * world.rank)
@@ -49,6 +52,8 @@ def train_loader(
     ]
     sampler = ShardSampler(keys, world, even=True) if world.distributed else keys
     size = len(sampler)
+    if skip_batches:
+        sampler = list(sampler)[skip_batches * batch_size :]
     return DataLoader(
         dataset,
         batch_size=batch_size,

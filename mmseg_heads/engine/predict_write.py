@@ -8,7 +8,9 @@ as ``DIR/<task>/<id>.nii.gz`` with the input's affine and grid (a volume's plane
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,11 @@ from mmseg_heads.engine.predict_segment import Sample
 # fsync, rename): a full disk is a WriteError naming the file, never a half file, and an older
 # file of that name stays as it was. Encoding first also keeps the system's errno: PIL writes
 # image data to a real file's descriptor from C and reports a failed write without it.
-#: What marks a file as written by ``predict``: a PNG text chunk, the NIfTI header's ``descrip``.
+#: What marks a file as written by ``predict``: a PNG text chunk, the NIfTI header's ``descrip``;
+#: an ``.npy`` header has no room for one, so its folder's :data:`NPY_LEDGER` lists them.
 MARKER = "mmseg_heads predict"
+#: ``{"writer": MARKER, "files": {name: sha256}}``: the ``.npy`` masks predict wrote in a folder.
+NPY_LEDGER = ".mmseg_heads_predict.json"
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -48,9 +53,12 @@ def written_by_predict(path: Path) -> bool:
 
             descrip = nibabel.load(str(path)).header["descrip"]
             return bytes(descrip).rstrip(b"\0").decode(errors="replace") == MARKER
+        if path.suffix == ".npy":  # ours if the ledger lists it with these very bytes
+            listed = _npy_ledger(path.parent)
+            return listed is not None and listed.get(path.name) == _sha256(path.read_bytes())
     except Exception:  # unreadable: not ours
         return False
-    return False  # .npy carries no marker
+    return False
 
 
 def check_replaceable(paths: list[Path], *, overwrite: bool) -> None:
@@ -84,11 +92,35 @@ def write_png_mask(mask: np.ndarray, palette: list[tuple[int, int, int]], path: 
 
 def write_npy_mask(mask: np.ndarray, path: Path) -> Path:
     """A class-index volume (the input's own axis order) as a uint8 ``.npy``, written atomically:
-    a volume read from ``.npy`` comes back as one."""
+    a volume read from ``.npy`` comes back as one. Its name and SHA-256 go to the folder's
+    :data:`NPY_LEDGER`, so that a later ``predict`` knows it may replace it."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(mask, dtype=np.uint8))
-    write_atomic(path, buffer.getvalue())
+    data = buffer.getvalue()
+    write_atomic(path, data)
+    listed = _npy_ledger(path.parent)
+    if listed is not None or not (path.parent / NPY_LEDGER).exists():
+        # (a file of that name that is not our ledger stays as it is: the mask is then unlisted)
+        listed = {**(listed or {}), path.name: _sha256(data)}
+        ledger = {"writer": MARKER, "files": dict(sorted(listed.items()))}
+        write_atomic(path.parent / NPY_LEDGER, json.dumps(ledger, indent=1) + "\n")
     return path
+
+
+def _npy_ledger(folder: Path) -> dict[str, str] | None:
+    """``{name: sha256}`` of the folder's ledger; None without one (or a file that is not one)."""
+    try:
+        ledger = json.loads((folder / NPY_LEDGER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(ledger, dict) or ledger.get("writer") != MARKER:
+        return None
+    files = ledger.get("files")
+    return dict(files) if isinstance(files, dict) else None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def nifti_mask_image(mask: np.ndarray, geometry: NiftiGeometry, num_classes: int):

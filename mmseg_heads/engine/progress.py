@@ -97,11 +97,18 @@ def nothing_left_text(run_dir: Path, epoch: int, step: int, train_cfg: dict, epo
     )
 
 
-def interrupted_text(run_dir: Path, epoch: int, saved_epoch: int) -> str:
-    """Ctrl-C in ``epoch``: what ``last.pt`` holds (``saved_epoch``) and how to continue."""
-    if saved_epoch < 1:
-        return "interrupted in epoch 1, before any checkpoint: start again to train"
+def interrupted_text(run_dir: Path, epoch: int, saved: tuple[int, int, int] | None) -> str:
+    """Ctrl-C in ``epoch``: what ``last.pt`` holds (``saved``: its epoch, step and batches of
+    an epoch in progress, 0 for a complete one) and how to continue."""
+    if saved is None:
+        return f"interrupted in epoch {epoch}, before any checkpoint: start again to train"
+    saved_epoch, step, batches = saved
+    holds = (
+        f"step {step} (epoch {saved_epoch}, after its batch {batches})"
+        if batches
+        else f"epoch {saved_epoch}"
+    )
     return (
-        f"interrupted in epoch {epoch}: {run_dir / 'checkpoints' / 'last.pt'} holds epoch "
-        f"{saved_epoch}; continue with `mmseg-heads train --resume {run_dir}`"
+        f"interrupted in epoch {epoch}: {run_dir / 'checkpoints' / 'last.pt'} holds {holds}; "
+        f"continue with `mmseg-heads train --resume {run_dir}`"
     )

@@ -222,7 +222,8 @@ def reopen_run(
     if str(spec.root.resolve()) != state.data_root:
         log.info("data root: %s (this run read %s before)", spec.root.resolve(), state.data_root)
     if world.is_main:
-        truncate_log(run_dir / "metrics.jsonl", state.epoch)
+        inside = state.step if state.epoch_batches else None  # saved inside an epoch
+        truncate_log(run_dir / "metrics.jsonl", state.epoch, inside)
         if changes:  # after the truncation: its `resume` line belongs to the log from here on
             write_run_config(config, run_dir)
             append_jsonl(

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class RunCheckpoint:
-    """One checkpoint of a run: the trainer's state at the end of an epoch (or, in a
-    ``step_<N>.pt`` or a ``best.pt`` of ``train.val_every``, after a step inside one: a snapshot
-    to evaluate or export, not to resume from) and what the run is.
+    """One checkpoint of a run: the trainer's state at the end of an epoch or after a step
+    inside one (a save of ``train.val_every`` or a ``step_<N>.pt``; ``last.pt`` too, which a run
+    resumes from at that very batch) and what the run is.
 
     :meth:`to_state` is the dict saved in the file (its keys in this order); :meth:`from_state`
     reads one back. Keys that every version of the trainer wrote are required; those that later
@@ -49,8 +49,12 @@ class RunCheckpoint:
         optimizer: the optimizer's ``state_dict``.
         scheduler: the LR scheduler's ``state_dict``.
         scaler: the fp16 ``GradScaler``'s ``state_dict`` (``{}`` when disabled).
-        epoch: epochs trained (a snapshot inside an epoch: that epoch, ``step`` says where).
+        epoch: epochs trained (a state inside an epoch: that epoch, ``epoch_batches`` says where).
         step: optimizer steps taken.
+        epoch_batches: batches of ``epoch`` already trained in a state inside it (None: the
+            epoch is complete).
+        epoch_losses: in a state inside an epoch, its loss sums so far (the epoch's means go
+            on as if never stopped).
         best: the best ``eval.select_by`` score so far.
         batch_size: the batch size trained with (what ``batch_size: auto`` measured).
         threads: torch's CPU threads trained with (what ``threads: auto`` chose).
@@ -74,6 +78,8 @@ class RunCheckpoint:
     scaler: dict[str, Any] | None = None
     epoch: int
     step: int | None = None
+    epoch_batches: int | None = None
+    epoch_losses: dict[str, Any] | None = None
     best: float | None = None
     batch_size: int | None = None
     threads: int | None = None

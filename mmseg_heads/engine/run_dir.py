@@ -149,11 +149,19 @@ class MetricsLog:
         self._last = self.clock()
 
 
-def truncate_log(path: Path, epoch: int) -> None:
-    """Drop the lines of epochs after ``epoch`` (written before a crash); rewritten atomically."""
+def truncate_log(path: Path, epoch: int, step: int | None = None) -> None:
+    """Drop the lines of epochs after ``epoch`` (written before a crash); with ``step`` (a state
+    inside ``epoch``), also that epoch's lines of later steps and its epoch line. Rewritten
+    atomically."""
     if not path.is_file():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epoch]
+
+    def kept_line(row: dict) -> bool:
+        if step is None or row.get("epoch", 0) != epoch:
+            return row.get("epoch", 0) <= epoch
+        return row.get("split") != "train" and row.get("step", 0) <= step
+
+    kept = [line for line in lines if kept_line(json.loads(line))]
     if len(kept) != len(lines):
         write_atomic(path, "".join(line + "\n" for line in kept))

@@ -108,6 +108,29 @@ class EpochLosses:
             self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, value.float(), 0.0)
             self.counts[name] = self.counts.get(name, 0) + finite.float()
 
+    def state(self) -> dict:
+        """The sums so far as plain numbers (one read-back), for a checkpoint inside an epoch."""
+        sums, counts = self.totals()
+        return {"sums": sums, "counts": counts, "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_state(cls, state: dict | None, device: torch.device) -> EpochLosses:
+        """Sums that :meth:`state` gave (None: none yet); they go on exactly as if never saved
+        (the float32 sums round-trip through Python floats unchanged)."""
+        if not state:
+            return cls()
+        return cls(
+            {
+                k: torch.tensor(v, dtype=torch.float32, device=device)
+                for k, v in state["sums"].items()
+            },
+            {
+                k: torch.tensor(v, dtype=torch.float32, device=device)
+                for k, v in state["counts"].items()
+            },
+            dict(state["skipped"]),
+        )
+
     def totals(self) -> tuple[dict[str, float], dict[str, float]]:
         """``(sums, counts)`` read back in one go."""
         names = list(self.sums)

@@ -9,9 +9,9 @@ validates and writes its numbered checkpoints.
 - Numbered checkpoints (``train.checkpoint_every: N``, 0: none): ``epoch_<N>.pt`` every ``N``
   epochs; with a ``train.steps`` budget, ``step_<N>.pt`` every ``N`` optimizer steps.
 
-A checkpoint written between the steps of an epoch (a ``step_<N>.pt``, or a ``best.pt`` of
-``val_every``) is a snapshot for ``evaluate`` and ``export``: ``last.pt``, written at the end of
-every epoch and of the budget, stays the one point a run resumes from.
+``last.pt``, the point a run resumes from, is written at the end of every epoch and with every
+save inside one (a ``step_<N>.pt``, or a ``best.pt`` of ``val_every``): a run stopped inside a
+long epoch resumes at the batch after that save, as if never stopped.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ class Intervals:
         self, epoch: int, step: int, *, improved: bool, epoch_end: bool
     ) -> list[str]:
         """The names a save after ``step`` writes (one file, hard links): the numbered one due,
-        ``best.pt`` when validation ``improved``, ``last.pt`` at an ``epoch_end`` (last, so that
-        resume never starts before best exists); none: nothing to save."""
-        names = [self.numbered(epoch, step, epoch_end=epoch_end)]
-        names += ["best.pt" if improved else None, "last.pt" if epoch_end else None]
-        return [name for name in names if name]
+        ``best.pt`` when validation ``improved``, and ``last.pt`` at an ``epoch_end`` or with any
+        of those (last, so that resume never starts before best exists); none: nothing to save."""
+        names = [self.numbered(epoch, step, epoch_end=epoch_end), "best.pt" if improved else None]
+        names = [name for name in names if name]
+        return names + ["last.pt"] if names or epoch_end else []

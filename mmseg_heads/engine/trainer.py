@@ -159,7 +159,10 @@ class Trainer:
         self.log_every = log_every(train_cfg["log_every"], self.device)
         self.intervals = Intervals.from_train(train_cfg)
         self.epoch = 0
-        self.saved_epoch = 0  # the epoch last.pt holds
+        self.saved: tuple[int, int, int] | None = None  # last.pt's epoch, step, epoch_batches
+        self.epoch_batches = 0  # batches of the epoch in progress trained (0: it is complete)
+        self.resume_batches = 0  # batches of the first epoch trained before a resume
+        self.resume_losses: dict | None = None  # and their loss sums
         self.validations: list[tuple[dict, bool]] = []  # this epoch's: (line, improved)
         # A missing TensorBoard stops the run before any file of it is written.
         tensorboard = writer_class(
@@ -214,22 +217,28 @@ class Trainer:
         """Returns the epoch's mean losses and one diagnostics record per batch; what is due
         between its steps (``train.val_every``, ``step_<N>.pt``) happens on the way."""
         self._train_mode()
+        # Resumed from inside this epoch: its first batches were trained before.
+        skip, self.resume_batches = self.resume_batches, 0
         loader = train_loader(
-            self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch, self.world
-        )
+            self.dataset, self.config.train, self.batch_size(self.epoch), self.epoch, self.world,
+            skip_batches=skip,
+        )  # fmt: skip
+        batches = skip + len(loader)
         accumulate = self.config.train["accumulate"]
         self.optimizer.zero_grad(set_to_none=True)
         # train.steps: the step at which the budget ends inside this epoch (None: the whole epoch)
         stop_at = sum(self.plan[: self.epoch]) if self.config.train["steps"] else None
-        self.losses, self.step_log = EpochLosses(), StepLog(self.log_every)
+        self.losses = EpochLosses.from_state(self.resume_losses if skip else None, self.device)
+        self.step_log = StepLog(self.log_every)
         self.batches: list[dict] = []
         self.bar = tqdm(
-            loader, desc=f"epoch {self.epoch}", disable=None if self.progress else True, leave=False
-        )
+            loader, desc=f"epoch {self.epoch}", disable=None if self.progress else True,
+            leave=False, initial=skip, total=batches,
+        )  # fmt: skip
         lines = BatchLines(self.progress)
-        for index, batch in enumerate(self.bar):
+        for index, batch in enumerate(self.bar, start=skip):
             batch = to_device(batch, self.device)
-            boundary = (index + 1) % accumulate == 0 or index + 1 == len(loader)
+            boundary = (index + 1) % accumulate == 0 or index + 1 == batches
             logits, loss, parts = self.stepper.micro_batch(batch, boundary)
             # Kept on the device; read every log_every batches (no wait for the GPU each step).
             self.losses.add(loss, parts)
@@ -238,14 +247,16 @@ class Trainer:
                 self.epoch, self.step, counts, parts["nonfinite"], self.stepper.skipped
             )
             spent = stop_at is not None and boundary and self.step >= stop_at
-            last = spent or index + 1 == len(loader)
+            last = spent or index + 1 == batches
             if last or self.step_log.due():
                 self._read_step_log()
-            lines.batch(self.epoch, index, len(loader))
+            lines.batch(self.epoch, index, batches)
             if last:
                 break  # the epoch's last step: fit() validates and saves after it
             if boundary:
+                self.epoch_batches = index + 1
                 self._between_steps()
+        self.epoch_batches = 0
         record = self.losses.means(self.world)
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["frozen_encoders"] = self.frozen(self.epoch)
@@ -284,8 +295,8 @@ class Trainer:
 
     def _between_steps(self) -> None:
         """Inside an epoch, after an optimizer step: a validation every ``train.val_every``
-        steps, and with ``train.steps`` a ``step_<N>.pt`` every ``checkpoint_every``; their
-        files are snapshots (resume continues from ``last.pt``)."""
+        steps, and with ``train.steps`` a ``step_<N>.pt`` every ``checkpoint_every``; a save
+        here updates ``last.pt`` too (a resume goes on from this batch)."""
         improved = False
         if self.intervals.validates(self.step):
             self._read_step_log()  # this step's row before the validation's, as it happened
@@ -298,6 +309,9 @@ class Trainer:
             self.epoch, self.step, improved=improved, epoch_end=False
         )
         if names:
+            self._read_step_log()  # every row up to this state on disk before it is saved
+            if self.metrics is not None:
+                self.metrics.flush()
             self._save(names)
 
     def _validate(self) -> tuple[dict, bool]:
@@ -319,6 +333,8 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             epoch=self.epoch,
             step=self.step,
+            epoch_batches=self.epoch_batches or None,
+            epoch_losses=self.losses.state() if self.epoch_batches else None,
             best=self.validator.best,
             batch_size=self.batch,
             threads=self.threads,
@@ -338,12 +354,19 @@ class Trainer:
             scheduler=self.scheduler, scaler=self.scaler,
             misfit=partial(misfit_error, self.run_dir, self.config.path, last),
         )  # fmt: skip
-        self.epoch, self.stepper.step, self.saved_epoch = state.epoch, state.step, state.epoch
+        self.epoch, self.stepper.step = state.epoch, state.step
+        self.saved = (state.epoch, state.step, state.epoch_batches or 0)
+        if state.epoch_batches:  # saved inside an epoch: fit() goes on with that epoch
+            self.epoch, self.resume_batches = state.epoch - 1, state.epoch_batches
+            self.resume_losses = state.epoch_losses
         self.validator.best, self.validator.val = state.best, state.val
         set_rng_states(own_rng_state(state, self.world))
         apply_changes(self.optimizer, self.scheduler, fresh, changes)
         reopen_run(self.config, self.run_dir, state, changes, self.world)
-        log.info("resuming %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+        where = f"epoch {state.epoch}" + (
+            f", batch {state.epoch_batches}" if state.epoch_batches else ""
+        )
+        log.info("resuming %s after %s (step %d)", self.run_dir, where, self.step)
 
     def _save(self, names: list[str]) -> None:
         """This state under each of ``names`` in ``checkpoints/``: one file, the other names hard
@@ -358,7 +381,7 @@ class Trainer:
         with interrupts_deferred():
             self.checkpoint(rng_per_rank).save(*(folder / name for name in names))
             if resume_point:
-                self.saved_epoch = self.epoch
+                self.saved = (self.epoch, self.step, self.epoch_batches)
         prune_checkpoints(folder, self.config.train["keep_checkpoints"], self.intervals.kind)
 
     # --- the run -----------------------------------------------------------------------------
@@ -367,7 +390,7 @@ class Trainer:
             return self._fit()
         except KeyboardInterrupt:
             # What last.pt holds: Ctrl-C during the checkpoint write waits for it to finish.
-            log.warning("%s", interrupted_text(self.run_dir, self.epoch, self.saved_epoch))
+            log.warning("%s", interrupted_text(self.run_dir, self.epoch, self.saved))
             raise
 
     def close(self) -> None:
