@@ -108,10 +108,14 @@ class EpochLosses:
             self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, value.float(), 0.0)
             self.counts[name] = self.counts.get(name, 0) + finite.float()
 
-    def state(self) -> dict:
-        """The sums so far as plain numbers (one read-back), for a checkpoint inside an epoch."""
+    def state(self, world: World | None = None) -> dict:
+        """The sums so far as plain numbers (one read-back), for a checkpoint inside an epoch;
+        under torchrun every process's together (a collective)."""
         sums, counts = self.totals()
-        return {"sums": sums, "counts": counts, "skipped": dict(self.skipped)}
+        skipped = dict(self.skipped)
+        if world is not None:
+            sums, counts, skipped = summed_over_processes((sums, counts, skipped), world)
+        return {"sums": sums, "counts": counts, "skipped": skipped}
 
     @classmethod
     def from_state(cls, state: dict | None, device: torch.device) -> EpochLosses:

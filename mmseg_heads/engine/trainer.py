@@ -228,7 +228,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # train.steps: the step at which the budget ends inside this epoch (None: the whole epoch)
         stop_at = sum(self.plan[: self.epoch]) if self.config.train["steps"] else None
-        self.losses = EpochLosses.from_state(self.resume_losses if skip else None, self.device)
+        # The sums of every process so far (a checkpoint holds them together): on rank 0 alone.
+        restored = self.resume_losses if skip and self.world.is_main else None
+        self.losses = EpochLosses.from_state(restored, self.device)
         self.step_log = StepLog(self.log_every)
         self.batches: list[dict] = []
         self.bar = tqdm(
@@ -324,7 +326,9 @@ class Trainer:
         return validation, improved
 
     # --- checkpoints -------------------------------------------------------------------------
-    def checkpoint(self, rng_per_rank: list[dict]) -> RunCheckpoint:
+    def checkpoint(
+        self, rng_per_rank: list[dict], epoch_losses: dict | None = None
+    ) -> RunCheckpoint:
         return RunCheckpoint(
             model=self.model.state_dict(),
             loss=self.criterion.state_dict(),
@@ -334,7 +338,7 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
             epoch_batches=self.epoch_batches or None,
-            epoch_losses=self.losses.state() if self.epoch_batches else None,
+            epoch_losses=epoch_losses,
             best=self.validator.best,
             batch_size=self.batch,
             threads=self.threads,
@@ -373,13 +377,15 @@ class Trainer:
         links to it (``last.pt``: the resume point; see ``timeline``)."""
         resume_point = "last.pt" in names
         rng_per_rank = gather_objects(rng_states(), self.world)  # a collective: every process
+        # Inside an epoch, its loss sums so far, every process's together (a collective too).
+        epoch_losses = self.losses.state(self.world) if self.epoch_batches else None
         if not self.world.is_main:
             return
         folder = self.run_dir / "checkpoints"
         # What last.pt holds is recorded inside the same Ctrl-C-deferred block as the write: a
         # Ctrl-C that lands just after the write can then never find last.pt newer than we say.
         with interrupts_deferred():
-            self.checkpoint(rng_per_rank).save(*(folder / name for name in names))
+            self.checkpoint(rng_per_rank, epoch_losses).save(*(folder / name for name in names))
             if resume_point:
                 self.saved = (self.epoch, self.step, self.epoch_batches)
         prune_checkpoints(folder, self.config.train["keep_checkpoints"], self.intervals.kind)
