@@ -98,20 +98,21 @@ def barrier(world: World) -> None:
 
 
 def all_reduce_min(value: int, world: World) -> int:
-    if not world.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device(world))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return int(tensor.item())
+    """The smallest ``value`` of all processes (``value`` itself without torchrun)."""
+    return int(_all_reduce(value, world, "MIN", torch.int64))
 
 
 def all_reduce_max(value: float, world: World) -> float:
     """The largest ``value`` of all processes (``value`` itself without torchrun)."""
+    return float(_all_reduce(value, world, "MAX", torch.float64))
+
+
+def _all_reduce(value: float, world: World, op: str, dtype: torch.dtype) -> float:
     if not world.distributed:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device(world))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor.item())
+    tensor = torch.tensor([value], dtype=dtype, device=_collective_device(world))
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
+    return tensor.item()
 
 
 def gather_objects(value, world: World) -> list:
