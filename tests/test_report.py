@@ -256,6 +256,8 @@ def test_ablation_reports_each_modality_through_the_missing_modality_path(evalua
         )
         for task, entry in per_task.items():
             assert entry["full"] == report["tasks"][task]["macro_foreground_f"]
+            if (modality, task) == ("thermal", "hotspots"):
+                continue  # a head on thermal alone: not applicable (below)
             assert entry["delta"] == pytest.approx(entry["macro_foreground_f"] - entry["full"])
             expected = independent.matrices[task].summary()["macro_foreground_f"]
             assert entry["macro_foreground_f"] == pytest.approx(expected, abs=0.02)  # bf16 vs fp32
@@ -266,9 +268,14 @@ def test_ablation_reports_each_modality_through_the_missing_modality_path(evalua
         logits = model({"optical": batch["images"]["optical"]})["hotspots"]
     assert batch["images"]["optical"][0].ne(batch["images"]["optical"][1]).any()
     torch.testing.assert_close(logits[0], logits[1])
-    assert report["ablation"]["thermal"]["hotspots"]["macro_foreground_f"] != pytest.approx(
-        report["tasks"]["hotspots"]["macro_foreground_f"]
-    )
+    # So no score: the constant mask would say nothing about thermal.
+    alone = report["ablation"]["thermal"]["hotspots"]
+    assert alone["not_applicable"] == "its head branches off thermal alone (no features without it)"
+    assert alone["macro_foreground_f"] is None and alone["delta"] is None
+    assert all(v["f"] is None for v in alone["per_class"].values())
+    assert "not_applicable" not in report["ablation"]["optical"]["hotspots"]
+    header, rows = tables.ablation_table(report)
+    assert rows[2][header.index("hotspots F (Δ)")] == "n/a (head on thermal alone)"
 
 
 def test_per_sample_scores_examples_and_gate_weights(evaluated):

@@ -60,28 +60,46 @@ def _summaries(result: EvalResult, beta: float) -> dict[str, dict]:
     return {task: matrix.summary(beta) for task, matrix in result.matrices.items()}
 
 
-def _ablation(full: dict[str, dict], without: dict[str, dict]) -> dict[str, dict]:
+def _ablation(
+    full: dict[str, dict], without: dict[str, dict], alone: dict[str, str]
+) -> dict[str, dict]:
+    """Per task, F without the modality and its change; ``alone``: ``{task: why}`` for heads
+    that branch off the missing modality alone. Those see zero features, and the constant
+    mask they give says nothing about the modality: they are ``not_applicable``, with no score."""
+
+    def delta(a, b):
+        return None if a is None or b is None else a - b
+
     out = {}
     for task, summary in without.items():
         reference = full[task]
-
-        def delta(a, b):
-            return None if a is None or b is None else a - b
-
+        why = alone.get(task)
+        score = None if why else summary["macro_foreground_f"]
         out[task] = {
-            "macro_foreground_f": summary["macro_foreground_f"],
+            "macro_foreground_f": score,
             "full": reference["macro_foreground_f"],
-            "delta": delta(summary["macro_foreground_f"], reference["macro_foreground_f"]),
+            "delta": delta(score, reference["macro_foreground_f"]),
             "per_class": {
                 c: {
-                    "f": v["f"],
+                    "f": None if why else v["f"],
                     "full": reference["per_class"][c]["f"],
-                    "delta": delta(v["f"], reference["per_class"][c]["f"]),
+                    "delta": None if why else delta(v["f"], reference["per_class"][c]["f"]),
                 }
                 for c, v in summary["per_class"].items()
             },
         }
+        if why:
+            out[task]["not_applicable"] = why
     return out
+
+
+def _heads_on_alone(config: Config, modality: str) -> dict[str, str]:
+    """``{task: why}`` for the heads whose only source is ``modality``."""
+    return {
+        task: f"its head branches off {modality} alone (no features without it)"
+        for task in config.spec.tasks
+        if model_head_config(config, task)["source"] == modality
+    }
 
 
 def _examples(per_sample: dict[str, dict[str, float | None]]) -> dict[str, dict[str, list[str]]]:
@@ -190,7 +208,9 @@ def evaluate(
         report["ablation"] = {}
         for modality in config.spec.modalities:
             without = run_evaluation(model, loader, config.spec, missing=(modality,), **common)
-            report["ablation"][modality] = _ablation(summaries, _summaries(without, beta))
+            report["ablation"][modality] = _ablation(
+                summaries, _summaries(without, beta), _heads_on_alone(config, modality)
+            )
     if with_examples:
         ids = sorted(
             {i for ends in report["examples"].values() for group in ends.values() for i in group}

@@ -73,6 +73,8 @@ _ABLATED_TASK = {
         "macro_foreground_f": _SCORE,
         "full": _SCORE,
         "delta": _NULLABLE_NUMBER,
+        # a head on the missing modality alone: its scores are null, this says why
+        "not_applicable": {"type": "string"},
         "per_class": {
             "type": "object",
             "additionalProperties": {

@@ -95,14 +95,14 @@ def ablation_table(report: dict) -> Table:
     header = ["missing modality"] + [f"{t} F (Δ)" for t in tasks]
     rows = [["none (full input)"] + [fmt(report["tasks"][t]["macro_foreground_f"]) for t in tasks]]
     for modality, per_task in report.get("ablation", {}).items():
-        rows.append(
-            [modality]
-            + [
-                f"{fmt(per_task[t]['macro_foreground_f'])} ({fmt(per_task[t]['delta'], signed=True)})"
-                for t in tasks
-            ]
-        )
+        rows.append([modality] + [_ablated_cell(per_task[t], modality) for t in tasks])
     return header, rows
+
+
+def _ablated_cell(entry: dict, modality: str) -> str:
+    if "not_applicable" in entry:  # a head on that modality alone: no score to give
+        return f"n/a (head on {modality} alone)"
+    return f"{fmt(entry['macro_foreground_f'])} ({fmt(entry['delta'], signed=True)})"
 
 
 NESTING_NOTE = (
