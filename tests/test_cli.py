@@ -93,6 +93,17 @@ def test_train_then_evaluate_writes_run_dir_and_reports(tmp_path, demo_spec, cap
     assert code == 0, err
     last = json.loads((run / "report_demo_val_last" / "report.json").read_text())
     assert last["checkpoint"].endswith("last.pt")
+    # inference flags: a folder of their own, the plain report beside it untouched
+    before = (run / "report_demo_val_last" / "report.json").read_bytes()
+    code, out, err = run_cli(
+        capsys, "evaluate", run, "--checkpoint", "last", "--tta", "hflip", "--window", "32"
+    )
+    assert code == 0, err
+    flipped = json.loads(
+        (run / "report_demo_val_last_tta-hflip_window32" / "report.json").read_text()
+    )
+    assert flipped["inference"]["tta"] == ["hflip"] and flipped["inference"]["window"] == 32
+    assert (run / "report_demo_val_last" / "report.json").read_bytes() == before
     code, out, err = run_cli(
         capsys, "evaluate", run / "checkpoints/last.pt", "--checkpoint", "best"
     )

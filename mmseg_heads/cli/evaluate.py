@@ -37,7 +37,11 @@ def add_parser(sub) -> None:
         action="store_true",
         help="also evaluate with each modality missing and report ΔF per task and class",
     )
-    p.add_argument("--out", help="output folder (default: RUN_DIR/report_<data>_<split>)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: RUN_DIR/report_<data>_<split>, plus _<checkpoint> other "
+        "than best and each inference flag given, e.g. _tta-hflip-vflip)",
+    )
     add_inference_flags(p)
 
 
@@ -53,9 +57,17 @@ def checkpoint_name(text: str) -> str:
     )
 
 
-def default_out(checkpoint: Path, report: dict, data_name: str) -> Path:
-    """``RUN/report_<data>_<split>``; another checkpoint than best.pt adds its name."""
+def default_out(checkpoint: Path, report: dict, data_name: str, inference: dict) -> Path:
+    """``RUN/report_<data>_<split>``; another checkpoint than best.pt adds its name, and each
+    inference flag given its value (``_tta-hflip-vflip``, ``_window256``, ``_overlap0.25``): a
+    report of other options never replaces this one."""
     suffix = "" if checkpoint.name == "best.pt" else f"_{checkpoint.stem}"
+    if inference.get("tta") is not None:
+        suffix += "_tta-" + ("-".join(inference["tta"]) or "none")
+    if inference.get("window") is not None:
+        suffix += f"_window{inference['window']}"
+    if inference.get("overlap") is not None:
+        suffix += f"_overlap{inference['overlap']:g}"
     return run_dir_of(checkpoint) / f"report_{data_name}_{report['split']}{suffix}"
 
 
@@ -65,6 +77,7 @@ def run(args) -> int:
     checkpoint = resolve_checkpoint(args.run, args.checkpoint)
     if args.out:  # a report is written only over an earlier report of this run
         check_report_folder(Path(args.out), run_dir_of(checkpoint), field="--out")
+    inference = inference_overrides(args)
     report = evaluate(
         checkpoint,
         data=args.data,
@@ -72,12 +85,12 @@ def run(args) -> int:
         ablate=args.ablate_modalities,
         with_examples=True,
         progress=True,
-        **inference_overrides(args),
+        **inference,
     )
     out = (
         Path(args.out)
         if args.out
-        else default_out(checkpoint, report, Path(report["data_spec"]).stem)
+        else default_out(checkpoint, report, Path(report["data_spec"]).stem, inference)
     )
     paths = write_report(report, out, metrics_log=Path(report["run_dir"]) / "metrics.jsonl")
     print(markdown_report(report))
