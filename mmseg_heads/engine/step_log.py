@@ -85,6 +85,21 @@ class StepLog:
         return rows
 
 
+def row_warnings(row: dict) -> list[str]:
+    """The warnings a row of :meth:`StepLog.read` carries, naming its step."""
+    step = row["step"]
+    warnings = [
+        f"step {step}: task {task!r} has a non-finite loss; left out of this step"
+        for task in row.get("nonfinite", [])
+    ]
+    if row.get("skipped_step"):
+        warnings.append(
+            f"step {step}: a gradient was not finite; the optimizer step was skipped "
+            "(weights unchanged)"
+        )
+    return warnings
+
+
 def _given(tensor: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     return () if tensor is None else (tensor,)
 

@@ -60,7 +60,7 @@ from mmseg_heads.engine.run_dir import (
     prepare_run_dir,
     prune_checkpoints,
 )
-from mmseg_heads.engine.step_log import EpochLosses, StepLog, log_every
+from mmseg_heads.engine.step_log import EpochLosses, StepLog, log_every, row_warnings
 from mmseg_heads.engine.steps import Stepper, batch_foreground_counts
 from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
 from mmseg_heads.engine.threads import training_threads
@@ -274,18 +274,8 @@ class Trainer:
         Under torchrun these are rank 0's batches (gathering them would sync every step).
         """
         for row in self.step_log.read():
-            for task in row.get("nonfinite", []):
-                log.warning(
-                    "step %d: task %r has a non-finite loss; left out of this step",
-                    row["step"],
-                    task,
-                )
-            if row.get("skipped_step"):
-                log.warning(
-                    "step %d: a gradient was not finite; the optimizer step was skipped "
-                    "(weights unchanged)",
-                    row["step"],
-                )
+            for warning in row_warnings(row):
+                log.warning("%s", warning)
             for task, counts in row["tasks"].items():
                 for warning in self.diagnostics.update(task, counts):
                     log.warning("step %d: %s", row["step"], warning)
