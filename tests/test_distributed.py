@@ -188,6 +188,20 @@ def test_activation_memory_grows_with_the_pixels_of_a_sample():
     # conv saves its input (1×crop²) and ReLU its output (8×crop²), fp32
     assert per_sample(32) == 4 * 32 * 32 * (1 + 8)
     assert per_sample(64) == 4 * per_sample(32)
+    # above auto.PROBE_SIDE (128) measured at 128² and scaled: the same number
+    assert per_sample(256) == 4 * 256 * 256 * (1 + 8)
+
+
+def test_scaled_activation_memory_matches_a_direct_measurement(monkeypatch, demo_spec, tmp_path):
+    """A real model (encoders, decoder, heads): measured at 128² and scaled to 256², within 2 % of
+    measuring at 256² itself."""
+    config = load_config(write_config(tmp_path, demo_spec, "scaled", epochs=1))
+    model = model_from_config(config)
+    shapes = auto.Shapes.from_spec(config.spec, 256)
+    scaled = auto.activation_bytes_per_sample(model, shapes, torch.device("cpu"), "fp32")
+    monkeypatch.setattr(auto, "PROBE_SIDE", 256)
+    direct = auto.activation_bytes_per_sample(model, shapes, torch.device("cpu"), "fp32")
+    assert abs(scaled - direct) <= 0.02 * direct
 
 
 def test_auto_batch_size_is_measured_once_and_kept_by_resume(tmp_path, demo_spec, monkeypatch):
