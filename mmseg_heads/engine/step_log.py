@@ -100,6 +100,12 @@ def row_warnings(row: dict) -> list[str]:
     return warnings
 
 
+def means_of(state: dict) -> dict[str, float]:
+    """The means of the sums :meth:`EpochLosses.state` gives (a part never finite: left out)."""
+    sums, counts = state["sums"], state["counts"]
+    return {k: sums[k] / counts[k] for k in sums if counts[k]}
+
+
 def _given(tensor: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     return () if tensor is None else (tensor,)
 
@@ -138,17 +144,13 @@ class EpochLosses:
         (the float32 sums round-trip through Python floats unchanged)."""
         if not state:
             return cls()
-        return cls(
-            {
-                k: torch.tensor(v, dtype=torch.float32, device=device)
-                for k, v in state["sums"].items()
-            },
-            {
-                k: torch.tensor(v, dtype=torch.float32, device=device)
-                for k, v in state["counts"].items()
-            },
-            dict(state["skipped"]),
-        )
+
+        def tensors(numbers: dict[str, float]) -> dict[str, torch.Tensor]:
+            return {
+                k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in numbers.items()
+            }
+
+        return cls(tensors(state["sums"]), tensors(state["counts"]), dict(state["skipped"]))
 
     def totals(self) -> tuple[dict[str, float], dict[str, float]]:
         """``(sums, counts)`` read back in one go."""
@@ -164,14 +166,7 @@ class EpochLosses:
     def means(self, world: World | None = None) -> dict[str, float]:
         """Mean of each part over the batches where it was finite (every process's batches
         together under torchrun); a part never finite is left out."""
-        sums, counts = self.totals()
-        if world is not None:
-            sums, counts = summed_over_processes((sums, counts), world)
-        return {k: sums[k] / counts[k] for k in sums if counts[k]}
-
-    def skipped_batches(self, world: World) -> dict[str, int]:
-        (skipped,) = summed_over_processes((self.skipped,), world)
-        return skipped
+        return means_of(self.state(world))
 
     def postfix(self) -> dict[str, str]:
         """The progress bar's running means: the total and each task's, not each term's."""

@@ -60,7 +60,13 @@ from mmseg_heads.engine.run_dir import (
     prepare_run_dir,
     prune_checkpoints,
 )
-from mmseg_heads.engine.step_log import EpochLosses, StepLog, log_every, row_warnings
+from mmseg_heads.engine.step_log import (
+    EpochLosses,
+    StepLog,
+    log_every,
+    means_of,
+    row_warnings,
+)
 from mmseg_heads.engine.steps import Stepper, batch_foreground_counts
 from mmseg_heads.engine.tensorboard import log_epoch, open_writer, writer_class
 from mmseg_heads.engine.threads import training_threads
@@ -259,12 +265,12 @@ class Trainer:
                 self.epoch_batches = index + 1
                 self._between_steps()
         self.epoch_batches = 0
-        record = self.losses.means(self.world)
+        summed = self.losses.state(self.world)  # every process's sums: one read, one gather
+        record = means_of(summed)
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["frozen_encoders"] = self.frozen(self.epoch)
-        skipped = self.losses.skipped_batches(self.world)
-        if skipped:
-            record["skipped_batches"] = skipped
+        if summed["skipped"]:
+            record["skipped_batches"] = summed["skipped"]
         return record, self.batches
 
     def _read_step_log(self) -> None:
