@@ -14,6 +14,24 @@ each model managed and its wall time; writes JSON and, with ``--results``, ``doc
 
     python bench/realdata.py --budget-minutes 8 --results docs/results.md
 Needs ../shared/data/myops2020 (not redistributed; cite Zhuang et al., MedIA 2023; Zhuang, TPAMI 2019).
+
+``--dataset brats``: BraTS 2018 (``data_specs/brats2018.yaml``), tasks ``whole_tumor`` (on FLAIR),
+``enhancing`` (on T1ce) and the fused ``regions`` map (core, edema, enhancing: scored as the mean
+over the three), the four sequences stacked as FLAIR, T1, T1ce, T2 for the stacked baselines. The
+shared copy holds 5 subjects; the split is the spec's own: train on the four subjects matching
+``2013|TCIA`` (Brats18_2013_11_1, _2013_3_1, _TCIA01_378_1, _TCIA10_628_1), validate on the one
+subject Brats18_CBICA_ABM_1 (its 58 axial slices with tumour plus 2 on each side) — one validation
+subject, so every BraTS score is noisy. Default crop 192² (slices are 240²). Variants:
+``ours_branches`` (``configs/brats_branches.yaml``: one ResNet-18 per sequence, attention fusion)
+and ``ours_early_r34`` (the MyoPS recipe: the four sequences stacked into one ResNet-34 trunk);
+every model trains with CE + Dice on every task (the config's focal loss on enhancing is not used).
+Its step log is ``bench/results/realdata_brats_steps.jsonl``; ``separate_own`` trains ``regions``
+on all four sequences (it has no single one). ``--results`` is MyoPS-only.
+
+    python bench/realdata.py --dataset brats --steps 480 --models ours_early_r34 --threads 1 \
+        --pipeline ours --augment light --crop-foreground 0.8
+Needs ../shared/data/brats2018 (not redistributed; cite Menze et al., IEEE TMI 2015; Bakas et al.,
+Sci. Data 2017; Bakas et al., arXiv:1811.02629).
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,6 +104,82 @@ OURS["ours_early_r34_nogate"] = OURS["ours_early_r34"] | {
 # the ResNet-50 trunk without gates: joint_unet's network, built by our trunk and heads
 OURS["ours_early_r50_nogate"] = OURS["ours_early_r34_nogate"] | {
     "encoders": {"C0+LGE+T2": "resnet50"}
+}
+
+BRATS_OURS = {
+    # configs/brats_branches.yaml: one ResNet-18 per sequence, attention fusion, gated heads
+    "ours_branches": {
+        "encoders": {"flair": "resnet18", "t1": "resnet18", "t1ce": "resnet18", "t2": "resnet18"},
+        "fusion": "attention",
+        "modality_dropout": 0.2,
+        "heads": {
+            "whole_tumor": {"source": "fused", "decoder": "own", "gate": "attention"},
+            "enhancing": {"source": "fused", "decoder": "own", "gate": "attention"},
+            "regions": {"source": "fused", "decoder": "shared", "gate": "attention"},
+        },
+    },
+    # the MyoPS recipe (configs/myops_early.yaml): the four sequences stacked into one ResNet-34,
+    # one shared decoder, gates on the two single-sequence heads, none on the fused map
+    "ours_early_r34": {
+        "encoders": {"flair+t1+t1ce+t2": "resnet34"},
+        "fusion": "concat",
+        "modality_dropout": 0.0,
+        "heads": {
+            "whole_tumor": {"source": "fused", "decoder": "shared", "gate": "attention"},
+            "enhancing": {"source": "fused", "decoder": "shared", "gate": "attention"},
+            "regions": {"source": "fused", "decoder": "shared", "gate": "none"},
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What differs between the benchmark's data sets: spec, tasks, input order, our variants."""
+
+    name: str
+    spec: Path
+    data: Path
+    sequence_of: dict[str, tuple[str, ...]]  # per task, the sequences ``separate_own`` sees
+    order: tuple[str, ...]  # the stacked input of the U-Net baselines
+    ours: dict[str, dict]
+    crop: int
+    log: Path
+    json: Path
+    val_note: str  # what the scores are over, for the Markdown table
+
+
+DATASETS = {
+    "myops": Dataset(
+        "myops",
+        SPEC,
+        ROOT.parent / "shared" / "data" / "myops2020",
+        {t: (m,) for t, m in SEQUENCE_OF.items()},
+        ORDER,
+        OURS,
+        256,
+        ROOT / "bench" / "results" / "realdata_steps.jsonl",
+        ROOT / "bench" / "results" / "realdata.json",
+        "Foreground Dice on Case3021–3025 (19 slices); "
+        "anatomy is the mean over myocardium, LV and RV blood.",
+    ),
+    "brats": Dataset(
+        "brats",
+        ROOT / "data_specs" / "brats2018.yaml",
+        ROOT.parent / "shared" / "data" / "brats2018",
+        {
+            "whole_tumor": ("flair",),
+            "enhancing": ("t1ce",),
+            "regions": ("flair", "t1", "t1ce", "t2"),
+        },
+        ("flair", "t1", "t1ce", "t2"),
+        BRATS_OURS,
+        192,
+        ROOT / "bench" / "results" / "realdata_brats_steps.jsonl",
+        ROOT / "bench" / "results" / "realdata_brats.json",
+        "Foreground Dice on ONE subject, Brats18_CBICA_ABM_1 (58 slices: those with tumour "
+        "plus 2 on each side); regions is the mean over core, edema and enhancing.",
+    ),
 }
 
 
@@ -162,36 +257,38 @@ def loaders(spec, crop: int) -> tuple[DataLoader, DataLoader]:
     )
 
 
-def stacked(images: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([images[m] for m in ORDER], dim=1)
+def stacked(images: dict[str, torch.Tensor], order: tuple[str, ...] = ORDER) -> torch.Tensor:
+    return torch.cat([images[m] for m in order], dim=1)
 
 
 class JointUnet(nn.Module):
     """One smp Unet with one output group per task (the strongest simple baseline)."""
 
-    def __init__(self, tasks: dict[str, int]):
+    def __init__(self, tasks: dict[str, int], order: tuple[str, ...] = ORDER):
         super().__init__()
-        self.tasks = tasks
+        self.tasks, self.order = tasks, order
         self.unet = smp.Unet(
-            "resnet50", encoder_weights=None, in_channels=3, classes=sum(tasks.values())
+            "resnet50", encoder_weights=None, in_channels=len(order), classes=sum(tasks.values())
         )
 
     def forward(self, images):
-        out = self.unet(stacked(images))
+        out = self.unet(stacked(images, self.order))
         return dict(zip(self.tasks, out.split(list(self.tasks.values()), dim=1), strict=True))
 
 
 class SingleUnet(nn.Module):
-    def __init__(self, task: str, classes: int, own_sequence: bool):
+    def __init__(
+        self, task: str, classes: int, own_sequence: bool, dataset: Dataset = DATASETS["myops"]
+    ):
         super().__init__()
         self.task, self.own = task, own_sequence
+        self.inputs = dataset.sequence_of[task] if own_sequence else dataset.order
         self.unet = smp.Unet(
-            "resnet50", encoder_weights=None, in_channels=1 if own_sequence else 3, classes=classes
+            "resnet50", encoder_weights=None, in_channels=len(self.inputs), classes=classes
         )
 
     def forward(self, images):
-        x = images[SEQUENCE_OF[self.task]] if self.own else stacked(images)
-        return {self.task: self.unet(x)}
+        return {self.task: self.unet(stacked(images, self.inputs))}
 
 
 def criterion(tasks: list[str]) -> MultiTaskLoss:
@@ -325,20 +422,31 @@ def main() -> None:
         help="training budget per model: minutes on all --threads (CPU time = minutes × threads)",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: a few seconds per model")
-    p.add_argument("--crop", type=int, default=256)
+    p.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default="myops",
+        help="MyoPS 2020 (default) or BraTS 2018 (train 4 subjects, validate on 1)",
+    )
+    p.add_argument("--crop", type=int, default=None, help="default 256 (MyoPS), 192 (BraTS)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0, help="weights, batch order and crops")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "realdata.json")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="default bench/results/realdata.json (MyoPS), realdata_brats.json (BraTS)",
+    )
     p.add_argument(
         "--results", type=Path, default=None, help="write this Markdown table (docs/results.md)"
     )
     p.add_argument(
         "--models",
         nargs="+",
-        choices=[*OURS, *BASELINES],
-        default=[*OURS, *BASELINES],
-        help="train only these (default: all)",
+        choices=sorted({*OURS, *BRATS_OURS, *BASELINES}),
+        default=None,
+        help="train only these (default: all of the dataset's)",
     )
     p.add_argument(
         "--steps",
@@ -351,30 +459,48 @@ def main() -> None:
     p.add_argument("--augment", default="none", help="with --pipeline ours: train.augment")
     p.add_argument("--crop-foreground", type=float, default=0.0, help="train.crop_foreground")
     p.add_argument("--workers", type=int, default=0, help="loader processes (with --steps)")
-    p.add_argument("--log", type=Path, default=ROOT / "bench" / "results" / "realdata_steps.jsonl")
+    p.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="default bench/results/realdata_steps.jsonl (MyoPS), realdata_brats_steps.jsonl",
+    )
     p.add_argument(
         "--summarize", action="store_true", help="print means and spreads of --log and exit"
     )
     args = p.parse_args()
+    dataset = DATASETS[args.dataset]
+    args.crop = dataset.crop if args.crop is None else args.crop
+    args.json = dataset.json if args.json is None else args.json
+    args.log = dataset.log if args.log is None else args.log
+    if args.models is None:
+        args.models = [*dataset.ours, *BASELINES]
+    unknown = [m for m in args.models if m not in dataset.ours and m not in BASELINES]
+    if unknown:
+        p.error(f"--dataset {dataset.name} has no model {unknown}; it has {[*dataset.ours]}")
+    if args.results and dataset.name != "myops":
+        p.error("--results rewrites the MyoPS page; copy a BraTS table into it by hand")
     if args.summarize:
-        print(summarize(args.log))
+        print(summarize(args.log, dataset))
         return
     if args.steps is not None:
-        run_steps(args)
+        run_steps(args, dataset)
         return
-    if not SPEC.is_file() or not (ROOT.parent / "shared" / "data" / "myops2020").is_dir():
-        raise SystemExit("needs ../shared/data/myops2020 (see data_specs/myops2020.yaml)")
+    if not dataset.spec.is_file() or not dataset.data.is_dir():
+        raise SystemExit(
+            f"needs ../shared/data/{dataset.data.name} (see data_specs/{dataset.spec.name})"
+        )
     torch.set_num_threads(args.threads)
     budget = (4.0 if args.quick else args.budget_minutes * 60) * args.threads  # CPU seconds
-    spec = load_data_spec(SPEC)
+    spec = load_data_spec(dataset.spec)
     train_loader, val_loader = loaders(spec, args.crop)
-    task_classes = {t: spec.tasks[t].num_classes for t in SEQUENCE_OF}
-    modalities = {m: 1 for m in ORDER}
+    task_classes = {t: spec.tasks[t].num_classes for t in dataset.sequence_of}
+    modalities = {m: 1 for m in dataset.order}
     results: dict[str, dict] = {}
     print(
         f"budget {budget:.0f} CPU s per model, crop {args.crop}, {args.threads} threads", flush=True
     )
-    for name, model_cfg in OURS.items():
+    for name, model_cfg in dataset.ours.items():
         if name not in args.models:
             continue
         cfg = {
@@ -389,7 +515,7 @@ def main() -> None:
     if "joint_unet" in args.models:
         results["joint_unet"] = run_variant(
             "joint_unet",
-            lambda: JointUnet(task_classes),
+            lambda: JointUnet(task_classes, dataset.order),
             list(task_classes),
             spec,
             train_loader,
@@ -404,7 +530,8 @@ def main() -> None:
         parts = {}
         for task, classes in task_classes.items():
             parts[task] = run_variant(
-                f"{label}[{task}]", lambda t=task, c=classes, o=own: SingleUnet(t, c, o), [task],
+                f"{label}[{task}]",
+                lambda t=task, c=classes, o=own: SingleUnet(t, c, o, dataset), [task],
                 spec, train_loader, val_loader, budget, args.lr, args.seed,
             )  # fmt: skip
         results[label] = {
@@ -422,35 +549,45 @@ def main() -> None:
         "crop": args.crop,
         "seed": args.seed,
     }
+    if dataset.name != "myops":
+        meta["dataset"] = dataset.name
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    table = markdown(results, meta)
+    table = markdown(results, meta, dataset)
     print(table)
     if args.results:
         args.results.write_text(RESULTS_HEAD + table + RESULTS_TAIL)
 
 
-def build_named(name: str, task_classes: dict[str, int]) -> nn.Module:
+def build_named(
+    name: str, task_classes: dict[str, int], dataset: Dataset = DATASETS["myops"]
+) -> nn.Module:
     if name == "joint_unet":
-        return JointUnet(task_classes)
+        return JointUnet(task_classes, dataset.order)
     cfg = {"pretrained": "none", "depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
-    return build_model(cfg | OURS[name], modalities={m: 1 for m in ORDER}, tasks=task_classes)
+    return build_model(
+        cfg | dataset.ours[name], modalities={m: 1 for m in dataset.order}, tasks=task_classes
+    )
 
 
-def run_steps(args) -> None:
+def run_steps(args, dataset: Dataset = DATASETS["myops"]) -> None:
     """Each of --models for --steps optimizer steps on one pipeline and seed; one log line each."""
-    if not (ROOT.parent / "shared" / "data" / "myops2020").is_dir():
-        raise SystemExit("needs ../shared/data/myops2020 (see data_specs/myops2020.yaml)")
+    if not dataset.data.is_dir():
+        raise SystemExit(
+            f"needs ../shared/data/{dataset.data.name} (see data_specs/{dataset.spec.name})"
+        )
+    if any(m.startswith("separate") for m in args.models):
+        raise SystemExit("--steps trains ours_* and joint_unet only")
     torch.set_num_threads(args.threads)
-    spec = load_data_spec(SPEC)
-    dataset = train_data(spec, args.pipeline, args)
+    spec = load_data_spec(dataset.spec)
+    train = train_data(spec, args.pipeline, args)
     val = DataLoader(MultiModalDataset(spec, "val"), batch_size=2, collate_fn=collate)
-    task_classes = {t: spec.tasks[t].num_classes for t in SEQUENCE_OF}
+    task_classes = {t: spec.tasks[t].num_classes for t in dataset.sequence_of}
     for name in args.models:
         torch.manual_seed(args.seed)
-        model = build_named(name, task_classes)
+        model = build_named(name, task_classes, dataset)
         info = train_steps(
-            model, list(task_classes), epochs_of_batches(dataset, args), args.steps, args.lr
+            model, list(task_classes), epochs_of_batches(train, args), args.steps, args.lr
         )
         dice = dice_scores(model, {t: list(spec.tasks[t].classes) for t in task_classes}, val)
         record = {
@@ -468,22 +605,26 @@ def run_steps(args) -> None:
             "machine": _cpu(),
             "threads": args.threads,
         }
+        if dataset.name != "myops":  # MyoPS lines stay as they were (crop 256 unless noted)
+            record |= {"dataset": dataset.name, "crop": args.crop}
         print(json.dumps(record), flush=True)
         args.log.parent.mkdir(parents=True, exist_ok=True)
         with args.log.open("a") as log:
             log.write(json.dumps(record) + "\n")
 
 
-def summarize(log: Path) -> str:
+def summarize(log: Path, dataset: Dataset = DATASETS["myops"]) -> str:
     """Mean ± sd (and min–max) of foreground Dice per setting over the seeds in the log."""
     import statistics
 
     groups: dict[tuple, list[dict]] = {}
     for line in log.read_text().splitlines():
         r = json.loads(line)
+        if r.get("dataset", "myops") != dataset.name:
+            continue
         key = (r["model"], r["pipeline"], r["augment"], r["crop_foreground"], r["steps"], _init(r))
         groups.setdefault(key, []).append(r)
-    tasks = list(SEQUENCE_OF)
+    tasks = list(dataset.sequence_of)
     lines = [
         "| model | init | pipeline | steps | seeds | "
         + " | ".join(f"{t} Dice" for t in tasks)
@@ -533,15 +674,14 @@ def _cpu() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def markdown(results: dict, meta: dict) -> str:
-    tasks = list(SEQUENCE_OF)
+def markdown(results: dict, meta: dict, dataset: Dataset = DATASETS["myops"]) -> str:
+    tasks = list(dataset.sequence_of)
     lines = [
         f"Measured {meta['date']} on {meta['machine']} ({meta['threads']} threads), torch {meta['torch']}, "
         f"bf16 autocast, {meta['budget_cpu_s_per_model'] / 60:.1f} CPU-minutes of training per model "
         f"({meta['budget_cpu_s_per_model'] / 60 / meta['threads']:.1f} min on {meta['threads']} "
         "thread(s)), random "
-        f"{meta['crop']}² crops, CE + Dice per task. Foreground Dice on Case3021–3025 (19 slices); "
-        "anatomy is the mean over myocardium, LV and RV blood.",
+        f"{meta['crop']}² crops, CE + Dice per task. {dataset.val_note}",
         "",
         "| model | "
         + " | ".join(f"{t} Dice" for t in tasks)

@@ -67,3 +67,49 @@ def test_quick_run_writes_positive_ratios(quick_runs, name):
     for check in result["targets"].values():
         assert set(check) == {"value", "target", "met"}
     assert "|" in done.stdout  # the Markdown table
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REALDATA = {  # --dataset: (its folder in ../shared/data, its tasks)
+    "myops": ("myops2020", ["anatomy", "scar", "edema"]),
+    "brats": ("brats2018", ["whole_tumor", "enhancing", "regions"]),
+}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("dataset", list(REALDATA))
+def test_realdata_quick(tmp_path, dataset):
+    """bench/realdata.py --quick on each data set (two of its models), then one --steps line and
+    --summarize; skips when the data is absent (it is not redistributed)."""
+    folder, tasks = REALDATA[dataset]
+    if not (SHARED_DATA / folder).is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA / folder} (it is not redistributed)")
+    pytest.importorskip("nibabel")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(BENCH / "realdata.py"), "--dataset", dataset, "--threads", "1"]
+    models = ["--models", "ours_early_r34", "joint_unet"]
+    path, log = tmp_path / "realdata.json", tmp_path / "steps.jsonl"
+    done = subprocess.run(
+        [*command, "--quick", *models, "--json", str(path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(path.read_text())["results"]
+    assert set(results) == {"ours_early_r34", "joint_unet"}
+    for result in results.values():
+        assert list(result["dice"]) == tasks and result["steps"] > 0
+    assert "|" in done.stdout  # the Markdown table
+    steps = [*command, "--steps", "1", "--log", str(log), "--models", "joint_unet"]
+    done = subprocess.run(
+        [*steps, "--augment", "light", "--crop-foreground", "0.5"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(log.read_text())
+    assert list(record["dice"]) == tasks and record["steps"] == 1
+    assert record.get("dataset", "myops") == dataset
+    summary = subprocess.run(
+        [*command, "--summarize", "--log", str(log)], capture_output=True, text=True, env=env
+    )
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert "| joint_unet | smp | augment light, crop_foreground 0.5 | 1 | 0 |" in summary.stdout
