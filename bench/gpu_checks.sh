@@ -57,6 +57,8 @@ if [ "${1:-main}" = more ]; then
     step heads 60 python3 bench/heads.py --device "$device" $quick --json "$out/heads.json"
     step losses 60 python3 bench/losses.py --device "$device" $quick --json "$out/losses.json"
     step vs_seed 60 python3 bench/vs_seed.py --device "$device" $quick --json "$out/vs_seed.json"
+    # augment_on: gpu — the loader's windows per worker and the GPU's ms per batch, per preset
+    step loader 120 python3 bench/loader.py --device "$device" $quick --json "$out/loader.json"
 fi
 grep -E "^=== " "$log"
 awk '/^\| target \| value/{p=1} p && !/^\|/{p=0} p' "$log"  # the target tables

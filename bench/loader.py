@@ -11,7 +11,9 @@ bf16 (the CPU default) and an fp32 step of the demo's two modalities with one en
 
 Per preset: samples/s of one worker, and the ratio ``workers × loader samples/s ÷ training
 samples/s`` with the trainer's default ``train.workers: 2`` (target ≥ 3×). Per transform: ms per
-sample it adds to a crop with no augmentation (each applied with p = 1, alone).
+sample it adds to a crop with no augmentation (each applied with p = 1, alone). With
+``train.augment_on: gpu``: samples/s of one worker that only cuts windows, and the ms per batch
+the device then spends augmenting it (``BatchAugment``; on ``--device cuda`` the GPU's).
 
     python bench/loader.py
     python bench/loader.py --quick
@@ -30,7 +32,7 @@ from mmseg_heads.data.augment.base import GeometricTransform
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.spec import load_data_spec
 from mmseg_heads.data.synthetic import write_demo_dataset
-from mmseg_heads.engine.loaders import sample_seed
+from mmseg_heads.engine.loaders import augment_batch, sample_seed
 
 TARGET = 3.0
 TRAINER_WORKERS = 2  # train.workers' default
@@ -69,8 +71,23 @@ def one_transform(dataset: MultiModalDataset, transform: TrainTransform):
     return run
 
 
-def train_settings(size: int, preset: str) -> dict:
-    return {"crop": size, "hflip": True, "augment": preset, "crop_foreground": 0.5}
+def device_augment(dataset: MultiModalDataset, batch: int, device: torch.device):
+    """Returns a function that augments one batch of windows on ``device`` (augment_on: gpu)."""
+    windows = to_device(batch_loader(dataset, batch)(), device)
+    augment = dataset.transform.batch_augment()
+    counter = iter(range(10**9))
+    return lambda: augment_batch(windows, augment, next(counter))
+
+
+def train_settings(size: int, preset: str, on: str = "cpu") -> dict:
+    return {
+        "crop": size, "hflip": True, "augment": preset, "crop_foreground": 0.5, "augment_on": on
+    }  # fmt: skip
+
+
+def dataset_for(spec, size: int, preset: str, on: str = "cpu") -> MultiModalDataset:
+    transform = TrainTransform.from_train_config(train_settings(size, preset, on))
+    return MultiModalDataset(spec, "train", transform=transform)
 
 
 def main() -> None:
@@ -92,14 +109,8 @@ def main() -> None:
         if not spec_path.is_file():
             write_demo_dataset(root, train=samples, val=1, size=size, seed=0)
         spec = load_data_spec(spec_path)
-        datasets = {
-            preset: MultiModalDataset(
-                spec,
-                "train",
-                transform=TrainTransform.from_train_config(train_settings(size, preset)),
-            )
-            for preset in PRESETS
-        }
+        datasets = {preset: dataset_for(spec, size, preset) for preset in PRESETS}
+        on_device = {preset: dataset_for(spec, size, preset, "gpu") for preset in PRESETS}
         modalities = {m.name: m.channels for m in spec.modalities.values()}
         tasks = {t.name: t.num_classes for t in spec.tasks.values()}
         model = common.build_ours(
@@ -111,6 +122,9 @@ def main() -> None:
         default = common.default_precision(device)
         precisions = list(dict.fromkeys(["fp32", default]))
         variants = {f"load/{preset}": batch_loader(d, args.batch) for preset, d in datasets.items()}
+        for preset, dataset in on_device.items():
+            variants[f"windows/{preset}"] = batch_loader(dataset, args.batch)
+            variants[f"device/{preset}"] = device_augment(dataset, args.batch, device)
         for precision in precisions:
             variants[f"train/{precision}"] = common.ours_step(
                 model, criterion, batch, precision, device, optimizer=optimizer
@@ -147,6 +161,20 @@ def main() -> None:
         ratios.setdefault("loader_vs_train/fp32", ratios[f"loader_vs_train/{preset}/fp32"])
         rows.append(row)
         preset_body.append([*cells, ratios[key] >= TARGET])
+    step = timings.median(f"train/{default}")
+    device_body = []
+    for preset in PRESETS:
+        window_rate = args.batch / timings.median(f"windows/{preset}")
+        augment_ms = timings.median(f"device/{preset}") * 1000
+        ratios[f"windows_vs_load/{preset}"] = timings.ratio(f"load/{preset}", f"windows/{preset}")
+        ratios[f"device_augment_share/{preset}"] = timings.median(f"device/{preset}") / step
+        side = on_device[preset].transform.window_side()
+        rows.append({"preset": preset, "augment_on": "gpu", "window": side,
+                     "window_samples_per_s": window_rate, "device_ms_per_batch": augment_ms})  # fmt: skip
+        device_body.append([
+            preset, side, window_rate, ratios[f"windows_vs_load/{preset}"], augment_ms,
+            100 * ratios[f"device_augment_share/{preset}"],
+        ])  # fmt: skip
     base = transform_timings.median("crop only")
     transform_body = [["crop only (no transform)", base * 1000, "—"]]
     for name in TRANSFORMS.names():
@@ -184,6 +212,17 @@ def main() -> None:
                 ["transform (p = 1, alone)", "ms per sample", "ms added to the crop"],
                 transform_body,
             ),
+            common.table(
+                [
+                    "augment_on: gpu, preset",
+                    "window side",
+                    "loader samples/s (1 worker)",
+                    "× the loader with augment_on: cpu",
+                    f"{device.type} ms per batch",
+                    f"% of a {default} step",
+                ],
+                device_body,
+            ),  # fmt: skip
         ],
         notes=[
             f"batch {args.batch}×{size}×{size}, 2 × {encoder}; one worker is timed in the main "

@@ -16,7 +16,7 @@ from mmseg_heads.cli import inspect as inspect_cli
 from mmseg_heads.cli.inspect import augmented_samples, write_augment_preview
 from mmseg_heads.cli.main import main
 from mmseg_heads.config import load_config
-from mmseg_heads.engine.loaders import train_dataset, train_loader
+from mmseg_heads.engine.loaders import augment_batch, batch_seed, train_dataset, train_loader
 from mmseg_heads.palette import default_palette
 from mmseg_heads.report.augment_preview import (
     augment_preview_png,
@@ -117,6 +117,23 @@ def test_samples_are_the_first_batch_the_model_receives(demo_config, tmp_path, d
             assert torch.equal(image, batch["images"][modality][i])
         for task, label in sample["labels"].items():
             assert torch.equal(label, batch["labels"][task][i])
+
+
+def test_augment_on_gpu_previews_the_batch_the_device_augments(demo_config, tmp_path, demo_spec):
+    config = load_config(demo_config(TRAIN | {"augment_on": "gpu", "crop": 48, "batch_size": 3}))
+    samples = augmented_samples(config, 3)
+    dataset = train_dataset(config.spec, config.train)
+    batch = next(iter(train_loader(dataset, config.train | {"workers": 0}, 3, epoch=1)))
+    seed = batch_seed(config.train["seed"], 1, 0)
+    batch = augment_batch(batch, dataset.transform.batch_augment(), seed)
+    assert [s["id"] for s in samples] == batch["id"]
+    for i, sample in enumerate(samples):
+        for modality, image in sample["images"].items():
+            assert image.shape[-2:] == (48, 48)  # the crop, not the padded batch
+            assert torch.equal(image, batch["images"][modality][i, :, :48, :48])
+        for task, label in sample["labels"].items():
+            assert torch.equal(label, batch["labels"][task][i, :48, :48])
+    assert "on gpu" in caption(config.train, 0)
 
 
 def test_same_seed_same_png_other_seed_other_pixels(demo_config, tmp_path, demo_spec):

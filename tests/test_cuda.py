@@ -23,7 +23,7 @@ from mmseg_heads.config import load_config
 from mmseg_heads.engine import batch_size as auto
 from mmseg_heads.engine.evaluate import evaluate
 from mmseg_heads.engine.evaluator import to_device
-from mmseg_heads.engine.loaders import train_loader
+from mmseg_heads.engine.loaders import augment_batch, train_loader
 from mmseg_heads.engine.run import model_from_config
 from mmseg_heads.engine.step_log import EpochLosses, StepLog
 from mmseg_heads.engine.steps import batch_foreground_counts
@@ -224,6 +224,32 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, demo_spec):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(sum(t.values()) > 0 for r in rows for t in r["tasks"].values())
     assert all(np.isfinite(v) for v in losses.means().values())
+    trainer.close()
+
+
+@pytest.mark.parametrize("preset", ["medical", "natural"])
+def test_augment_on_gpu_never_waits_and_keeps_labels_in_their_classes(tmp_path, demo_spec, preset):
+    config = load_config(
+        write_config(tmp_path, demo_spec, epochs=1, augment=preset, augment_on="gpu")
+    )
+    trainer = Trainer(config, progress=False)
+    loader = train_loader(trainer.dataset, config.train, trainer.batch, 1, trainer.world)
+    batches = [to_device(b, trainer.device) for b, _ in zip(loader, range(2), strict=False)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        augmented = [
+            augment_batch(b, trainer.batch_augment, seed) for seed, b in enumerate(batches)
+        ]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for batch in augmented:
+        for task, label in batch["labels"].items():
+            assert label.is_cuda
+            classes = set(range(config.spec.tasks[task].num_classes)) | {255}
+            assert set(label.unique().tolist()) <= classes
+        for image in batch["images"].values():
+            assert image.is_cuda and torch.isfinite(image).all()
     trainer.close()
 
 

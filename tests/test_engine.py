@@ -411,17 +411,24 @@ def test_val_every_and_checkpoint_every_count_optimizer_steps(tmp_path, demo_spe
     assert "it keeps step_4, step_6 besides best and last" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "augment",
+    [{}, {"augment": "medical", "crop_foreground": 0.5, "augment_on": "gpu"}],
+    ids=["plain", "augment_on_gpu"],
+)
 def test_a_stopped_step_budget_resumes_validating_on_the_same_steps(
-    tmp_path, demo_spec, caplog, monkeypatch
+    tmp_path, demo_spec, caplog, monkeypatch, augment
 ):
     """Stopped before step 7 (after step 6's validation and step_6.pt, in epoch 2): last.pt
     holds step 6 (the save inside the epoch), and the run resumes at epoch 2's third batch and
     ends as the run that was never stopped: the same metrics.jsonl (validation at 3, 6 and 7,
-    once each; epoch 2's loss means over all its batches) and the same weights."""
+    once each; epoch 2's loss means over all its batches) and the same weights. With
+    ``augment_on: gpu`` the batches' draws (seeded by epoch and batch) come back too."""
     from mmseg_heads.engine.steps import Stepper
     from mmseg_heads.engine.trainer import train
 
     settings = {"steps": 7, "val_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2}
+    settings |= augment
     before = torch.get_num_threads()
     try:
         straight = train(

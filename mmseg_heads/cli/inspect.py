@@ -14,12 +14,12 @@ from torch import nn
 
 from mmseg_heads.atomic import check_output_path, checkpoint_bytes, format_bytes, write_atomic
 from mmseg_heads.config import Config, load_config
-from mmseg_heads.data.dataset import MultiModalDataset
+from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
 from mmseg_heads.engine.batch_size import Shapes, memory_guidance
 from mmseg_heads.engine.compile_mode import describe as describe_compile
-from mmseg_heads.engine.loaders import train_dataset, train_loader
+from mmseg_heads.engine.loaders import augment_batch, batch_seed, train_dataset, train_loader
 from mmseg_heads.engine.run import model_from_config
 from mmseg_heads.engine.run_dir import numbered_checkpoints, numbered_kind, optimizer_slots
 from mmseg_heads.engine.threads import choose_threads
@@ -263,7 +263,9 @@ def check_augment_preview(path: str | Path, samples: int) -> Path:
 
 def augmented_samples(config: Config, count: int, seed: int | None = None) -> list[dict]:
     """The first ``count`` training crops of epoch 1, in the loader's order and with its
-    augmentation draws; ``seed`` replaces ``train.seed`` (``None``: keep it)."""
+    augmentation draws; ``seed`` replaces ``train.seed`` (``None``: keep it). With
+    ``augment_on: gpu`` they are augmented as one batch, as the trainer does (the draws equal the
+    run's when ``count`` is its batch size)."""
     train = {**config.train, "workers": 0}
     if seed is not None:
         train["seed"] = seed
@@ -271,7 +273,22 @@ def augmented_samples(config: Config, count: int, seed: int | None = None) -> li
     if len(dataset) == 0:
         raise UserError("the train split has no samples to preview", field=PREVIEW)
     loader = train_loader(dataset, train, batch_size=count, epoch=1)
-    return [dataset[key] for key in list(loader.sampler)[:count]]
+    samples = [dataset[key] for key in list(loader.sampler)[:count]]
+    augment = dataset.transform.batch_augment()
+    if augment is None:
+        return samples
+    batch = augment_batch(collate(samples), augment, batch_seed(train["seed"], 1, 0))
+    crop = train["crop"]  # without the padding to a multiple of 32, as the loader's crops
+    return [
+        {
+            **sample,
+            "images": {
+                k: v[index, :, :crop, :crop].contiguous() for k, v in batch["images"].items()
+            },
+            "labels": {k: v[index, :crop, :crop] for k, v in batch["labels"].items()},
+        }
+        for index, sample in enumerate(samples)
+    ]
 
 
 def write_augment_preview(

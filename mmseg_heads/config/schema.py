@@ -89,6 +89,14 @@ def config_schema() -> Struct:
                     "hflip": Field(bool, default=True, doc="random left-right flips"),
                     "vflip": Field(bool, default=False, doc="random up-down flips"),
                     "augment": AugmentSchema(),
+                    "augment_on": Field(
+                        str,
+                        default="cpu",
+                        choices=("cpu", "gpu"),
+                        doc="where the geometric and intensity transforms run: `cpu`, per sample "
+                        "in the loader's workers; `gpu`, on whole batches on the training device "
+                        "(the loader only cuts windows), for when the workers cannot keep up",
+                    ),
                     "crop_foreground": Field(
                         float,
                         default=0.0,

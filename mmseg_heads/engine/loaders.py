@@ -6,9 +6,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmseg_heads.data.augment import TrainTransform
-from mmseg_heads.data.dataset import MultiModalDataset, collate
+from mmseg_heads.data.augment.batched import BatchAugment
+from mmseg_heads.data.dataset import PAD_MULTIPLE, MultiModalDataset, collate
 from mmseg_heads.data.sampling import train_sampler
 from mmseg_heads.data.spec import DataSpec
+from mmseg_heads.data.transforms import pad_to, round_up
 from mmseg_heads.engine.distributed import SINGLE_PROCESS, ShardSampler, World
 
 
@@ -19,6 +21,24 @@ def train_dataset(spec: DataSpec, train: dict, split: str = "train") -> MultiMod
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The augmentation seed of the sample at ``position`` in ``epoch``'s order of a run."""
     return (seed * 1_000_003 + epoch) * 10_000_019 + position
+
+
+def batch_seed(seed: int, epoch: int, index: int, rank: int = 0) -> int:
+    """The seed of ``augment_on: gpu``'s draws for batch ``index`` of ``epoch`` on process ``rank``
+    (so a resumed run, skipping batches, draws the same as the uninterrupted one)."""
+    return (sample_seed(seed, epoch, index) * 65_537 + rank) % 2**63
+
+
+def augment_batch(batch: dict, augment: BatchAugment, seed: int) -> dict:
+    """A collated batch already on its device, augmented there (``train.augment_on: gpu``)."""
+    images = next(iter(batch["images"].values()))
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    augmented, labels = augment(batch["images"], batch["labels"], generator)
+    side = round_up(augment.crop, PAD_MULTIPLE)  # padded as collate pads the loader's crops
+    augmented, labels = pad_to(augmented, labels, side, side)
+    # channels_last as to_device makes it (oneDNN and cuDNN convolutions prefer it)
+    augmented = {k: v.contiguous(memory_format=torch.channels_last) for k, v in augmented.items()}
+    return {**batch, "images": augmented, "labels": labels}
 
 
 def train_loader(

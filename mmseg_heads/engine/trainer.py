@@ -32,7 +32,7 @@ from mmseg_heads.engine.distributed import (
 )
 from mmseg_heads.engine.evaluator import to_device
 from mmseg_heads.engine.inference import Inference
-from mmseg_heads.engine.loaders import train_dataset, train_loader
+from mmseg_heads.engine.loaders import augment_batch, batch_seed, train_dataset, train_loader
 from mmseg_heads.engine.optim import build_optimizer, build_scheduler
 from mmseg_heads.engine.precision import check_precision, grad_scaler, resolve_precision
 from mmseg_heads.engine.progress import (
@@ -123,6 +123,8 @@ class Trainer:
         # Processes differ in augmentation and dropout draws; DDP gives all rank 0's weights.
         seed_everything(train_cfg["seed"] + self.world.rank)
         self.dataset = train_dataset(config.spec, train_cfg)
+        # train.augment_on: gpu — the loader cuts windows, the device augments whole batches
+        self.batch_augment = self.dataset.transform.batch_augment()
         check_world_fits(len(self.dataset), self.world, file=config.path)
         # Weight-file problems surface here, before any file of the run is written.
         self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
@@ -246,6 +248,9 @@ class Trainer:
         lines = BatchLines(self.progress)
         for index, batch in enumerate(self.bar, start=skip):
             batch = to_device(batch, self.device)
+            if self.batch_augment is not None:
+                seed = batch_seed(self.config.train["seed"], self.epoch, index, self.world.rank)
+                batch = augment_batch(batch, self.batch_augment, seed)
             boundary = (index + 1) % accumulate == 0 or index + 1 == batches
             logits, loss, parts = self.stepper.micro_batch(batch, boundary)
             # Kept on the device; read every log_every batches (no wait for the GPU each step).

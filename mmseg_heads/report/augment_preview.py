@@ -100,6 +100,8 @@ def caption(train: dict, seed: int) -> str:
     flips = [f for f in ("hflip", "vflip") if train.get(f)]
     if flips:
         parts.append(" + ".join(flips))
+    if train.get("augment_on", "cpu") != "cpu":
+        parts.append(f"on {train['augment_on']}")
     return f"training crops (epoch 1, seed {seed}): " + ", ".join(parts)
 
 

@@ -12,6 +12,12 @@ docs all read ``TRANSFORMS``. Two kinds:
 
 Images are ``C×H×W`` float32 tensors, labels ``H×W`` int64 tensors; randomness comes from one
 ``torch.Generator`` per sample, so a sample's augmentation depends on its seed only.
+
+Each transform also has a batched form for ``train.augment_on: gpu`` (:mod:`.batched`): a geometric
+transform maps output coordinates back to input ones (:meth:`GeometricTransform.source_coords`), so
+a batch's whole chain is one resampling; an intensity transform changes ``B×C×H×W`` images with one
+draw per sample (:meth:`IntensityTransform.apply_batch`). A transform without them runs on the CPU
+only (``augment_on: gpu`` then names it).
 """
 
 from __future__ import annotations
@@ -58,6 +64,24 @@ def chance(generator: torch.Generator, p: float) -> bool:
     return float(torch.rand((), generator=generator)) < p
 
 
+def uniform_batch(
+    generator: torch.Generator, shape: int | tuple[int, ...], low: float, high: float
+) -> torch.Tensor:
+    """Floats drawn uniformly from ``[low, high]`` on the generator's device (one per sample)."""
+    shape = (shape,) if isinstance(shape, int) else shape
+    return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
+
+
+def chance_batch(generator: torch.Generator, count: int, p: float) -> torch.Tensor:
+    """``count`` booleans, each true with probability ``p``, on the generator's device."""
+    return torch.rand(count, generator=generator, device=generator.device) < p
+
+
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per sample, shaped to broadcast over a ``B×…`` tensor ``like``."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
 class Transform:
     """Base of every augmentation: ``options`` maps parameter names to schema nodes.
 
@@ -86,6 +110,11 @@ class Transform:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.schema_fields())
         return f"{type(self).__name__}({fields})"
+
+    @classmethod
+    def batched(cls) -> bool:
+        """Whether it has the batched form ``train.augment_on: gpu`` runs."""
+        raise NotImplementedError
 
 
 class GeometricTransform(Transform):
@@ -124,6 +153,28 @@ class GeometricTransform(Transform):
         """Warp all label maps, stacked as ``T×H×W`` (nearest, fill ``ignore``)."""
         raise NotImplementedError
 
+    # The batched form: parameters per sample as tensors, pixels moved by coordinates.
+
+    @classmethod
+    def batched(cls) -> bool:
+        return cls.source_coords is not GeometricTransform.source_coords
+
+    def draw_batch(
+        self, generator: torch.Generator, sizes: torch.Tensor, extent: float
+    ) -> dict[str, torch.Tensor]:
+        """Each sample's parameters: ``sizes`` (B×2, height and width) are the canvases it warps,
+        ``extent`` the side of the centred square of its output the batch will read."""
+        return {}
+
+    def source_coords(self, coords: torch.Tensor, params: dict) -> torch.Tensor:
+        """Where this transform takes each output pixel from: ``coords`` are ``B×H×W×2`` (x, y) in
+        pixels from the canvas centre, in its output; returns the same in its input."""
+        raise NotImplementedError
+
+    def resized(self, sizes: torch.Tensor, params: dict) -> torch.Tensor:
+        """The canvases (B×2) after this transform (only a resize changes them)."""
+        return sizes
+
 
 class IntensityTransform(Transform):
     """Changes image values per modality; labels pass through untouched."""
@@ -153,6 +204,15 @@ class IntensityTransform(Transform):
 
     def apply(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One modality's ``C×H×W`` image, changed with draws from ``generator``."""
+        raise NotImplementedError
+
+    @classmethod
+    def batched(cls) -> bool:
+        return cls.apply_batch is not IntensityTransform.apply_batch
+
+    def apply_batch(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One modality's ``B×C×H×W`` images, each changed with its own draw (all of them: the
+        caller keeps the samples this transform skips)."""
         raise NotImplementedError
 
 

@@ -18,6 +18,7 @@ from mmseg_heads.data.augment.base import (
     GeometricTransform,
     rotated_side,
     uniform,
+    uniform_batch,
     value_range,
 )
 from mmseg_heads.data.spec import IGNORE_INDEX
@@ -38,6 +39,10 @@ class _Flip(GeometricTransform):
         return images.flip(self.axis)
 
     apply_label = apply_image
+
+    def source_coords(self, coords, params):
+        mirror = torch.tensor([-1.0, 1.0] if self.axis == -1 else [1.0, -1.0], device=coords.device)
+        return coords * mirror
 
 
 @TRANSFORMS.register("hflip")
@@ -82,6 +87,28 @@ class Affine(GeometricTransform):
 
     def apply_image(self, images, params):
         return TF.affine(images, **params, interpolation=BILINEAR, fill=0.0)
+
+    def draw_batch(self, generator, sizes, extent):
+        count = len(sizes)
+        shift = uniform_batch(generator, (count, 2), -self.translate, self.translate)
+        return {
+            "angle": uniform_batch(generator, count, -self.degrees, self.degrees),
+            "translate": (shift * sizes.flip(-1)).round(),  # x by the width, y by the height
+            "scale": uniform_batch(generator, count, *self.scale),
+            "shear": uniform_batch(generator, count, -self.shear, self.shear),
+        }
+
+    def source_coords(self, coords, params):
+        # torchvision's inverse affine matrix (_get_inverse_affine_matrix, centre 0, shear in x),
+        # one per sample: input = M⁻¹ (output − translate)
+        angle, shear = torch.deg2rad(params["angle"]), torch.deg2rad(params["shear"])
+        cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+        a, b = cos, -cos * tan - sin
+        c, d = sin, -sin * tan + cos
+        inverse = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)
+        inverse = inverse / params["scale"].view(-1, 1, 1)
+        moved = coords - params["translate"].view(-1, 1, 1, 2)
+        return torch.einsum("bij,bhwj->bhwi", inverse, moved)
 
     def apply_label(self, labels, params):
         return TF.affine(labels, **params, interpolation=NEAREST, fill=IGNORE_INDEX)
@@ -132,6 +159,17 @@ class Scale(GeometricTransform):
     def apply_label(self, labels, params):
         return TF.resize(labels, params["size"], interpolation=NEAREST_EXACT)
 
+    def draw_batch(self, generator, sizes, extent):
+        factor = uniform_batch(generator, len(sizes), *self.range)
+        stretch = torch.sqrt(uniform_batch(generator, len(sizes), *self.aspect))
+        return {"factors": torch.stack([factor / stretch, factor * stretch], -1)}  # height, width
+
+    def resized(self, sizes, params):
+        return sizes * params["factors"]
+
+    def source_coords(self, coords, params):
+        return coords / params["factors"].flip(-1).view(-1, 1, 1, 2)
+
     def source_side(self, side):
         stretch = math.sqrt(max(self.aspect[1], 1 / self.aspect[0]))
         return side * stretch / self.range[0]
@@ -167,6 +205,26 @@ class Elastic(GeometricTransform):
 
     def apply_label(self, labels, params):
         return TF.elastic(labels, params["displacement"], interpolation=NEAREST, fill=IGNORE_INDEX)
+
+    def draw_batch(self, generator, sizes, extent):
+        # Control points `spacing` apart over the square the batch reads, at a random phase (the
+        # loader's grid starts at its canvas's corner, a phase that varies with the image size).
+        points = math.ceil(extent / self.spacing) + 3
+        count = len(sizes)
+        return {
+            "coarse": uniform_batch(generator, (count, 2, points, points), -1.0, 1.0),
+            "phase": uniform_batch(generator, (count, 2), -0.5, 0.5) * self.spacing,
+        }
+
+    def source_coords(self, coords, params):
+        points = params["coarse"].shape[-1]
+        # pixels -> grid_sample's [-1, 1] over the control points (align_corners: on the points)
+        index = (coords - params["phase"].view(-1, 1, 1, 2)) / self.spacing + (points - 1) / 2
+        where = index * (2 / (points - 1)) - 1
+        field = torch.nn.functional.grid_sample(
+            params["coarse"], where, mode="bicubic", padding_mode="border", align_corners=True
+        )
+        return coords + field.permute(0, 2, 3, 1) * self.displacement
 
     def source_side(self, side):
         return side + 2 * self.displacement

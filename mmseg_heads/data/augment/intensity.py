@@ -13,7 +13,14 @@ import math
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from mmseg_heads.data.augment.base import TRANSFORMS, IntensityTransform, uniform, value_range
+from mmseg_heads.data.augment.base import (
+    TRANSFORMS,
+    IntensityTransform,
+    per_sample,
+    uniform,
+    uniform_batch,
+    value_range,
+)
 from mmseg_heads.schema import Field
 
 
@@ -27,6 +34,9 @@ class Brightness(IntensityTransform):
     def apply(self, image, generator):
         return image * uniform(generator, *self.range)
 
+    def apply_batch(self, images, generator):
+        return images * per_sample(uniform_batch(generator, len(images), *self.range), images)
+
 
 @TRANSFORMS.register("contrast")
 class Contrast(IntensityTransform):
@@ -36,7 +46,14 @@ class Contrast(IntensityTransform):
     options = {"range": value_range([0.75, 1.25], minimum=0.0, doc="factor range")}
 
     def apply(self, image, generator):
-        factor = uniform(generator, *self.range)
+        return self._stretch(image, uniform(generator, *self.range))
+
+    def apply_batch(self, images, generator):
+        factor = uniform_batch(generator, len(images), *self.range)
+        return self._stretch(images, per_sample(factor, images))
+
+    @staticmethod
+    def _stretch(image, factor):
         mean = image.mean(dim=(-2, -1), keepdim=True)
         low, high = _channel_range(image)
         return torch.clamp((image - mean) * factor + mean, low, high)
@@ -54,7 +71,13 @@ class Gamma(IntensityTransform):
     }
 
     def apply(self, image, generator):
-        gamma = uniform(generator, *self.range)
+        return self._gamma(image, uniform(generator, *self.range))
+
+    def apply_batch(self, images, generator):
+        gamma = uniform_batch(generator, len(images), *self.range)
+        return self._gamma(images, per_sample(gamma, images))
+
+    def _gamma(self, image, gamma):
         x = -image if self.invert else image
         mean, std = x.mean(dim=(-2, -1), keepdim=True), x.std(dim=(-2, -1), keepdim=True)
         low, high = _channel_range(x)
@@ -77,6 +100,10 @@ class GaussianNoise(IntensityTransform):
         sd = uniform(generator, *self.std)
         return image + sd * torch.randn(image.shape, generator=generator)
 
+    def apply_batch(self, images, generator):
+        sd = per_sample(uniform_batch(generator, len(images), *self.std), images)
+        return images + sd * torch.randn(images.shape, generator=generator, device=images.device)
+
 
 @TRANSFORMS.register("blur")
 class GaussianBlur(IntensityTransform):
@@ -89,6 +116,23 @@ class GaussianBlur(IntensityTransform):
         sigma = uniform(generator, *self.sigma)
         kernel = 2 * math.ceil(3 * sigma) + 1
         return TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+
+    def apply_batch(self, images, generator):
+        # torchvision's kernel (radius ceil(3 sigma), reflect padding) with a sigma per sample:
+        # every kernel padded with zeros to the widest the range allows, one depthwise convolution
+        count, channels, height, width = images.shape
+        sigma = uniform_batch(generator, count, *self.sigma).repeat_interleave(channels)[:, None]
+        radius = math.ceil(3 * self.sigma[1])
+        offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+        weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+        weights = weights * (offsets.abs() <= torch.ceil(3 * sigma))
+        weights = weights / weights.sum(-1, keepdim=True)
+        x = images.reshape(1, count * channels, height, width)
+        x = torch.nn.functional.pad(x, [radius] * 4, mode="reflect")
+        groups = count * channels
+        x = torch.nn.functional.conv2d(x, weights[:, None, None, :], groups=groups)
+        x = torch.nn.functional.conv2d(x, weights[:, None, :, None], groups=groups)
+        return x.reshape(images.shape)
 
 
 @TRANSFORMS.register("color_jitter")
@@ -129,6 +173,62 @@ class ColorJitter(IntensityTransform):
             if width > 0:
                 x = function(x, uniform(generator, centre - width, centre + width))
         return x * span + low
+
+    def apply_batch(self, images, generator):
+        if images.shape[1] != 3:
+            return images
+        count = len(images)
+        low = images.amin(dim=(1, 2, 3), keepdim=True)
+        span = (images.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-7)
+        x = (images - low) / span
+        steps = [
+            (_brightness, 1.0, self.brightness),
+            (_contrast, 1.0, self.contrast),
+            (_saturation, 1.0, self.saturation),
+            (_hue, 0.0, self.hue),
+        ]
+        factors = [uniform_batch(generator, count, c - w, c + w) for _, c, w in steps]
+        # a random order per sample: at each position, every step runs and the samples whose
+        # order puts it there keep its result
+        order = torch.rand((count, len(steps)), generator=generator, device=images.device)
+        order = order.argsort(-1)
+        for position in range(len(steps)):
+            for index, (function, _, width) in enumerate(steps):
+                if width > 0:
+                    chosen = per_sample(order[:, position] == index, x)
+                    x = torch.where(chosen, function(x, per_sample(factors[index], x)), x)
+        return x * span + low
+
+
+# torchvision's colour adjustments of [0, 1] images, with a factor per sample (theirs take one
+# float): the same blends, the same ITU-R 601 grey.
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    return TF.rgb_to_grayscale(x)
+
+
+def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor).clamp(0, 1)
+
+
+def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)
+    return (x * factor + mean * (1 - factor)).clamp(0, 1)
+
+
+def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor + _grey(x) * (1 - factor)).clamp(0, 1)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    # torchvision's own RGB <-> HSV conversions (private; tests/test_augment_batched.py compares
+    # the result with TF.adjust_hue, so a change of them shows there)
+    from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+
+    hue, saturation, value = _rgb_to_hsv(x).unbind(dim=-3)
+    hue = (hue + shift[:, 0]).remainder(1.0)
+    return _hsv_to_rgb(torch.stack((hue, saturation, value), dim=-3))
 
 
 def _channel_range(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,11 @@ For each sample, with draws from its own generator:
 
 Warping a window instead of the whole image keeps the cost per sample near that of the crop, not
 of the image (a 4000² aerial tile costs what a 256² crop costs).
+
+With ``train.augment_on: gpu`` the loader stops after step 3's cut (and the resize, which it
+applies to the window alone): every sample's window has the same side (:meth:`TrainTransform.
+window_side`), and :class:`~mmseg_heads.data.augment.batched.BatchAugment` does the geometric
+transforms, the crop and the intensity transforms on whole batches on the device.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ from mmseg_heads.data.augment.base import (
     IntensityTransform,
     Tensors,
     chance,
+    stack,
     uniform,
+    unstack,
 )
+from mmseg_heads.data.augment.batched import BatchAugment
 from mmseg_heads.data.augment.geometric import HorizontalFlip, Scale, VerticalFlip
 from mmseg_heads.data.augment.presets import build_transforms
 from mmseg_heads.data.spec import IGNORE_INDEX
+from mmseg_heads.data.transforms import round_up
+
+#: ``augment_on: gpu`` windows are a multiple of this, so collating them pads nothing.
+WINDOW_MULTIPLE = 32
 
 
 @dataclass
@@ -45,6 +57,8 @@ class TrainTransform:
         crop_foreground: chance that a crop is centred near a labelled foreground pixel.
         resize: ``None`` (native size), a shorter side in pixels, or a ``[low, high]`` range of
             shorter sides drawn per sample.
+        on: ``"cpu"``: all of it here; ``"gpu"``: only the resize and the window cut here, the
+            rest by :meth:`batch_augment` on whole batches.
     """
 
     crop: int
@@ -52,6 +66,7 @@ class TrainTransform:
     intensity: list[IntensityTransform] = field(default_factory=list)
     crop_foreground: float = 0.0
     resize: int | list[int] | None = None
+    on: str = "cpu"
 
     @classmethod
     def from_train_config(cls, train: dict) -> TrainTransform:
@@ -69,7 +84,22 @@ class TrainTransform:
             intensity=intensity,
             crop_foreground=train.get("crop_foreground", 0.0),
             resize=train.get("resize"),
+            on=train.get("augment_on", "cpu"),
         )
+
+    def batch_augment(self) -> BatchAugment | None:
+        """What runs on whole batches with ``on="gpu"`` (``None`` with ``on="cpu"``)."""
+        if self.on == "cpu":
+            return None
+        return BatchAugment(self.crop, self.geometric, self.intensity)
+
+    def window_side(self) -> int:
+        """``on="gpu"``: the side of every window the loader cuts (after the resize), large enough
+        for the geometric transforms to fill the crop."""
+        side = float(self.crop)
+        for transform in reversed(self.geometric):
+            side = transform.source_side(side)
+        return round_up(math.ceil(side), WINDOW_MULTIPLE)
 
     def __call__(
         self,
@@ -80,26 +110,52 @@ class TrainTransform:
     ) -> tuple[Tensors, Tensors]:
         height, width = next(iter(images.values())).shape[-2:]
         factor = self._resize_factor(height, width, generator)
+        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
+        if self.on == "gpu":
+            images, labels = self._window(images, labels, centre, factor)
+        else:
+            images, labels = self._augment(images, labels, centre, factor, generator)
+        return (
+            {k: v.contiguous() for k, v in images.items()},
+            {k: v.contiguous() for k, v in labels.items()},
+        )
+
+    def _augment(
+        self,
+        images: Tensors,
+        labels: Tensors,
+        centre: tuple[float, float],
+        factor: float,
+        generator: torch.Generator,
+    ) -> tuple[Tensors, Tensors]:
+        """Steps 3-4: warp a window around ``centre`` (resize first), crop, intensity."""
         chain = [Scale(p=1.0, range=[factor, factor], aspect=[1.0, 1.0])] if factor != 1 else []
         chain += self.geometric
         side = self.crop
         for transform in reversed(chain):
             side = transform.source_side(side)
-        window = math.ceil(side)
-        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
-        top, left = round(centre[0] - window / 2), round(centre[1] - window / 2)
-        images = {k: cut(v, top, left, window, 0.0) for k, v in images.items()}
-        labels = {k: cut(v, top, left, window, IGNORE_INDEX) for k, v in labels.items()}
+        images, labels = cut_around(images, labels, centre, math.ceil(side))
         for transform in chain:
             images, labels = transform(images, labels, generator)
         images = {k: centre_crop(v, self.crop, 0.0) for k, v in images.items()}
         labels = {k: centre_crop(v, self.crop, IGNORE_INDEX) for k, v in labels.items()}
         for transform in self.intensity:
             images = transform(images, generator)
-        return (
-            {k: v.contiguous() for k, v in images.items()},
-            {k: v.contiguous() for k, v in labels.items()},
-        )
+        return images, labels
+
+    def _window(
+        self, images: Tensors, labels: Tensors, centre: tuple[float, float], factor: float
+    ) -> tuple[Tensors, Tensors]:
+        """``on="gpu"``: the window around ``centre``, resized, ``window_side()``² for all."""
+        window = self.window_side()
+        source = math.ceil(window / factor)  # the window in input pixels
+        images, labels = cut_around(images, labels, centre, source)
+        if source != window:
+            params = {"size": [window, window]}
+            resize = Scale(p=1.0)
+            images = unstack(resize.apply_image(stack(images), params), images)
+            labels = unstack(resize.apply_label(stack(labels), params), labels)
+        return images, labels
 
     def _resize_factor(self, height: int, width: int, generator: torch.Generator) -> float:
         if self.resize is None:
@@ -164,6 +220,18 @@ def foreground_pixel(
     pixels = (label == value).nonzero()
     row, col = pixels[int(torch.randint(0, len(pixels), (), generator=generator))].tolist()
     return row + 0.5, col + 0.5
+
+
+def cut_around(
+    images: Tensors, labels: Tensors, centre: tuple[float, float], side: int
+) -> tuple[Tensors, Tensors]:
+    """The ``side``² windows of every image and label map centred at ``centre`` (outside the
+    image: 0 in images, ``ignore`` in labels)."""
+    top, left = round(centre[0] - side / 2), round(centre[1] - side / 2)
+    return (
+        {k: cut(v, top, left, side, 0.0) for k, v in images.items()},
+        {k: cut(v, top, left, side, IGNORE_INDEX) for k, v in labels.items()},
+    )
 
 
 def cut(array: torch.Tensor, top: int, left: int, side: int, fill: float) -> torch.Tensor:
