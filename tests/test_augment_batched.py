@@ -291,3 +291,18 @@ def test_trainer_feeds_the_model_device_augmented_crops(tmp_path, demo_spec, mon
             assert label.shape[-2:] == (64, 64) and label.dtype == torch.int64
             assert (label[..., 48:, :] == IGNORE_INDEX).all()
             assert (label[..., :48, :48] != IGNORE_INDEX).any()
+
+
+@pytest.mark.parametrize("on", ["cpu", "gpu"])
+def test_inspect_says_where_augmentation_runs(demo_config, capsys, on):
+    from mmseg_heads.cli.main import main
+
+    path = demo_config({"augment": "medical", "augment_on": on, "crop": 64})
+    assert main(["inspect", str(path), "--no-counts"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("augmentation:"))
+    assert "4 geometric, 6 intensity transforms" in line  # medical: 3 and 6; hflip
+    if on == "cpu":
+        assert line.endswith("per sample in the loader's workers (augment_on: cpu)")
+    else:
+        # rotation to 180°, zoom out to 0.7, elastic ±8 around 64²: 192² windows
+        assert "(augment_on: gpu); the loader cuts 192² windows around the 64² crops" in line

@@ -14,6 +14,7 @@ from torch import nn
 
 from mmseg_heads.atomic import check_output_path, checkpoint_bytes, format_bytes, write_atomic
 from mmseg_heads.config import Config, load_config
+from mmseg_heads.data.augment import TrainTransform
 from mmseg_heads.data.dataset import MultiModalDataset, collate
 from mmseg_heads.data.scan import ScanResult, scan
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, load_data_spec, load_yaml
@@ -348,6 +349,7 @@ def run(args) -> int:
     print(f"\nCPU threads for training: {threads} ({why})")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"torch.compile for training: {describe_compile(config.train['compile'], device)}")
+    print(f"augmentation: {TrainTransform.from_train_config(config.train).describe()}")
     if preview is not None:
         written = write_augment_preview(config, preview, args.preview_samples, args.preview_seed)
         print(f"\naugmentation preview: {written}")

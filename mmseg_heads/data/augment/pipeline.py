@@ -93,6 +93,16 @@ class TrainTransform:
             return None
         return BatchAugment(self.crop, self.geometric, self.intensity)
 
+    def describe(self) -> str:
+        """One line for ``inspect``: what runs, and where."""
+        what = f"{len(self.geometric)} geometric, {len(self.intensity)} intensity transforms"
+        if self.on == "cpu":
+            return f"{what}, per sample in the loader's workers (augment_on: cpu)"
+        return (
+            f"{what}, on whole batches on the training device (augment_on: gpu); the loader "
+            f"cuts {self.window_side()}² windows around the {self.crop}² crops"
+        )
+
     def window_side(self) -> int:
         """``on="gpu"``: the side of every window the loader cuts (after the resize), large enough
         for the geometric transforms to fill the crop."""
