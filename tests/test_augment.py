@@ -50,9 +50,12 @@ def _apply(transform: TrainTransform, images, labels, seed: int = 0, has_label=N
     if on == "cpu":
         return transform(images, labels, has_label, generator)
     windows = dataclasses.replace(transform, on="gpu")
-    images, labels = windows(images, labels, has_label, generator)
+    images, labels, origin = windows.window(images, labels, has_label, generator)
     images, labels = windows.batch_augment()(
-        {k: v[None] for k, v in images.items()}, {k: v[None] for k, v in labels.items()}, generator
+        {k: v[None] for k, v in images.items()},
+        {k: v[None] for k, v in labels.items()},
+        generator,
+        torch.tensor([origin]),
     )
     return {k: v[0] for k, v in images.items()}, {k: v[0] for k, v in labels.items()}
 

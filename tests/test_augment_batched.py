@@ -167,17 +167,21 @@ def _batches(train: dict, count: int, batch: int = 25) -> dict[str, torch.Tensor
     for start in range(0, count, batch):
         samples = []
         for seed in range(start, start + batch):
-            out = transform(*_scene(seed), torch.Generator().manual_seed(seed))
-            samples.append(
-                {"images": out[0], "labels": out[1], "has_label": {}, "id": "", "size": 0}
-            )
+            generator = torch.Generator().manual_seed(seed)
+            sample = {"has_label": {}, "id": "", "size": 0}
+            if augment is None:
+                sample["images"], sample["labels"] = transform(*_scene(seed), generator)
+            else:
+                out = transform.window(*_scene(seed), generator)
+                sample["images"], sample["labels"], sample["origin"] = out
+            samples.append(sample)
         collated = collate(samples, multiple=1)  # the crops as they are, unpadded
         if augment is None:
             images.append(collated["images"])
             labels.append(collated["labels"])
         else:
             generator = torch.Generator().manual_seed(10_000 + start)
-            out = augment(collated["images"], collated["labels"], generator)
+            out = augment(collated["images"], collated["labels"], generator, collated["origin"])
             images.append(out[0])
             labels.append(out[1])
     return _statistics(
@@ -238,18 +242,39 @@ def test_a_transform_without_a_batched_form_names_augment_on():
     assert "Invert has no batched form" in str(raised.value)
 
 
-def test_windows_are_one_size_a_multiple_of_32_and_large_enough():
+def test_the_loader_sends_only_the_part_of_the_window_on_the_image():
     transform = TrainTransform.from_train_config(
-        {"crop": 48, "augment": "medical", "resize": [56, 80], "augment_on": "gpu"}
+        {"crop": 48, "augment": "medical", "augment_on": "gpu", "crop_foreground": 0.5}
     )
-    sides = set()
-    for seed in range(10):
-        images, labels = transform(*_scene(seed), torch.Generator().manual_seed(seed))
-        sides |= {tuple(v.shape[-2:]) for v in [*images.values(), *labels.values()]}
     side = transform.window_side()
-    assert sides == {(side, side)} and side % 32 == 0
-    # rotation by up to 180° and zoom out to 0.7: the crop's diagonal over 0.7 at least
-    assert side >= 48 * math.sqrt(2) / 0.7
+    # rotation by up to 180°, zoom out to 0.7: the crop's diagonal over 0.7 at least
+    assert side % 32 == 0 and side >= 48 * math.sqrt(2) / 0.7 > 90  # larger than the 72×90 image
+    augment = transform.batch_augment()
+    for seed in range(6):
+        images, labels, origin = transform.window(
+            *_scene(seed), torch.Generator().manual_seed(seed)
+        )
+        part = images["mri"].shape[-2:]
+        assert part[0] <= 72 and part[1] <= 90  # never the fill around the image
+        assert 0 <= origin[0] <= side - part[0] and 0 <= origin[1] <= side - part[1]
+        # the same output as the whole window, fill and all, would give
+        whole_images = {k: _place(v, origin, side, 0.0) for k, v in images.items()}
+        whole_labels = {k: _place(v, origin, side, IGNORE_INDEX) for k, v in labels.items()}
+        batch = [{k: v[None] for k, v in d.items()} for d in (images, labels)]
+        whole = [{k: v[None] for k, v in d.items()} for d in (whole_images, whole_labels)]
+        got = augment(*batch, torch.Generator().manual_seed(seed), torch.tensor([origin]))
+        expected = augment(*whole, torch.Generator().manual_seed(seed))
+        for a, b in zip(got, expected, strict=True):
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=0)
+
+
+def _place(array: torch.Tensor, origin: tuple[int, int], side: int, fill: float) -> torch.Tensor:
+    """``array`` at ``origin`` in a ``side``² canvas of ``fill``."""
+    canvas = torch.full((*array.shape[:-2], side, side), fill, dtype=array.dtype)
+    height, width = array.shape[-2:]
+    canvas[..., origin[0] : origin[0] + height, origin[1] : origin[1] + width] = array
+    return canvas
 
 
 def test_trainer_feeds_the_model_device_augmented_crops(tmp_path, demo_spec, monkeypatch):
@@ -305,4 +330,4 @@ def test_inspect_says_where_augmentation_runs(demo_config, capsys, on):
         assert line.endswith("per sample in the loader's workers (augment_on: cpu)")
     else:
         # rotation to 180°, zoom out to 0.7, elastic ±8 around 64²: 192² windows
-        assert "(augment_on: gpu); the loader cuts 192² windows around the 64² crops" in line
+        assert "(augment_on: gpu); the loader sends what lies on the image of a 192² window" in line

@@ -267,18 +267,25 @@ class MultiModalDataset(Dataset):
         size = self._check_sizes(sample_id, images, labels)
         images = {k: torch.from_numpy(v) for k, v in images.items()}
         labels = {k: torch.from_numpy(v) for k, v in labels.items()}
+        origin = None
         if self.transform is not None:
             if seed is None:
                 seed = int(torch.randint(0, 2**62, ()))
             generator = torch.Generator().manual_seed(seed)
-            images, labels = self.transform(images, labels, has_label, generator)
-        return {
+            if self.transform.on == "gpu":  # the window only: the device augments the batch
+                images, labels, origin = self.transform.window(images, labels, has_label, generator)
+            else:
+                images, labels = self.transform(images, labels, has_label, generator)
+        sample = {
             "images": images,
             "labels": labels,
             "has_label": has_label,
             "id": sample_id,
             "size": tuple(int(s) for s in size),
         }
+        if origin is not None:
+            sample["origin"] = origin
+        return sample
 
 
 def prepare_image(plane: np.ndarray, modality: ModalitySpec, path: Path) -> np.ndarray:
@@ -355,4 +362,7 @@ def collate(samples: list[Sample], multiple: int = PAD_MULTIPLE) -> dict:
         "labelled": {k: sum(bool(s["has_label"][k]) for s in samples) for k in first["has_label"]},
         "id": [s["id"] for s in samples],
         "size": [s["size"] for s in samples],
-    }
+    } | (
+        # augment_on: gpu — where each sample's arrays start in its window
+        {"origin": torch.tensor([s["origin"] for s in samples])} if "origin" in first else {}
+    )

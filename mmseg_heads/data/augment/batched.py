@@ -39,6 +39,8 @@ class BatchAugment:
         crop: side of the output.
         geometric: geometric transforms, in order (each with a batched form).
         intensity: intensity transforms, in order (each with a batched form).
+        window: side of the square each sample's output is read from (the loader's
+            ``TrainTransform.window_side()``); ``None``: the side of the arrays given.
 
     Raises:
         UserError: a transform has no batched form (a user's own registered class).
@@ -49,6 +51,7 @@ class BatchAugment:
         crop: int,
         geometric: list[GeometricTransform],
         intensity: list[IntensityTransform],
+        window: int | None = None,
     ):
         for transform in [*geometric, *intensity]:
             if not transform.batched():
@@ -58,6 +61,7 @@ class BatchAugment:
                     field="train.augment_on",
                 )
         self.crop, self.geometric, self.intensity = crop, geometric, intensity
+        self.window = window
         # the side of the centred square each transform's output is read over
         self.extents: list[float] = []
         side = float(crop)
@@ -69,11 +73,19 @@ class BatchAugment:
         self.canvas = side
 
     def __call__(
-        self, images: Tensors, labels: Tensors, generator: torch.Generator
+        self,
+        images: Tensors,
+        labels: Tensors,
+        generator: torch.Generator,
+        origin: torch.Tensor | None = None,
     ) -> tuple[Tensors, Tensors]:
-        """Augmented ``crop``² batches of ``images`` (``B×C×S×S`` per modality) and ``labels``
-        (``B×S×S`` per task); draws come from ``generator``, on the tensors' device."""
-        grid = self._grid(next(iter(images.values())), generator)
+        """Augmented ``crop``² batches of ``images`` (``B×C×H×W`` per modality) and ``labels``
+        (``B×H×W`` per task); draws come from ``generator``, on the tensors' device.
+
+        Each sample's arrays hold the part of its window that lies on its image, starting at
+        ``origin`` (``B×2``: top, left, in window pixels; ``None``: the whole window); the rest
+        of the window, and any padding, reads as outside."""
+        grid = self._grid(next(iter(images.values())), generator, origin)
         images = unstack(resample(stack(images), grid, "bilinear", 0.0), images)
         maps = resample(torch.stack(list(labels.values()), 1), grid, "nearest", IGNORE_INDEX)
         labels = {task: maps[:, index] for index, task in enumerate(labels)}
@@ -81,8 +93,10 @@ class BatchAugment:
             images = self._intensity(transform, images, generator)
         return images, labels
 
-    def _grid(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``B×crop×crop×2``: where each output pixel reads the window, in grid_sample's units."""
+    def _grid(
+        self, like: torch.Tensor, generator: torch.Generator, origin: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``B×crop×crop×2``: where each output pixel reads the arrays, in grid_sample's units."""
         count, height, width = len(like), like.shape[-2], like.shape[-1]
         sizes = like.new_full((count, 2), self.canvas)
         draws = []
@@ -95,8 +109,13 @@ class BatchAugment:
         for transform, applied, params in reversed(draws):
             moved = transform.source_coords(coords, params)
             coords = torch.where(per_sample(applied, coords), moved, coords)
-        # pixels from the window's centre -> [-1, 1] at its outer edges (align_corners=False)
-        return coords / like.new_tensor([width / 2, height / 2])
+        # pixels from the window's centre -> from the array's corner -> [-1, 1] at the array's
+        # outer edges (align_corners=False)
+        window = like.new_tensor([width, height] if self.window is None else [self.window] * 2)
+        corner = coords + window / 2
+        if origin is not None:
+            corner = corner - origin.flip(-1).to(corner).view(-1, 1, 1, 2)  # (top, left) -> x, y
+        return corner / like.new_tensor([width / 2, height / 2]) - 1
 
     @staticmethod
     def _intensity(

@@ -14,10 +14,11 @@ For each sample, with draws from its own generator:
 Warping a window instead of the whole image keeps the cost per sample near that of the crop, not
 of the image (a 4000² aerial tile costs what a 256² crop costs).
 
-With ``train.augment_on: gpu`` the loader stops after step 3's cut (and the resize, which it
-applies to the window alone): every sample's window has the same side (:meth:`TrainTransform.
-window_side`), and :class:`~mmseg_heads.data.augment.batched.BatchAugment` does the geometric
-transforms, the crop and the intensity transforms on whole batches on the device.
+With ``train.augment_on: gpu`` the loader stops after step 3's cut (:meth:`TrainTransform.window`:
+the part of the window that lies on the image, resized, and where it starts in the window; every
+window has the same side, :meth:`TrainTransform.window_side`), and
+:class:`~mmseg_heads.data.augment.batched.BatchAugment` does the geometric transforms, the crop
+and the intensity transforms on whole batches on the device.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class TrainTransform:
         """What runs on whole batches with ``on="gpu"`` (``None`` with ``on="cpu"``)."""
         if self.on == "cpu":
             return None
-        return BatchAugment(self.crop, self.geometric, self.intensity)
+        return BatchAugment(self.crop, self.geometric, self.intensity, self.window_side())
 
     def describe(self) -> str:
         """One line for ``inspect``: what runs, and where."""
@@ -100,7 +101,8 @@ class TrainTransform:
             return f"{what}, per sample in the loader's workers (augment_on: cpu)"
         return (
             f"{what}, on whole batches on the training device (augment_on: gpu); the loader "
-            f"cuts {self.window_side()}² windows around the {self.crop}² crops"
+            f"sends what lies on the image of a {self.window_side()}² window around each "
+            f"{self.crop}² crop"
         )
 
     def window_side(self) -> int:
@@ -121,13 +123,45 @@ class TrainTransform:
         height, width = next(iter(images.values())).shape[-2:]
         factor = self._resize_factor(height, width, generator)
         centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
-        if self.on == "gpu":
-            images, labels = self._window(images, labels, centre, factor)
-        else:
-            images, labels = self._augment(images, labels, centre, factor, generator)
+        images, labels = self._augment(images, labels, centre, factor, generator)
         return (
             {k: v.contiguous() for k, v in images.items()},
             {k: v.contiguous() for k, v in labels.items()},
+        )
+
+    def window(
+        self,
+        images: Tensors,
+        labels: Tensors,
+        has_label: dict[str, bool],
+        generator: torch.Generator,
+    ) -> tuple[Tensors, Tensors, tuple[int, int]]:
+        """The loader's half of ``on="gpu"``: steps 1-2, then the part of the sample's
+        ``window_side()``² window that lies on the image, resized, and where that part starts in
+        the window (top, left). The rest of the window would be fill, which the batched warp
+        treats as outside, so a window larger than the image costs what the image costs."""
+        height, width = next(iter(images.values())).shape[-2:]
+        factor = self._resize_factor(height, width, generator)
+        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
+        window = self.window_side()
+        source = math.ceil(window / factor)  # the window in input pixels
+        top, left = round(centre[0] - source / 2), round(centre[1] - source / 2)
+        # the centre lies on the image, so the window overlaps it
+        rows = slice(max(top, 0), min(top + source, height))
+        cols = slice(max(left, 0), min(left + source, width))
+        images = {k: v[..., rows, cols] for k, v in images.items()}
+        labels = {k: v[..., rows, cols] for k, v in labels.items()}
+        scale = window / source
+        origin = (round((rows.start - top) * scale), round((cols.start - left) * scale))
+        if scale != 1:
+            size = [round((r.stop - r.start) * scale) or 1 for r in (rows, cols)]
+            resize, params = Scale(p=1.0), {"size": size}
+            images = unstack(resize.apply_image(stack(images), params), images)
+            labels = unstack(resize.apply_label(stack(labels), params), labels)
+        return (
+            {k: v.contiguous() for k, v in images.items()},
+            {k: v.contiguous() for k, v in labels.items()},
+            origin,
         )
 
     def _augment(
@@ -151,20 +185,6 @@ class TrainTransform:
         labels = {k: centre_crop(v, self.crop, IGNORE_INDEX) for k, v in labels.items()}
         for transform in self.intensity:
             images = transform(images, generator)
-        return images, labels
-
-    def _window(
-        self, images: Tensors, labels: Tensors, centre: tuple[float, float], factor: float
-    ) -> tuple[Tensors, Tensors]:
-        """``on="gpu"``: the window around ``centre``, resized, ``window_side()``² for all."""
-        window = self.window_side()
-        source = math.ceil(window / factor)  # the window in input pixels
-        images, labels = cut_around(images, labels, centre, source)
-        if source != window:
-            params = {"size": [window, window]}
-            resize = Scale(p=1.0)
-            images = unstack(resize.apply_image(stack(images), params), images)
-            labels = unstack(resize.apply_label(stack(labels), params), labels)
         return images, labels
 
     def _resize_factor(self, height: int, width: int, generator: torch.Generator) -> float:
