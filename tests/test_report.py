@@ -648,3 +648,33 @@ def test_validations_inside_epochs_fall_between_them_on_the_curves():
     once_an_epoch = [{"epoch": 1, "step": 4}, {"epoch": 2, "step": 7}]
     assert validation_epochs(train, once_an_epoch) == [1.0, 2.0]
     assert validation_epochs([{"epoch": 1}], [{"epoch": 1}]) == [1]  # lines without steps
+
+
+def test_html_examples_are_the_evaluations_own_masks_segmented_once(evaluated, monkeypatch):
+    from mmseg_heads.engine import evaluator
+    from mmseg_heads.engine.evaluate import evaluate
+
+    tmp, _ = evaluated
+    segmented = []
+    segment_planes = evaluator.segment_planes
+
+    def counting(model, images, *args, **kwargs):
+        segmented.append(len(next(iter(images.values()))))
+        return segment_planes(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "segment_planes", counting)
+    report = evaluate(tmp / "run", with_examples=True)
+    # every sample segmented once: none a second time for the page's examples
+    assert sum(segmented) == report["samples"] == 8
+    ids = sorted({i for ends in report["examples"].values() for g in ends.values() for i in g})
+    assert ids and sorted(report["_examples"]) == ids
+    for task, scores in report["per_sample"].items():
+        classes = len(report["tasks"][task]["classes"])
+        for sample_id in ids:
+            arrays = report["_examples"][sample_id]
+            pred = torch.from_numpy(arrays["pred"][task])[None]
+            label = torch.from_numpy(arrays["labels"][task])[None]
+            assert arrays["images"]["optical"].shape[-2:] == label.shape[-2:]
+            # the kept mask is the one scored
+            (score,) = evaluator.sample_scores(pred, label, classes)
+            assert score == pytest.approx(scores[sample_id], abs=1e-6) or score is scores[sample_id]

@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from mmseg_heads.config import Config
-from mmseg_heads.data.dataset import MultiModalDataset, collate
+from mmseg_heads.data.dataset import MultiModalDataset
 from mmseg_heads.data.spec import IGNORE_INDEX, DataSpec, TaskSpec
-from mmseg_heads.engine.evaluator import EvalResult, run_evaluation, to_device
-from mmseg_heads.engine.inference import Inference, segment_planes
+from mmseg_heads.engine.evaluator import EvalResult, ExampleKeeper, run_evaluation
 from mmseg_heads.engine.loaders import eval_loader
 from mmseg_heads.engine.precision import resolve_precision
 from mmseg_heads.engine.run import RunCheckpoint, load_run, run_dir_of
@@ -111,30 +110,6 @@ def _examples(per_sample: dict[str, dict[str, float | None]]) -> dict[str, dict[
     return out
 
 
-@torch.inference_mode()
-def predict_samples(
-    model, dataset: MultiModalDataset, ids: list[str], device, precision, inference: Inference
-) -> dict:
-    """``{id: {"images": {m: C×H×W}, "labels": {t: H×W}, "pred": {t: H×W}}}`` as numpy arrays,
-    segmented exactly as the evaluation did."""
-    index = {sample_id: i for i, sample_id in enumerate(dataset.ids)}
-    out = {}
-    for sample_id in ids:
-        batch = to_device(collate([dataset[index[sample_id]]], model.trunk.max_stride), device)
-        classes = segment_planes(
-            model, batch["images"], inference, precision=precision, device=device
-        )
-        h, w = batch["size"][0]
-        out[sample_id] = {
-            "images": {
-                m: x[0, :, :h, :w].float().cpu().numpy() for m, x in batch["images"].items()
-            },
-            "labels": {t: y[0, :h, :w].cpu().numpy() for t, y in batch["labels"].items()},
-            "pred": {t: v[0, :h, :w].cpu().numpy() for t, v in classes.items()},
-        }
-    return out
-
-
 def evaluate(
     checkpoint: str | Path,
     *,
@@ -171,9 +146,12 @@ def evaluate(
         "inference": inference,
     }
     volumes = config.spec.volume is not None
+    # the HTML page's worst and best samples, kept as they were segmented (no second pass)
+    keeper = ExampleKeeper(EXAMPLES_PER_END) if with_examples else None
     result = run_evaluation(
-        model, loader, config.spec, per_sample=True, per_case=volumes, gates=True, **common
-    )
+        model, loader, config.spec, per_sample=True, per_case=volumes, gates=True,
+        examples=keeper, **common,
+    )  # fmt: skip
     summaries = _summaries(result, beta)
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -215,9 +193,7 @@ def evaluate(
         ids = sorted(
             {i for ends in report["examples"].values() for group in ends.values() for i in group}
         )
-        report["_examples"] = predict_samples(
-            model, loader.dataset, ids, device, precision, inference
-        )
+        report["_examples"] = keeper.pick(ids)
     return report
 
 

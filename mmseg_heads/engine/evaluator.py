@@ -7,7 +7,9 @@ features): that is how the per-modality ablation is measured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -102,6 +104,50 @@ class _WeightMeans:
         )
 
 
+class ExampleKeeper:
+    """The arrays of each task's ``k`` worst and ``k`` best samples, kept while evaluating, so the
+    HTML page's examples show the masks the evaluation scored without segmenting them again.
+
+    Samples rank by ``(score, id)`` as ``evaluate``'s ``examples`` section ranks
+    them; arrays of samples that drop out of every task's ends are let go (memory stays at
+    ``2 k`` samples per task)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.worst: dict[str, list[tuple]] = {}
+        self.best: dict[str, list[tuple]] = {}
+        self.arrays: dict[str, dict] = {}
+
+    def offer(self, task: str, sample_id: str, score: float | None, arrays: Callable[[], dict]):
+        """Consider one sample; ``arrays()`` is called only if it is kept."""
+        if score is None:
+            return
+        key = (score, sample_id)
+        worst = sorted([*self.worst.get(task, []), key])[: self.k]
+        best = sorted([*self.best.get(task, []), key], reverse=True)[: self.k]
+        self.worst[task], self.best[task] = worst, best
+        if key in worst or key in best:
+            if sample_id not in self.arrays:
+                self.arrays[sample_id] = arrays()
+            kept = {i for ends in (*self.worst.values(), *self.best.values()) for _, i in ends}
+            self.arrays = {i: a for i, a in self.arrays.items() if i in kept}
+
+    def pick(self, ids) -> dict[str, dict]:
+        return {i: self.arrays[i] for i in ids}
+
+
+def _sample_arrays(batch: dict, classes: dict[str, torch.Tensor], row: int) -> dict:
+    """One sample of a batch, cropped to its size, as numpy: images, labels and predictions."""
+    height, width = batch["size"][row]
+    return {
+        "images": {
+            m: x[row, :, :height, :width].float().cpu().numpy() for m, x in batch["images"].items()
+        },
+        "labels": {t: y[row, :height, :width].cpu().numpy() for t, y in batch["labels"].items()},
+        "pred": {t: v[row, :height, :width].cpu().numpy() for t, v in classes.items()},
+    }
+
+
 def sample_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float | None]:
     """Macro foreground F of each sample of a batch (None where no foreground is in either)."""
     scores = []
@@ -125,12 +171,14 @@ def run_evaluation(
     gates: bool = False,
     progress: bool = False,
     inference: Inference = WHOLE_IMAGE,
+    examples: ExampleKeeper | None = None,
 ) -> EvalResult:
     """Evaluate every labelled pixel of ``loader``; padding and ignore pixels are left out.
 
     Each sample is segmented as :func:`~mmseg_heads.engine.inference.segment_planes` does for
     ``predict``, with ``inference``'s window and flips; with ``gates``, gate weights are averaged
-    over every forward pass (every window and flip)."""
+    over every forward pass (every window and flip); ``examples`` (with ``per_sample``) keeps the
+    arrays of each task's worst and best samples."""
     model.eval()
     inference.check(model.trunk.max_stride)
 
@@ -184,6 +232,11 @@ def run_evaluation(
             if per_sample:
                 scores = sample_scores(pred, target, matrix.num_classes)
                 result.per_sample.setdefault(task, {}).update(zip(ids, scores, strict=True))
+                if examples is not None:
+                    rows = labelled.nonzero().flatten().tolist()
+                    for row, sample_id, score in zip(rows, ids, scores, strict=True):
+                        arrays = partial(_sample_arrays, batch, classes, row)
+                        examples.offer(task, sample_id, score, arrays)
             if per_case:
                 sizes = [
                     s for s, keep in zip(batch["size"], labelled.tolist(), strict=True) if keep
