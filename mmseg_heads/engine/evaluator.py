@@ -34,7 +34,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
         },
         "labels": {k: v.to(device, non_blocking=True) for k, v in batch["labels"].items()},
         "has_label": {k: v.to(device, non_blocking=True) for k, v in batch["has_label"].items()},
-    }
+    } | ({"origin": batch["origin"].to(device, non_blocking=True)} if "origin" in batch else {})
 
 
 def same_size_parts(batch: dict, multiple: int) -> list[dict]:

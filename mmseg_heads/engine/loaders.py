@@ -33,10 +33,7 @@ def augment_batch(batch: dict, augment: BatchAugment, seed: int) -> dict:
     """A collated batch already on its device, augmented there (``train.augment_on: gpu``)."""
     images = next(iter(batch["images"].values()))
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    origin = batch.get("origin")
-    if origin is not None:
-        origin = origin.to(images.device, non_blocking=True)
-    augmented, labels = augment(batch["images"], batch["labels"], generator, origin)
+    augmented, labels = augment(batch["images"], batch["labels"], generator, batch.get("origin"))
     side = round_up(augment.crop, PAD_MULTIPLE)  # padded as collate pads the loader's crops
     augmented, labels = pad_to(augmented, labels, side, side)
     # channels_last as to_device makes it (oneDNN and cuDNN convolutions prefer it)
