@@ -277,7 +277,7 @@ def _place(array: torch.Tensor, origin: tuple[int, int], side: int, fill: float)
     return canvas
 
 
-def test_trainer_feeds_the_model_device_augmented_crops(tmp_path, demo_spec, monkeypatch):
+def test_trainer_feeds_the_model_device_augmented_crops(tmp_path, demo_spec, monkeypatch, caplog):
     import yaml
 
     from mmseg_heads.engine.steps import Stepper
@@ -301,9 +301,11 @@ def test_trainer_feeds_the_model_device_augmented_crops(tmp_path, demo_spec, mon
     monkeypatch.setattr(Stepper, "micro_batch", record)
     before = torch.get_num_threads()
     try:
-        train(load_config(path), progress=False)
+        with caplog.at_level("INFO", logger="mmseg_heads"):
+            train(load_config(path), progress=False)
     finally:
         torch.set_num_threads(before)
+    assert "on whole batches on the training device (augment_on: gpu)" in caplog.text
     assert seen
     for batch in seen:
         # 48² crops, padded to a multiple of 32 as the loader's collate pads them: 0 and ignore

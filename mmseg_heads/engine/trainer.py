@@ -125,6 +125,7 @@ class Trainer:
         self.dataset = train_dataset(config.spec, train_cfg)
         # train.augment_on: gpu — the loader cuts windows, the device augments whole batches
         self.batch_augment = self.dataset.transform.batch_augment()
+        log.info("augmentation: %s", self.dataset.transform.describe())
         check_world_fits(len(self.dataset), self.world, file=config.path)
         # Weight-file problems surface here, before any file of the run is written.
         self.model = model_from_config(config).to(self.device, memory_format=torch.channels_last)
