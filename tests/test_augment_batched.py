@@ -237,7 +237,7 @@ def test_a_transform_without_a_batched_form_names_augment_on():
             return -image
 
     with pytest.raises(UserError) as raised:
-        BatchAugment(32, [], [Invert(p=1.0)])
+        BatchAugment(32, [], [Invert(p=1.0)], window=32)
     assert raised.value.field == "train.augment_on"
     assert "Invert has no batched form" in str(raised.value)
 

@@ -232,6 +232,15 @@ def unstack(stacked: torch.Tensor, like: Tensors) -> Tensors:
     return out
 
 
+def source_sides(transforms: list[GeometricTransform], crop: float) -> list[float]:
+    """The side each transform of a chain must be given so that the chain fills ``crop``²: entry
+    ``i`` is the input side of ``transforms[i]``, the last entry ``crop`` itself."""
+    sides = [float(crop)]
+    for transform in reversed(transforms):
+        sides.insert(0, transform.source_side(sides[0]))
+    return sides
+
+
 def rotated_side(side: float, degrees: float) -> float:
     """Side of the square that still covers a ``side``² square rotated by up to ``degrees``."""
     angle = math.radians(min(abs(degrees), 45.0))

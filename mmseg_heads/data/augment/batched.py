@@ -27,6 +27,7 @@ from mmseg_heads.data.augment.base import (
     Tensors,
     chance_batch,
     per_sample,
+    source_sides,
 )
 from mmseg_heads.data.spec import IGNORE_INDEX
 from mmseg_heads.errors import UserError
@@ -40,7 +41,7 @@ class BatchAugment:
         geometric: geometric transforms, in order (each with a batched form).
         intensity: intensity transforms, in order (each with a batched form).
         window: side of the square each sample's output is read from (the loader's
-            ``TrainTransform.window_side()``); ``None``: the side of the arrays given.
+            ``TrainTransform.window_side()``).
 
     Raises:
         UserError: a transform has no batched form (a user's own registered class).
@@ -51,7 +52,7 @@ class BatchAugment:
         crop: int,
         geometric: list[GeometricTransform],
         intensity: list[IntensityTransform],
-        window: int | None = None,
+        window: int,
     ):
         for transform in [*geometric, *intensity]:
             if not transform.batched():
@@ -62,15 +63,11 @@ class BatchAugment:
                 )
         self.crop, self.geometric, self.intensity = crop, geometric, intensity
         self.window = window
-        # the side of the centred square each transform's output is read over
-        self.extents: list[float] = []
-        side = float(crop)
-        for transform in reversed(geometric):
-            self.extents.insert(0, side)
-            side = transform.source_side(side)
+        sides = source_sides(geometric, crop)
         # the canvas the first transform warps, as the loader's (unpadded) window: an affine's
-        # `translate` is a share of it
-        self.canvas = side
+        # `translate` is a share of it; then the side of the centred square each transform's
+        # output is read over
+        self.canvas, self.extents = sides[0], sides[1:]
 
     def __call__(
         self,
@@ -111,8 +108,7 @@ class BatchAugment:
             coords = torch.where(per_sample(applied, coords), moved, coords)
         # pixels from the window's centre -> from the array's corner -> [-1, 1] at the array's
         # outer edges (align_corners=False)
-        window = like.new_tensor([width, height] if self.window is None else [self.window] * 2)
-        corner = coords + window / 2
+        corner = coords + self.window / 2
         if origin is not None:
             corner = corner - origin.flip(-1).to(corner).view(-1, 1, 1, 2)  # (top, left) -> x, y
         return corner / like.new_tensor([width / 2, height / 2]) - 1

@@ -33,6 +33,7 @@ from mmseg_heads.data.augment.base import (
     IntensityTransform,
     Tensors,
     chance,
+    source_sides,
     stack,
     uniform,
     unstack,
@@ -43,7 +44,9 @@ from mmseg_heads.data.augment.presets import build_transforms
 from mmseg_heads.data.spec import IGNORE_INDEX
 from mmseg_heads.data.transforms import round_up
 
-#: ``augment_on: gpu`` windows are a multiple of this, so collating them pads nothing.
+#: ``augment_on: gpu`` window sides are rounded up to a multiple of this (a round number for
+#: ``inspect``; only the part of a window on the image is sent, so the rounding costs at most a
+#: band of image pixels).
 WINDOW_MULTIPLE = 32
 
 
@@ -108,10 +111,7 @@ class TrainTransform:
     def window_side(self) -> int:
         """``on="gpu"``: the side of every window the loader cuts (after the resize), large enough
         for the geometric transforms to fill the crop."""
-        side = float(self.crop)
-        for transform in reversed(self.geometric):
-            side = transform.source_side(side)
-        return round_up(math.ceil(side), WINDOW_MULTIPLE)
+        return round_up(math.ceil(source_sides(self.geometric, self.crop)[0]), WINDOW_MULTIPLE)
 
     def __call__(
         self,
@@ -120,14 +120,8 @@ class TrainTransform:
         has_label: dict[str, bool],
         generator: torch.Generator,
     ) -> tuple[Tensors, Tensors]:
-        height, width = next(iter(images.values())).shape[-2:]
-        factor = self._resize_factor(height, width, generator)
-        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
-        images, labels = self._augment(images, labels, centre, factor, generator)
-        return (
-            {k: v.contiguous() for k, v in images.items()},
-            {k: v.contiguous() for k, v in labels.items()},
-        )
+        factor, centre = self._place(images, labels, has_label, generator)
+        return contiguous(*self._augment(images, labels, centre, factor, generator))
 
     def window(
         self,
@@ -141,8 +135,7 @@ class TrainTransform:
         the window (top, left). The rest of the window would be fill, which the batched warp
         treats as outside, so a window larger than the image costs what the image costs."""
         height, width = next(iter(images.values())).shape[-2:]
-        factor = self._resize_factor(height, width, generator)
-        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
+        factor, centre = self._place(images, labels, has_label, generator)
         window = self.window_side()
         source = math.ceil(window / factor)  # the window in input pixels
         top, left = round(centre[0] - source / 2), round(centre[1] - source / 2)
@@ -158,11 +151,16 @@ class TrainTransform:
             resize, params = Scale(p=1.0), {"size": size}
             images = unstack(resize.apply_image(stack(images), params), images)
             labels = unstack(resize.apply_label(stack(labels), params), labels)
-        return (
-            {k: v.contiguous() for k, v in images.items()},
-            {k: v.contiguous() for k, v in labels.items()},
-            origin,
-        )
+        return (*contiguous(images, labels), origin)
+
+    def _place(
+        self, images: Tensors, labels: Tensors, has_label: dict[str, bool], generator
+    ) -> tuple[float, tuple[float, float]]:
+        """Steps 1-2: this sample's resize factor and its crop's centre in input pixels."""
+        height, width = next(iter(images.values())).shape[-2:]
+        factor = self._resize_factor(height, width, generator)
+        centre = self._centre(labels, has_label, (height, width), self.crop / factor, generator)
+        return factor, centre
 
     def _augment(
         self,
@@ -175,10 +173,8 @@ class TrainTransform:
         """Steps 3-4: warp a window around ``centre`` (resize first), crop, intensity."""
         chain = [Scale(p=1.0, range=[factor, factor], aspect=[1.0, 1.0])] if factor != 1 else []
         chain += self.geometric
-        side = self.crop
-        for transform in reversed(chain):
-            side = transform.source_side(side)
-        images, labels = cut_around(images, labels, centre, math.ceil(side))
+        side = math.ceil(source_sides(chain, self.crop)[0])
+        images, labels = cut_around(images, labels, centre, side)
         for transform in chain:
             images, labels = transform(images, labels, generator)
         images = {k: centre_crop(v, self.crop, 0.0) for k, v in images.items()}
@@ -250,6 +246,14 @@ def foreground_pixel(
     pixels = (label == value).nonzero()
     row, col = pixels[int(torch.randint(0, len(pixels), (), generator=generator))].tolist()
     return row + 0.5, col + 0.5
+
+
+def contiguous(images: Tensors, labels: Tensors) -> tuple[Tensors, Tensors]:
+    """The arrays as contiguous tensors (a sample a loader worker hands over)."""
+    return (
+        {k: v.contiguous() for k, v in images.items()},
+        {k: v.contiguous() for k, v in labels.items()},
+    )
 
 
 def cut_around(
