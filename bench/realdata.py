@@ -30,6 +30,10 @@ on all four sequences (it has no single one). ``--results`` is MyoPS-only.
 
     python bench/realdata.py --dataset brats --steps 480 --models ours_early_r34 --threads 1 \
         --pipeline ours --augment light --crop-foreground 0.8
+
+``--val-cases ID …`` (with ``--steps``) validates on those cases and trains on every other case of
+the data set instead of the spec's split: leave-cases-out folds, so that a score is not one
+subject's. ``--summarize`` then adds a table of the mean over folds (one seed per fold).
 Needs ../shared/data/brats2018 (not redistributed; cite Menze et al., IEEE TMI 2015; Bakas et al.,
 Sci. Data 2017; Bakas et al., arXiv:1811.02629).
 """
@@ -460,6 +464,13 @@ def main() -> None:
     p.add_argument("--crop-foreground", type=float, default=0.0, help="train.crop_foreground")
     p.add_argument("--workers", type=int, default=0, help="loader processes (with --steps)")
     p.add_argument(
+        "--val-cases",
+        nargs="+",
+        default=None,
+        help="with --steps: validate on these cases, train on every other case (a fold) instead "
+        "of the spec's split",
+    )
+    p.add_argument(
         "--log",
         type=Path,
         default=None,
@@ -580,9 +591,12 @@ def run_steps(args, dataset: Dataset = DATASETS["myops"]) -> None:
         raise SystemExit("--steps trains ours_* and joint_unet only")
     torch.set_num_threads(args.threads)
     spec = load_data_spec(dataset.spec)
+    if args.val_cases:
+        hold_out(spec, args.val_cases)
     train = train_data(spec, args.pipeline, args)
     val = DataLoader(MultiModalDataset(spec, "val"), batch_size=2, collate_fn=collate)
     task_classes = {t: spec.tasks[t].num_classes for t in dataset.sequence_of}
+    sizes = {"train_samples": len(train), "val_samples": len(val.dataset)}
     for name in args.models:
         torch.manual_seed(args.seed)
         model = build_named(name, task_classes, dataset)
@@ -604,29 +618,68 @@ def run_steps(args, dataset: Dataset = DATASETS["myops"]) -> None:
             "date": datetime.date.today().isoformat(),
             "machine": _cpu(),
             "threads": args.threads,
+            **sizes,
         }
         if dataset.name != "myops":  # MyoPS lines stay as they were (crop 256 unless noted)
             record |= {"dataset": dataset.name, "crop": args.crop}
+        if args.val_cases:  # a fold; lines without "val" used the spec's split
+            record["val"] = sorted(args.val_cases)
         print(json.dumps(record), flush=True)
         args.log.parent.mkdir(parents=True, exist_ok=True)
         with args.log.open("a") as log:
             log.write(json.dumps(record) + "\n")
 
 
-def summarize(log: Path, dataset: Dataset = DATASETS["myops"]) -> str:
-    """Mean ± sd (and min–max) of foreground Dice per setting over the seeds in the log."""
-    import statistics
+def hold_out(spec, val_cases: list[str]) -> None:
+    """Replace the spec's split by a fold: validate on ``val_cases``, train on every other case."""
+    import re
 
+    unknown = sorted(set(val_cases) - set(spec.all_ids()))
+    if unknown:
+        raise SystemExit(f"--val-cases: no such case {unknown}; the data set has {spec.all_ids()}")
+    exact = "|".join(re.escape(c) for c in val_cases)
+    spec.splits = {
+        "train": {"ids": None, "pattern": f"^(?!(?:{exact})$)", "fraction": None, "seed": 0},
+        "val": {"ids": None, "pattern": f"^(?:{exact})$", "fraction": None, "seed": 0},
+    }
+
+
+def summarize(log: Path, dataset: Dataset = DATASETS["myops"]) -> str:
+    """Mean ± sd (and min–max) of foreground Dice per setting over the seeds in the log, on the
+    spec's split; where a setting was also trained on ``--val-cases`` folds, a second table with
+    the mean over folds of seed 0 (the spec's split counting as the fold of its own val cases)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [r for r in records if r.get("dataset", "myops") == dataset.name]
+    tasks = list(dataset.sequence_of)
+    on_spec_split = _group([r for r in records if "val" not in r])
+    lines = _table(on_spec_split, tasks, "seeds", lambda r: str(r["seed"]))
+    folds = {
+        key: runs
+        for key, runs in _group([r for r in records if r["seed"] == 0]).items()
+        if any("val" in r for r in runs)
+    }
+    if folds:
+        lines += ["", "Folds (seed 0; `spec` = the spec's own split):", ""]
+        lines += _table(folds, tasks, "validated on", lambda r: "+".join(r.get("val", ["spec"])))
+    return "\n".join(lines) + "\n"
+
+
+def _group(records: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
-    for line in log.read_text().splitlines():
-        r = json.loads(line)
-        if r.get("dataset", "myops") != dataset.name:
-            continue
+    for r in records:
         key = (r["model"], r["pipeline"], r["augment"], r["crop_foreground"], r["steps"], _init(r))
         groups.setdefault(key, []).append(r)
-    tasks = list(dataset.sequence_of)
+    return groups
+
+
+def _table(
+    groups: dict[tuple, list[dict]], tasks: list[str], over: str, name: Callable[[dict], str]
+) -> list[str]:
+    """One row per setting: mean ± sample sd (min–max) over its runs, ``over`` naming them."""
+    import statistics
+
     lines = [
-        "| model | init | pipeline | steps | seeds | "
+        f"| model | init | pipeline | steps | {over} | "
         + " | ".join(f"{t} Dice" for t in tasks)
         + " |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
@@ -646,11 +699,11 @@ def summarize(log: Path, dataset: Dataset = DATASETS["myops"]) -> str:
             cells.append(
                 f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
             )
-        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        names = ",".join(name(r) for r in sorted(runs, key=name))
         lines.append(
-            f"| {model} | {init} | {what} | {steps} | {seeds} | " + " | ".join(cells) + " |"
+            f"| {model} | {init} | {what} | {steps} | {names} | " + " | ".join(cells) + " |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _init(record: dict) -> str:

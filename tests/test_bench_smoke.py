@@ -70,9 +70,9 @@ def test_quick_run_writes_positive_ratios(quick_runs, name):
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REALDATA = {  # --dataset: (its folder in ../shared/data, its tasks)
-    "myops": ("myops2020", ["anatomy", "scar", "edema"]),
-    "brats": ("brats2018", ["whole_tumor", "enhancing", "regions"]),
+REALDATA = {  # --dataset: (its folder in ../shared/data, its tasks, a case of its train split)
+    "myops": ("myops2020", ["anatomy", "scar", "edema"], "Case3001"),
+    "brats": ("brats2018", ["whole_tumor", "enhancing", "regions"], "Brats18_2013_3_1"),
 }
 
 
@@ -80,8 +80,8 @@ REALDATA = {  # --dataset: (its folder in ../shared/data, its tasks)
 @pytest.mark.parametrize("dataset", list(REALDATA))
 def test_realdata_quick(tmp_path, dataset):
     """bench/realdata.py --quick on each data set (two of its models), then one --steps line and
-    --summarize; skips when the data is absent (it is not redistributed)."""
-    folder, tasks = REALDATA[dataset]
+    --summarize, and a --val-cases fold; skips when the data is absent (it is not redistributed)."""
+    folder, tasks, train_case = REALDATA[dataset]
     if not (SHARED_DATA / folder).is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA / folder} (it is not redistributed)")
     pytest.importorskip("nibabel")
@@ -113,3 +113,28 @@ def test_realdata_quick(tmp_path, dataset):
     )
     assert summary.returncode == 0, summary.stderr[-3000:]
     assert "| joint_unet | smp | augment light, crop_foreground 0.5 | 1 | 0 |" in summary.stdout
+
+    # a fold: validate on one case of the spec's train split, train on all the others
+    done = subprocess.run(
+        [*steps, "--augment", "light", "--crop-foreground", "0.5", "--val-cases", train_case],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    fold = json.loads(log.read_text().splitlines()[-1])
+    assert fold["val"] == [train_case] and 0 < fold["val_samples"] != record["val_samples"]
+    total = record["train_samples"] + record["val_samples"]
+    assert fold["train_samples"] + fold["val_samples"] == total  # every case in one of the two
+    summary = subprocess.run(
+        [*command, "--summarize", "--log", str(log)], capture_output=True, text=True, env=env
+    )
+    spec_table, fold_table = summary.stdout.split("Folds")
+    assert "| 1 | 0 |" in spec_table and train_case not in spec_table  # folds stay out of it
+    row = f"| joint_unet | smp | augment light, crop_foreground 0.5 | 1 | {train_case},spec |"
+    assert row in fold_table
+    plain = subprocess.run([*steps, "--pipeline", "plain"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0, plain.stderr[-3000:]  # the baseline's centre crops
+    assert json.loads(log.read_text().splitlines()[-1])["pipeline"] == "plain"
+    unknown = subprocess.run(
+        [*steps, "--val-cases", "NoSuchCase"], capture_output=True, text=True, env=env
+    )
+    assert unknown.returncode != 0 and "no such case ['NoSuchCase']" in unknown.stderr

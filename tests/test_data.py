@@ -476,6 +476,27 @@ def test_dataset_sample_has_the_documented_layout(dataset_dir):
     )
 
 
+def test_dataset_takes_any_callable_as_its_transform(dataset_dir):
+    """A transform need not be a TrainTransform: any callable with its signature is applied, with a
+    generator seeded from the index's seed (the benchmark's centre crop is one)."""
+    seen = []
+
+    def corner(images, labels, has_label, generator):
+        seen.append(int(torch.randint(0, 2**31, (), generator=generator)))
+        return {k: v[:, :2, :3] for k, v in images.items()}, {
+            k: v[:2, :3] for k, v in labels.items()
+        }
+
+    dataset = MultiModalDataset(
+        load_data_spec(_write_spec(dataset_dir, _spec_dict())), "all", transform=corner
+    )
+    sample = dataset[(2, 7)]
+    assert sample["images"]["rgb"].shape == (3, 2, 3) and "origin" not in sample
+    assert sample["labels"]["seg"].tolist() == _seg_label(2)[:2, :3].tolist()
+    dataset[(2, 7)]
+    assert seen[0] == seen[1]  # the same seed, the same draws
+
+
 def test_dataset_optional_task_without_label_file(dataset_dir):
     (dataset_dir / "labels/edges").mkdir()
     Image.fromarray(np.full((H, W), 255, np.uint8), "L").save(dataset_dir / "labels/edges/a0.png")

@@ -8,6 +8,7 @@ files once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,9 @@ class MultiModalDataset(Dataset):
     Args:
         spec: the data spec.
         split: name of one of its splits.
-        transform: training augmentation and crop (``None`` for evaluation).
+        transform: training augmentation and crop (``None`` for evaluation): a
+            :class:`TrainTransform`, or any callable ``(images, labels, has_label, generator) ->
+            (images, labels)`` (only a ``TrainTransform`` can leave augmentation to the device).
 
     An index may come with the seed of its augmentation, ``dataset[(index, seed)]`` (the training
     loader's order does this, so a sample's augmentation depends on the run's seed, the epoch and
@@ -68,7 +71,9 @@ class MultiModalDataset(Dataset):
     torch's RNG.
     """
 
-    def __init__(self, spec: DataSpec, split: str, *, transform: TrainTransform | None = None):
+    def __init__(
+        self, spec: DataSpec, split: str, *, transform: TrainTransform | Callable | None = None
+    ):
         self.spec = spec
         self.split = split
         self.transform = transform
@@ -272,7 +277,8 @@ class MultiModalDataset(Dataset):
             if seed is None:
                 seed = int(torch.randint(0, 2**62, ()))
             generator = torch.Generator().manual_seed(seed)
-            if self.transform.on == "gpu":  # the window only: the device augments the batch
+            # the window only, where the device augments the batch (a TrainTransform's option)
+            if getattr(self.transform, "on", "cpu") == "gpu":
                 images, labels, origin = self.transform.window(images, labels, has_label, generator)
             else:
                 images, labels = self.transform(images, labels, has_label, generator)
