@@ -122,8 +122,9 @@ BRATS_OURS = {
             "regions": {"source": "fused", "decoder": "shared", "gate": "attention"},
         },
     },
-    # the MyoPS recipe (configs/myops_early.yaml): the four sequences stacked into one ResNet-34,
-    # one shared decoder, gates on the two single-sequence heads, none on the fused map
+    # configs/brats_early.yaml, the MyoPS recipe (configs/myops_early.yaml) on the four sequences
+    # stacked into one ResNet-34, one shared decoder, gates on the two single-sequence heads, none
+    # on the fused map
     "ours_early_r34": {
         "encoders": {"flair+t1+t1ce+t2": "resnet34"},
         "fusion": "concat",

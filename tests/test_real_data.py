@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MYOPS, BRATS = SHARED_DATA / "myops2020", SHARED_DATA / "brats2018"
 MYOPS_SPEC, BRATS_SPEC = REPO / "data_specs/myops2020.yaml", REPO / "data_specs/brats2018.yaml"
-REAL_CONFIGS = ["myops_branches", "myops_fused", "brats_branches"]
+REAL_CONFIGS = ["myops_branches", "myops_early", "myops_fused", "brats_branches", "brats_early"]
 
 nib = pytest.importorskip("nibabel")
 pytestmark = [
