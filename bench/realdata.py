@@ -30,12 +30,12 @@ on all four sequences (it has no single one). ``--results`` is MyoPS-only.
 
     python bench/realdata.py --dataset brats --steps 480 --models ours_early_r34 --threads 1 \
         --pipeline ours --augment light --crop-foreground 0.8
-
-``--val-cases ID …`` (with ``--steps``) validates on those cases and trains on every other case of
-the data set instead of the spec's split: leave-cases-out folds, so that a score is not one
-subject's. ``--summarize`` then adds a table of the mean over folds (one seed per fold).
 Needs ../shared/data/brats2018 (not redistributed; cite Menze et al., IEEE TMI 2015; Bakas et al.,
 Sci. Data 2017; Bakas et al., arXiv:1811.02629).
+
+``--val-cases ID …`` (with ``--steps``, either data set) validates on those cases and trains on
+every other case instead of the spec's split: leave-cases-out folds, so that a score is not one
+subject's. ``--summarize`` then adds a table of the mean over folds (seed 0 of each fold).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -633,8 +634,6 @@ def run_steps(args, dataset: Dataset = DATASETS["myops"]) -> None:
 
 def hold_out(spec, val_cases: list[str]) -> None:
     """Replace the spec's split by a fold: validate on ``val_cases``, train on every other case."""
-    import re
-
     unknown = sorted(set(val_cases) - set(spec.all_ids()))
     if unknown:
         raise SystemExit(f"--val-cases: no such case {unknown}; the data set has {spec.all_ids()}")
@@ -700,7 +699,7 @@ def _table(
             cells.append(
                 f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
             )
-        names = ",".join(name(r) for r in sorted(runs, key=name))
+        names = ",".join(name(r) for r in sorted(runs, key=lambda r: (r["seed"], name(r))))
         lines.append(
             f"| {model} | {init} | {what} | {steps} | {names} | " + " | ".join(cells) + " |"
         )
