@@ -47,6 +47,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -638,9 +639,11 @@ def hold_out(spec, val_cases: list[str]) -> None:
     if unknown:
         raise SystemExit(f"--val-cases: no such case {unknown}; the data set has {spec.all_ids()}")
     exact = "|".join(re.escape(c) for c in val_cases)
+    # a pattern rule in the shape the spec's own rules have (the loader filled in its defaults)
+    rule = {**spec.splits["train"], "ids": None, "fraction": None}
     spec.splits = {
-        "train": {"ids": None, "pattern": f"^(?!(?:{exact})$)", "fraction": None, "seed": 0},
-        "val": {"ids": None, "pattern": f"^(?:{exact})$", "fraction": None, "seed": 0},
+        "train": rule | {"pattern": f"^(?!(?:{exact})$)"},
+        "val": rule | {"pattern": f"^(?:{exact})$"},
     }
 
 
@@ -676,8 +679,6 @@ def _table(
     groups: dict[tuple, list[dict]], tasks: list[str], over: str, name: Callable[[dict], str]
 ) -> list[str]:
     """One row per setting: mean ± sample sd (min–max) over its runs, ``over`` naming them."""
-    import statistics
-
     lines = [
         f"| model | init | pipeline | steps | {over} | "
         + " | ".join(f"{t} Dice" for t in tasks)

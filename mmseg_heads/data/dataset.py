@@ -277,8 +277,9 @@ class MultiModalDataset(Dataset):
             if seed is None:
                 seed = int(torch.randint(0, 2**62, ()))
             generator = torch.Generator().manual_seed(seed)
-            # the window only, where the device augments the batch (a TrainTransform's option)
-            if getattr(self.transform, "on", "cpu") == "gpu":
+            # the window only, where the device augments the batch (a TrainTransform's option;
+            # any other callable transforms the sample itself)
+            if isinstance(self.transform, TrainTransform) and self.transform.on == "gpu":
                 images, labels, origin = self.transform.window(images, labels, has_label, generator)
             else:
                 images, labels = self.transform(images, labels, has_label, generator)
